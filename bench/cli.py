@@ -1,0 +1,201 @@
+"""The `bench` command line: thin wrappers that parse, call the runner / renderers, and print."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bench.errors import BenchError
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    """`-o inlp.n_iterations=10` -> {"inlp": {"n_iterations": 10}} (values parsed as JSON when possible)."""
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        plugin, dot, param = key.partition(".")
+        if not sep or not dot or not plugin or not param:
+            raise BenchError(f"malformed option {pair!r}; write PLUGIN.PARAM=VALUE, e.g. inlp.n_iterations=10")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        options.setdefault(plugin, {})[param] = parsed
+    return options
+
+
+class BenchGroup(click.Group):
+    """Adds subcommands contributed by plugins (entry-point group `bench.commands`)."""
+
+    def _plugin_commands(self):
+        from bench.registry import COMMANDS
+
+        return dict(COMMANDS.items())
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands()))
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name) or self._plugin_commands().get(name)
+
+
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="bench-debias")
+@click.option("-v", "--verbose", is_flag=True, help="Log details (cache hits, timings).")
+def cli(verbose):
+    """bench: debias masked language models with many methods and measure them all the same way.
+
+    \b
+    Quick start (synthetic planted-bias model, no downloads):
+      bench run --suite demo --out runs/demo
+    Real models (GPU advised; weights from a local dir or the HF cache):
+      bench run --methods gradiend,inlp --models bert-base --data-dir /path/to/data
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+@cli.command()
+@click.option("--models", help="Comma-separated model names (bert-base, roberta-large, synthetic, a dir, an HF id).")
+@click.option("--methods", help="Comma-separated methods; combine with '+', e.g. gradiend-bpi+inlp. 'base' is always run.")
+@click.option("--metrics", help="Comma-separated metrics (default: the suite's, else stereoset,seat,crows).")
+@click.option("--suite", help="A suite name from `bench list suites` or a path to a .toml file.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory for results and tables (resumable).")
+@click.option("--seed", type=int, help="Seed for methods, metrics and the bootstrap (default 0).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default: $BENCH_DATA_DIR).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Artifact/score cache (default: $BENCH_CACHE_DIR or ~/.cache/bench).")
+@click.option("--resamples", type=int, help="Bootstrap resamples (default 1000).")
+@click.option("-o", "--option", "options", multiple=True, metavar="PLUGIN.PARAM=VALUE",
+              help="A method or metric option, e.g. -o inlp.n_iterations=10 (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["md", "tex"]), default="md", show_default=True,
+              help="Format of the leaderboard printed at the end.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def run(models, methods, metrics, suite, out, seed, device, data_dir, cache_dir, resamples, options, fmt, no_progress):
+    """Run every (model, method, metric) and print the leaderboard.
+
+    Results are stored one row per number in OUT/results.jsonl, with Markdown and LaTeX tables beside them.
+    An interrupted run resumes when the same command is run again; fitted methods and scores are cached.
+    """
+    from bench.runner import RunRequest, Runner
+    from bench.suite import load_suite
+    from reports.leaderboard import render
+
+    spec = load_suite(suite) if suite else {}
+    opts = {k: dict(v) for k, v in spec.get("options", {}).items()}
+    for plugin, values in _parse_options(options).items():
+        opts.setdefault(plugin, {}).update(values)
+    stats = dict(spec.get("stats", {}))
+    if resamples is not None:
+        stats["resamples"] = resamples
+    request = RunRequest(
+        models=_split(models) or spec.get("models") or [],
+        methods=_split(methods) or spec.get("methods") or ["base"],
+        metrics=_split(metrics) or spec.get("metrics") or ["stereoset", "seat", "crows"],
+        seed=seed if seed is not None else spec.get("seed", 0),
+        device=device, data_dir=str(data_dir) if data_dir else None, cache_dir=str(cache_dir) if cache_dir else None,
+        options=opts, stats=stats, progress=not no_progress and sys.stderr.isatty(),
+    )  # fmt: skip
+    if not request.models:
+        raise BenchError("no models given: pass --models (e.g. --models synthetic) or --suite")
+    runner = Runner(request, out=out, echo=lambda m: click.echo(m, err=True))
+    rows = runner.run()
+    if out is not None:
+        from reports.leaderboard import write_tables
+
+        write_tables(rows, out)
+    click.echo(render(rows, fmt))
+    if out is not None:
+        click.echo(f"\nresults: {out / 'results.jsonl'}  tables: {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}", err=True)
+    if runner.errors:
+        raise BenchError("; ".join(runner.errors))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "tex"]), default="md", show_default=True)
+@click.option("--table", type=click.Choice(["main", "full"]), default="main", show_default=True,
+              help="main: the paper's leaderboard; full: every sub-metric of every metric.")
+def report(run_dir, fmt, table):
+    """Render stored results (a run directory or a results.jsonl) as Markdown or LaTeX."""
+    from bench.store import read_rows
+    from reports.leaderboard import render, render_full
+
+    rows = read_rows(run_dir)
+    click.echo(render(rows, fmt) if table == "main" else render_full(rows, fmt))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--baseline", type=click.Path(path_type=Path), required=True,
+              help="A results.jsonl (or run directory) of a trusted run; rows may carry a 'tolerance'.")
+@click.option("--tolerance", type=float, default=1e-6, show_default=True,
+              help="Allowed absolute difference for rows without their own tolerance.")
+def check(run_dir, baseline, tolerance):
+    """Exit non-zero when a metric of RUN_DIR leaves its tolerance around the baseline (for CI)."""
+    from bench.check import compare_runs
+    from bench.store import read_rows
+
+    failures, checked = compare_runs(read_rows(run_dir), read_rows(baseline), tolerance)
+    for f in failures:
+        click.echo(f"FAIL {f}")
+    click.echo(f"{checked - len(failures)} of {checked} values within tolerance")
+    if failures:
+        sys.exit(1)
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["methods", "metrics", "models", "suites"]))
+def list_(what):
+    """List registered methods, metrics, model names or suites."""
+    from bench.registry import METHODS, METRICS
+
+    if what == "methods":
+        for name, cls in METHODS.items():
+            click.echo(f"{name:28s} {cls.label or ''}  ({cls.changes})")
+    elif what == "metrics":
+        for name, cls in METRICS.items():
+            subs = ", ".join(c.label for c in cls.columns)
+            click.echo(f"{name:28s} needs {cls.requires}; columns: {subs or '-'}")
+    elif what == "models":
+        from bench.models import available_models
+
+        for name, doc in available_models():
+            click.echo(f"{name:28s} {doc}")
+    else:
+        from bench.suite import load_suite, suite_names
+
+        for name in suite_names():
+            click.echo(f"{name:28s} {load_suite(name).get('description', '')}")
+
+
+def main(argv=None):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        cli.main(args=argv, prog_name="bench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted; finished results are kept — rerun the same command to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished results are kept — rerun the same command to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except BenchError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except SystemExit:
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    main()

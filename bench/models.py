@@ -1,0 +1,147 @@
+"""Model names -> Subjects.
+
+A model name is one of
+  - an alias of the paper's checkpoints: bert-base, bert-large, distilbert, roberta-base, roberta-large;
+  - `synthetic[:bias=0.8,seed=0,init=trained|random]`: the planted-bias world (built and cached on first use);
+  - `random:<config>`: random weights of a real architecture; <config> is a directory with config.json and
+    tokenizer files, or the name of one under <data-dir>/models/ (e.g. `random:bert-base-uncased`);
+  - a local directory holding a saved masked LM, or any Hugging Face model id.
+Hub models load from a local directory or the HF cache; with no network and no local copy, the error says
+how to provide one. Further model kinds register through the entry-point group `bench.models`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.errors import BenchError, ModelUnavailable
+from bench.registry import MODELS, register_model
+from bench.subject import Subject
+
+ALIASES = {
+    "bert-base": "bert-base-cased",
+    "bert-large": "bert-large-cased",
+    "distilbert": "distilbert-base-cased",
+    "roberta-base": "roberta-base",
+    "roberta-large": "roberta-large",
+}
+
+
+@dataclass
+class ModelSpec:
+    name: str  # as the user wrote it
+    kind: str  # registered loader name, or "hf"
+    target: str = ""  # positional argument (HF id, directory, config)
+    options: dict = field(default_factory=dict)
+
+
+def parse_model_name(name: str) -> ModelSpec:
+    if name in ALIASES:
+        return ModelSpec(name, "hf", ALIASES[name])
+    if Path(name).expanduser().is_dir():
+        return ModelSpec(name, "hf", str(Path(name).expanduser()))
+    head, sep, rest = name.partition(":")
+    if head in MODELS:
+        options, target = {}, ""
+        for part in filter(None, (p.strip() for p in rest.split(","))) if sep else ():
+            if "=" in part:
+                k, v = part.split("=", 1)
+                options[k.strip()] = _parse_value(v.strip())
+            elif not target:
+                target = part
+            else:
+                raise BenchError(f"malformed model name {name!r}: write {head}:key=value,key=value")
+        return ModelSpec(name, MODELS.canonical(head), target, options)
+    if "/" in name or name.count("-") >= 1 and name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        return ModelSpec(name, "hf", name)  # a hub id such as bert-base-uncased or org/model
+    valid = sorted(ALIASES) + [f"{m}:..." for m in MODELS.names()]
+    raise BenchError(
+        f"unknown model {name!r}; valid models: {', '.join(valid)}, a local directory, or a Hugging Face id"
+    )
+
+
+def _parse_value(v: str):
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError("--device cuda was asked for but CUDA is not available here; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise BenchError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def load_subject(name: str, *, device: str = "cpu", data_dir=None, cache_dir=None) -> Subject:
+    spec = parse_model_name(name)
+    if spec.kind == "hf":
+        subject = load_hf(spec.target, name)
+    else:
+        subject = MODELS.get(spec.kind)(spec, data_dir=data_dir, cache_dir=cache_dir)
+    subject.model.to(resolve_device(device)).eval()
+    return subject
+
+
+def load_hf(target: str, name: str | None = None) -> Subject:
+    """Load a masked LM from a local directory or the HF cache (network only if the hub is reachable)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    is_dir = Path(target).is_dir()
+    attempts = [True] if is_dir or os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
+    last = None
+    for local_only in attempts:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local_only)
+            model = AutoModelForMaskedLM.from_pretrained(target, local_files_only=local_only)
+            return Subject(model=model, tokenizer=tokenizer, name=name or target, source=f"hf:{target}")
+        except Exception as e:  # OSError, connection errors, missing files: all mean "not available"
+            last = e
+    hint = (
+        f"cannot load model {name or target!r} ({target}): no local copy and the model hub is not reachable "
+        f"({type(last).__name__}). Provide it as a local directory (bench run --models /path/to/{target.split('/')[-1]}, "
+        f"saved with save_pretrained) or put it in the Hugging Face cache (HF_HOME) on a machine with network."
+    )
+    raise ModelUnavailable(hint)
+
+
+@register_model("random")
+def load_random(spec: ModelSpec, data_dir=None, cache_dir=None) -> Subject:
+    """Random-init model of a real architecture (for performance work and as a no-knowledge control)."""
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+    target = spec.target or "bert-base-uncased"
+    candidates = [Path(target).expanduser()]
+    if data_dir is not None:
+        candidates += [Path(data_dir) / "models" / target, Path(data_dir) / "models" / f"{target}-tokenizer"]
+    folder = next((c for c in candidates if (c / "config.json").is_file()), None)
+    if folder is None:
+        raise ModelUnavailable(
+            f"random:{target}: no config.json in {', '.join(str(c) for c in candidates)}; "
+            "give a directory with config.json and tokenizer files"
+        )
+    config = AutoConfig.from_pretrained(folder)
+    for key, value in spec.options.items():
+        if key != "seed":
+            setattr(config, key, value)
+    torch.manual_seed(int(spec.options.get("seed", 0)))
+    model = AutoModelForMaskedLM.from_config(config)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return Subject(model=model, tokenizer=tokenizer, name=spec.name, source=f"random:{folder}:{sorted(spec.options.items())}")
+
+
+def available_models() -> list[tuple[str, str]]:
+    rows = [(alias, f"Hugging Face {hf}") for alias, hf in ALIASES.items()]
+    for name, loader in MODELS.items():
+        doc = (loader.__doc__ or "").strip().splitlines()
+        rows.append((f"{name}:...", doc[0] if doc else ""))
+    return rows

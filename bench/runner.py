@@ -1,0 +1,208 @@
+"""Expands a request into jobs (model x method x metric), fits and applies methods with a cache, scores,
+attaches CIs and paired comparisons with the base model, and stores one row per number.
+
+Jobs whose rows are already in the run directory are skipped (resume); fitted artifacts and scores come
+from the content-addressed cache when present.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bench import __version__
+from bench.api import Context, NotApplicable, Scores
+from bench.data import default_cache_dir, default_data_dir, fingerprint
+from bench.errors import BenchError, IdenticalSubject
+from bench.models import load_subject, resolve_device
+from bench.registry import METHODS, METRICS, make_method, make_metric, method_chain
+from bench.stats import StatsConfig, compare, interval
+from bench.store import Cache, RunStore, code_hash, stable_hash
+from bench.subject import Subject
+
+log = logging.getLogger("bench")
+
+
+@dataclass
+class RunRequest:
+    models: list[str]
+    methods: list[str]
+    metrics: list[str]
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    options: dict = field(default_factory=dict)  # {"inlp": {...}, "stereoset": {...}}
+    stats: dict = field(default_factory=dict)  # StatsConfig fields
+    progress: bool = True
+
+    def normalised(self) -> "RunRequest":
+        """Canonical names, `base` first, duplicates removed; unknown names raise listing the valid ones."""
+        methods = ["base"] + [m for m in ("+".join(method_chain(s)) for s in self.methods) if m != "base"]
+        metrics = [METRICS.canonical(m) for m in self.metrics]
+        from bench.models import parse_model_name
+
+        for m in self.models:
+            parse_model_name(m)
+        return RunRequest(
+            models=list(dict.fromkeys(self.models)), methods=list(dict.fromkeys(methods)),
+            metrics=list(dict.fromkeys(metrics)), seed=self.seed, device=self.device, data_dir=self.data_dir,
+            cache_dir=self.cache_dir, options=self.options, stats=self.stats, progress=self.progress,
+        )  # fmt: skip
+
+    def manifest(self) -> dict:
+        request = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "progress", "device")}
+        return {"request": request, "request_hash": stable_hash(request), "bench": __version__}
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    return {"bench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}  # fmt: skip
+
+
+class Runner:
+    def __init__(self, request: RunRequest, out: Path | None = None, echo: Callable[[str], None] = print):
+        self.request = request.normalised()
+        self.stats = StatsConfig(seed=self.request.seed, **self.request.stats)
+        self.cache = Cache(Path(self.request.cache_dir) if self.request.cache_dir else default_cache_dir())
+        self.data_dir = Path(self.request.data_dir) if self.request.data_dir else default_data_dir()
+        self.device = resolve_device(self.request.device)
+        self.store = RunStore(out, self.request.manifest()) if out is not None else None
+        self.echo = echo
+        self.rows: list[dict] = []
+        self.errors: list[str] = []
+        self._versions = versions()
+
+    # ---- contexts and subjects -----------------------------------------------------------------------
+    def context(self, subject: Subject) -> Context:
+        return Context(
+            data_dir=Path(subject.data_dir) if subject.data_dir else self.data_dir,
+            cache_dir=self.cache.root, seed=self.request.seed, device=self.device,
+            options=self.request.options, resamples=self.stats.resamples, progress=self.request.progress,
+        )  # fmt: skip
+
+    def load_model(self, name: str) -> Subject:
+        return load_subject(name, device=self.device, data_dir=self.data_dir, cache_dir=self.cache.root)
+
+    def debias(self, base: Subject, chain: str, ctx: Context) -> Subject:
+        """Apply each method of `a+b+...` in turn; each is fitted on the output of the previous one."""
+        subject = base
+        for name in chain.split("+"):
+            method = make_method(name, self.request.options.get(name))
+            if method.changes == "nothing":
+                continue
+            cfg = {"method": name, "config": method.config(), "seed": ctx.seed}
+            data = fingerprint(method.data_files(ctx)) if method.data_files(ctx) else ""
+            key = stable_hash({**cfg, "subject": subject.identity, "data": data, "code": code_hash(method)})
+            t0 = time.perf_counter()
+            artifact, cached = self.cache.get_or_create(
+                "artifacts", name, key, lambda: method.fit(subject, ctx), method.save_artifact, method.load_artifact
+            )
+            self.echo(f"  {name}: {'cached artifact' if cached else f'fitted in {time.perf_counter() - t0:.1f}s'}")
+            new = method.apply(subject, artifact)
+            if new.same_as(subject):
+                raise IdenticalSubject(
+                    f"{name} returned a subject identical to its input on {base.name}; "
+                    "refusing to report it as a debiased model (check the method's options)"
+                )
+            new = new.replace(capabilities=new.capabilities & method.serves)
+            subject = new.stamped(name, stable_hash(cfg))
+        return subject
+
+    def scores(self, subject: Subject, metric_name: str, ctx: Context) -> Scores:
+        metric = make_metric(metric_name, self.request.options.get(metric_name))
+        files = metric.data_files(ctx)
+        key = stable_hash({
+            "metric": metric_name, "config": metric.config(), "subject": subject.identity,
+            "data": fingerprint(files) if files else "", "code": code_hash(metric), "seed": ctx.seed,
+        })  # fmt: skip
+        scores, _ = self.cache.pickled("scores", metric_name, key, lambda: metric.score(subject, ctx))
+        return scores
+
+    # ---- rows --------------------------------------------------------------------------------------------
+    def _rows(self, model, subject, metric_name, scores, base_scores, runtime, note="") -> list[dict]:
+        method_spec = subject.method
+        parts = method_spec.split("+")
+        classes = [METHODS.get(p) for p in parts]
+        label = " + ".join(c.label or c.name for c in classes)
+        group = 0 if method_spec == "base" else (3 if len(parts) > 1 else classes[0].group)
+        common = dict(
+            model=model, method=method_spec, label=label, group=group, metric=metric_name, seed=self.request.seed,
+            runtime_s=round(runtime, 3), config_hash=stable_hash(self.request.options.get(metric_name, {})),
+            versions=self._versions, note=note,
+        )  # fmt: skip
+        if scores is None:
+            return [dict(common, submetric=None, status="n/a", value=None, ci_low=None, ci_high=None, n=None,
+                         resamples=None, delta=None, delta_low=None, delta_high=None, significant=None)]  # fmt: skip
+        rows = []
+        for sub, est in scores.estimates.items():
+            iv = interval(est, self.stats)
+            row = dict(common, submetric=sub, status="ok", value=iv.value, ci_low=iv.low, ci_high=iv.high, n=iv.n,
+                       resamples=iv.resamples, delta=None, delta_low=None, delta_high=None, significant=None)  # fmt: skip
+            if base_scores is not None and method_spec != "base" and sub in base_scores.estimates:
+                cmp = compare(est, base_scores.estimates[sub], self.stats)
+                row.update(delta=cmp.delta, delta_low=cmp.low, delta_high=cmp.high, significant=cmp.significant)
+            rows.append(row)
+        for sub, value in scores.extras.items():
+            rows.append(dict(common, submetric=sub, status="ok", value=float(value), ci_low=None, ci_high=None,
+                             n=None, resamples=None, delta=None, delta_low=None, delta_high=None, significant=None))  # fmt: skip
+        return rows
+
+    def _emit(self, rows):
+        self.rows.extend(rows)
+        if self.store is not None:
+            self.store.add(rows)
+
+    # ---- the run -------------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        req = self.request
+        total = len(req.models) * len(req.methods) * len(req.metrics)
+        done = 0
+        for model in req.models:
+            base = self.load_model(model)
+            ctx = self.context(base)
+            base_scores: dict[str, Scores | None] = {}
+            for chain in req.methods:
+                todo = [m for m in req.metrics if not (self.store and self.store.done(model, chain, m, req.seed))]
+                if chain != "base" and not todo:
+                    done += len(req.metrics)
+                    continue
+                self.echo(f"[{model}] {chain}")
+                try:
+                    subject = self.debias(base, chain, ctx) if chain != "base" else base
+                except BenchError as e:
+                    self.errors.append(f"{model} / {chain}: {e}")
+                    self.echo(f"  error: {e}")
+                    done += len(req.metrics)
+                    continue
+                for metric_name in req.metrics:
+                    done += 1
+                    metric_cls = METRICS.get(metric_name)
+                    applicable = metric_cls.requires in subject.capabilities
+                    t0 = time.perf_counter()
+                    scores, note = None, ""
+                    if applicable:
+                        try:
+                            scores = self.scores(subject, metric_name, ctx)
+                        except NotApplicable as e:
+                            note = str(e)
+                    else:
+                        note = f"{chain} does not serve {metric_cls.requires}"
+                    if chain == "base":
+                        base_scores[metric_name] = scores
+                    elif metric_name not in base_scores:
+                        base_scores[metric_name] = self.scores(base, metric_name, ctx) if metric_cls.requires in base.capabilities else None
+                    runtime = time.perf_counter() - t0
+                    if self.store and self.store.done(model, chain, metric_name, req.seed):
+                        continue
+                    self._emit(self._rows(model, subject, metric_name, scores, base_scores.get(metric_name), runtime, note))
+                    self.echo(f"  {metric_name}: {'n/a' if scores is None else f'{runtime:.1f}s'}  [{done}/{total}]")
+        if self.store is not None:
+            return list(self.store.rows)
+        return self.rows

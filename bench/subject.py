@@ -1,0 +1,161 @@
+"""The model under test: a Hugging Face masked LM, its tokenizer, and what debiasers attached to it.
+
+Debiasers never mutate a subject in place; they return a new one (`with_model`, `with_transform`,
+`with_logits_transform`). Representation transforms (INLP, SentenceDebias) act on the last hidden states
+feeding the MLM head, the SEAT pooling and GLUE; they are attached as forward hooks only while a subject
+computes (`hooks()`), so subjects sharing one model object never see each other's transforms.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from bench.api import ALL_CAPABILITIES
+
+
+def encoder_module(model: nn.Module) -> nn.Module:
+    """The module whose first output is the last hidden state (BERT/RoBERTa `encoder`, DistilBERT `transformer`)."""
+    base = getattr(model, "base_model", model)
+    for attr in ("encoder", "transformer"):
+        mod = getattr(base, attr, None)
+        if isinstance(mod, nn.Module):
+            return mod
+    raise TypeError(f"cannot find the encoder of {type(model).__name__}")
+
+
+def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Hidden states -> vocabulary logits, so logits are computed only where they are needed."""
+    if hasattr(model, "cls"):  # BERT
+        return model.cls
+    if hasattr(model, "lm_head"):  # RoBERTa
+        return model.lm_head
+    if hasattr(model, "vocab_projector"):  # DistilBERT
+        act = model.activation
+
+        def head(h):
+            return model.vocab_projector(model.vocab_layer_norm(act(model.vocab_transform(h))))
+
+        return head
+    raise TypeError(f"cannot find the MLM head of {type(model).__name__}")
+
+
+def _replace_first_output(output, new_hidden):
+    if isinstance(output, torch.Tensor):
+        return new_hidden
+    if isinstance(output, tuple):
+        return (new_hidden,) + tuple(output[1:])
+    output["last_hidden_state"] = new_hidden  # transformers ModelOutput
+    return output
+
+
+@dataclass(eq=False)
+class Subject:
+    model: Any  # transformers *ForMaskedLM
+    tokenizer: Any
+    name: str  # the base model's name as the user gave it (row group of the tables)
+    method: str = "base"  # the method chain that produced this subject
+    source: str = ""  # where the weights came from (HF id, directory, "synthetic:...")
+    transforms: tuple = ()  # nn.Modules mapping hidden states (..., d) -> (..., d)
+    logits_transform: Callable | None = None  # f(subject, input_ids, attention_mask, rows, cols, logits)
+    capabilities: frozenset = ALL_CAPABILITIES
+    data_dir: Any = None  # models that bring their own data (the synthetic world)
+    lineage: tuple = ()  # (method, config-hash) pairs applied so far
+    meta: dict = field(default_factory=dict)
+
+    # ---- identity -------------------------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        """A stable key for caches: the weights' source plus every method (with its config) applied."""
+        blob = json.dumps({"source": self.source, "lineage": list(self.lineage)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def is_roberta_style(self) -> bool:
+        """Byte-level BPE tokenizers encode a word with its leading space (SPEC §0.5)."""
+        return getattr(self.model.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}
+
+    # ---- derived subjects ----------------------------------------------------------------------------
+    def replace(self, **changes) -> "Subject":
+        """A new subject with some fields changed (the runner records the method lineage)."""
+        return replace(self, meta=dict(self.meta), **changes)
+
+    def with_model(self, model) -> "Subject":
+        return self.replace(model=model)
+
+    def with_transform(self, transform: nn.Module) -> "Subject":
+        return self.replace(transforms=self.transforms + (transform,))
+
+    def with_logits_transform(self, fn: Callable, capabilities=frozenset({"mlm"})) -> "Subject":
+        if self.logits_transform is not None:
+            raise ValueError("this subject already has an output transform")
+        return self.replace(logits_transform=fn, capabilities=self.capabilities & frozenset(capabilities))
+
+    def stamped(self, method: str, config_hash: str) -> "Subject":
+        chain = method if self.method == "base" else f"{self.method}+{method}"
+        return replace(self, method=chain, lineage=self.lineage + ((method, config_hash),))
+
+    # ---- computation ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hooks(self, model: nn.Module | None = None):
+        """Attach the representation transforms to `model` (default: this subject's model) while inside."""
+        model = self.model if model is None else model
+        if not self.transforms:
+            yield
+            return
+        transforms = self.transforms
+
+        def hook(_module, _inputs, output):
+            h = output if isinstance(output, torch.Tensor) else output[0]
+            for t in transforms:
+                h = t(h)
+            return _replace_first_output(output, h)
+
+        for t in transforms:
+            t.to(self.device)
+        handle = encoder_module(model).register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states (transforms applied), shape (batch, length, d)."""
+        with self.hooks():
+            out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)
+        return out[0]
+
+    def mlm_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """Vocabulary logits at the positions (rows[i], cols[i]); shape (len(rows), vocab).
+
+        Only those positions go through the MLM head. An output transform (SelfDebias) may replace the
+        logits by debiased log-probabilities; softmax/log_softmax of the result is what metrics use.
+        """
+        h = self.hidden_states(input_ids, attention_mask)
+        logits = mlm_head(self.model)(h[rows, cols])
+        if self.logits_transform is not None:
+            logits = self.logits_transform(self, input_ids, attention_mask, rows, cols, logits)
+        return logits
+
+    def same_as(self, other: "Subject") -> bool:
+        """True when `other` would compute exactly what this subject computes."""
+        if self.transforms != other.transforms or self.logits_transform is not other.logits_transform:
+            return False
+        if self.model is other.model:
+            return True
+        a, b = dict(self.model.named_parameters()), dict(other.model.named_parameters())
+        if a.keys() != b.keys():
+            return False
+        with torch.no_grad():
+            return all(torch.equal(a[k].detach().cpu(), b[k].detach().cpu()) for k in a)

@@ -1,0 +1,53 @@
+"""Suites: declarative run definitions in TOML (suites/NAME.toml, or any path to a .toml file).
+
+    description = "what this suite is for"
+    models  = ["synthetic"]
+    methods = ["base", "gradiend-bpi", "gradiend-bpi+inlp"]
+    metrics = ["stereoset", "seat", "crows"]
+    seed = 0
+    [options.inlp]          # constructor arguments of a method or metric
+    n_iterations = 20
+    [stats]                 # bench.stats.StatsConfig fields
+    resamples = 1000
+"""
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+from bench.errors import BenchError, UnknownName
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KEYS = {"description", "models", "methods", "metrics", "seed", "options", "stats"}
+
+
+def suite_names() -> list[str]:
+    folder = resources.files("suites")
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_suite(name: str) -> dict:
+    path = Path(name)
+    if path.suffix == ".toml" and path.is_file():
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        entry = resources.files("suites") / f"{name}.toml"
+        if not entry.is_file():
+            raise UnknownName("suite", name, suite_names())
+        text, where = entry.read_text(encoding="utf-8"), f"suites/{name}.toml"
+    try:
+        suite = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise BenchError(f"{where}: malformed TOML: {e}") from None
+    unknown = set(suite) - KEYS
+    if unknown:
+        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(KEYS))}")
+    for key in ("models", "methods", "metrics"):
+        if key in suite and not (isinstance(suite[key], list) and all(isinstance(x, str) for x in suite[key])):
+            raise BenchError(f"{where}: {key} must be a list of strings")
+    return suite

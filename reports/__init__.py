@@ -1,0 +1,1 @@
+"""Renderers: Markdown and LaTeX leaderboards, plots."""
