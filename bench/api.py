@@ -48,6 +48,7 @@ class Debiaser(_Configurable, abc.ABC):
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
+    quick: ClassVar[dict] = {}  # options that make a fit fast enough for the conformance suite (tests only)
     group: ClassVar[int] = 2
     changes: ClassVar[str] = "weights"
     serves: ClassVar[frozenset[str]] = ALL_CAPABILITIES
@@ -93,6 +94,7 @@ class Metric(_Configurable, abc.ABC):
     """A benchmark. `score` returns per-item outcomes plus the aggregation, never only a number."""
 
     name: ClassVar[str] = ""
+    quick: ClassVar[dict] = {}  # options that make scoring fast enough for the conformance suite (tests only)
     requires: ClassVar[str] = MLM
     columns: ClassVar[tuple[Column, ...]] = ()
 

@@ -95,7 +95,9 @@ def load_subject(name: str, *, device: str = "cpu", data_dir=None, cache_dir=Non
 def load_hf(target: str, name: str | None = None) -> Subject:
     """Load a masked LM from a local directory or the HF cache (network only if the hub is reachable)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     is_dir = Path(target).is_dir()
     attempts = [True] if is_dir or os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
     last = None

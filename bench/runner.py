@@ -47,6 +47,14 @@ class RunRequest:
 
         for m in self.models:
             parse_model_name(m)
+        for plugin in self.options:
+            if plugin not in METHODS and plugin not in METRICS:
+                raise BenchError(f"option for unknown plugin {plugin!r}; options are given as METHOD.PARAM or METRIC.PARAM")
+        for chain in methods:  # bad options fail here, before any model is loaded
+            for name in chain.split("+"):
+                make_method(name, self.options.get(name))
+        for name in metrics:
+            make_metric(name, self.options.get(name))
         return RunRequest(
             models=list(dict.fromkeys(self.models)), methods=list(dict.fromkeys(methods)),
             metrics=list(dict.fromkeys(metrics)), seed=self.seed, device=self.device, data_dir=self.data_dir,

@@ -1,0 +1,185 @@
+"""Leaderboards in Markdown and LaTeX (booktabs), laid out like the paper's main table.
+
+Rows are grouped by base model, then by method group (base / GRADIEND / baselines / combinations). Columns
+come from the metrics' `Column` declarations (SS, SEAT, CrowS, LMS, GLUE). A cell shows the value with its
+95 % CI; the best variant per model and column is bold (closest to 50 for SS/CrowS, smallest |x| for SEAT,
+largest for LMS/GLUE); a dagger marks a significant change vs. the base model (paired bootstrap, CI of the
+difference excludes 0); n/a where a method does not apply; an empty cell where nothing was run.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from bench.api import Column
+from bench.store import write_text
+
+SIG_MD, SIG_TEX = "†", r"$^\dagger$"
+
+
+@dataclass
+class Cell:
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    significant: bool = False
+    na: bool = False
+    best: bool = False
+
+
+def _columns(rows: list[dict]) -> list[tuple[str, Column]]:
+    from bench.registry import METRICS
+
+    found = []
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        try:
+            cls = METRICS.get(metric)
+        except Exception:
+            continue
+        found += [(metric, c) for c in cls.columns]
+    return sorted(found, key=lambda mc: mc[1].order)
+
+
+def _badness(value: float, goal: str) -> float:
+    return {"50": abs(value - 50.0), "0": abs(value), "max": -value}[goal]
+
+
+def _decimals(col: Column) -> int:
+    return 3 if col.goal == "0" else 2
+
+
+def build(rows: list[dict]):
+    """-> (columns, [(model, [(label, group, [Cell per column])])])"""
+    columns = _columns(rows)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    table = []
+    for model in models:
+        mrows = [r for r in rows if r["model"] == model]
+        methods = {}
+        for r in mrows:
+            methods.setdefault(r["method"], (r.get("label") or r["method"], r.get("group", 2)))
+        order = sorted(methods, key=lambda m: (methods[m][1], list(methods).index(m)))
+        body = []
+        for method in order:
+            cells = []
+            for metric, col in columns:
+                match = [r for r in mrows if r["method"] == method and r["metric"] == metric]
+                ok = [r for r in match if r.get("submetric") == col.submetric and r.get("status") == "ok"]
+                if ok and ok[0].get("value") is not None:
+                    r = ok[0]
+                    cells.append(Cell(r["value"], r.get("ci_low"), r.get("ci_high"), bool(r.get("significant"))))
+                else:
+                    cells.append(Cell(na=any(r.get("status") == "n/a" for r in match)))
+            body.append((methods[method][0], methods[method][1], cells))
+        for j, (_, col) in enumerate(columns):
+            candidates = [cells[j] for label, group, cells in body if cells[j].value is not None and not math.isnan(cells[j].value)]
+            if len(candidates) > 1:
+                best = min(_badness(c.value, col.goal) for c in candidates)
+                for c in candidates:
+                    c.best = _badness(c.value, col.goal) == best
+        table.append((model, body))
+    return columns, table
+
+
+def _fmt(x: float | None, d: int) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
+
+
+def _cell_md(c: Cell, d: int) -> str:
+    if c.value is None:
+        return "n/a" if c.na else ""
+    text = _fmt(c.value, d)
+    text = f"**{text}**" if c.best else text
+    ci = f" [{_fmt(c.low, d)}, {_fmt(c.high, d)}]" if c.low is not None else ""
+    return text + ci + (f" {SIG_MD}" if c.significant else "")
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
+        s = s.replace(a, b)
+    return s
+
+
+def _cell_tex(c: Cell, d: int) -> str:
+    if c.value is None:
+        return "n/a" if c.na else ""
+    text = _fmt(c.value, d)
+    text = rf"\textbf{{{text}}}" if c.best else text
+    ci = rf" {{\scriptsize[{_fmt(c.low, d)}, {_fmt(c.high, d)}]}}" if c.low is not None else ""
+    return text + ci + (SIG_TEX if c.significant else "")
+
+
+def _header(col: Column) -> str:
+    arrow = {"50": "(→50)", "0": "(→0)", "max": "(↑)"}[col.goal]
+    return f"{col.label} {arrow}"
+
+
+def render_markdown(rows: list[dict]) -> str:
+    columns, table = build(rows)
+    if not table:
+        return "(no results)"
+    headers = ["Model", "Method"] + [_header(c) for _, c in columns]
+    body = []
+    for model, methods in table:
+        for i, (label, _group, cells) in enumerate(methods):
+            body.append([model if i == 0 else "", label] + [_cell_md(c, _decimals(col)) for c, (_, col) in zip(cells, columns)])
+    note = (
+        "\n\nValue [95 % bootstrap CI]. **bold**: best per model and column; "
+        f"{SIG_MD}: significant change vs. Base (paired bootstrap, CI of the difference excludes 0); n/a: does not apply."
+    )
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + note
+
+
+def render_latex(rows: list[dict]) -> str:
+    columns, table = build(rows)
+    if not table:
+        return "% no results"
+    arrows = {"50": r"$\rightarrow$50", "0": r"$\rightarrow$0", "max": r"$\uparrow$"}
+    lines = [
+        r"% requires \usepackage{booktabs}",
+        r"\begin{tabular}{l" + "c" * len(columns) + "}",
+        r"\toprule",
+        "Method & " + " & ".join(f"{_tex_escape(c.label)} ({arrows[c.goal]})" for _, c in columns) + r" \\",
+    ]
+    for model, methods in table:
+        lines.append(r"\midrule")
+        lines.append(rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\textit{{{_tex_escape(model)}}}}} \\")
+        previous_group = None
+        for label, group, cells in methods:
+            if previous_group is not None and group != previous_group:
+                lines.append(r"\cmidrule(lr){1-" + str(len(columns) + 1) + "}")
+            previous_group = group
+            values = " & ".join(_cell_tex(c, _decimals(col)) for c, (_, col) in zip(cells, columns))
+            lines.append(f"{_tex_escape(label)} & {values} " + r"\\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def render(rows: list[dict], fmt: str = "md") -> str:
+    return render_latex(rows) if fmt == "tex" else render_markdown(rows)
+
+
+def render_full(rows: list[dict], fmt: str = "md") -> str:
+    """Every stored number: one line per (model, method, metric, sub-metric)."""
+    headers = ["Model", "Method", "Metric", "Sub-metric", "Value", "95 % CI", "Δ vs base", "Δ 95 % CI", "sig."]
+    body = []
+    for r in rows:
+        if r.get("status") != "ok":
+            body.append([r["model"], r.get("label") or r["method"], r["metric"], r.get("submetric") or "", "n/a", "", "", "", ""])
+            continue
+        ci = f"[{_fmt(r.get('ci_low'), 3)}, {_fmt(r.get('ci_high'), 3)}]" if r.get("ci_low") is not None else ""
+        delta = _fmt(r.get("delta"), 3) if r.get("delta") is not None else ""
+        dci = f"[{_fmt(r.get('delta_low'), 3)}, {_fmt(r.get('delta_high'), 3)}]" if r.get("delta_low") is not None else ""
+        body.append([r["model"], r.get("label") or r["method"], r["metric"], r.get("submetric") or "",
+                     _fmt(r.get("value"), 4), ci, delta, dci, "yes" if r.get("significant") else ""])  # fmt: skip
+    return tabulate(body, headers=headers, tablefmt="latex_booktabs" if fmt == "tex" else "github", disable_numparse=True)
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    out = Path(out)
+    write_text(out / "leaderboard.md", render_markdown(rows) + "\n")
+    write_text(out / "leaderboard.tex", render_latex(rows) + "\n")
+    write_text(out / "results_full.md", render_full(rows, "md") + "\n")

@@ -1,0 +1,45 @@
+"""Shared fixtures. The synthetic world is built once per cache directory and reused by every test."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Tests use a cache inside the repo (ignored by git) unless the caller chose one.
+os.environ.setdefault("BENCH_CACHE_DIR", str(REPO / ".cache" / "bench"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "BENCH_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["BENCH_DATA_DIR"] = str(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("BENCH_DATA_DIR", SHARED_DATA))
+    if not (path / "stereoset").is_dir():
+        pytest.skip(f"real data directory not found at {path} (set BENCH_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    return Path(os.environ["BENCH_CACHE_DIR"])
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """The default synthetic planted-bias subject (strong bias), built on first use and cached."""
+    from bench.models import load_subject
+
+    return load_subject("synthetic", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def synthetic_random():
+    """Same architecture and tokenizer as `synthetic`, random weights."""
+    from bench.models import load_subject
+
+    return load_subject("synthetic:init=random", device="cpu")

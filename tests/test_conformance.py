@@ -1,0 +1,99 @@
+"""One conformance suite for every registered method and metric (the `check_estimator` of this project).
+
+Static checks run for every plugin in milliseconds; the behavioural checks fit / score every plugin on the
+synthetic world with the plugin's `quick` options.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from bench.api import ALL_CAPABILITIES, Column, Debiaser, Metric, Scores
+from bench.registry import METHODS, METRICS
+from bench.stats import StatsConfig, interval
+
+METHOD_NAMES = METHODS.names()
+METRIC_NAMES = METRICS.names()
+
+
+def _round_trip(obj):
+    config = obj.config()
+    json.dumps(config)  # part of every cache key
+    assert type(obj)(**config).config() == config
+    assert type(obj).__name__ in repr(obj)
+    pickle.loads(pickle.dumps(obj))
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_method_contract(name):
+    cls = METHODS.get(name)
+    assert isinstance(cls, type) and issubclass(cls, Debiaser)
+    assert cls.label, "a method needs a label for the tables"
+    assert cls.group in (0, 1, 2, 3)
+    assert cls.changes in ("nothing", "weights", "representation", "output")
+    assert cls.serves <= ALL_CAPABILITIES
+    _round_trip(cls())
+    _round_trip(cls(**cls.quick))
+
+
+@pytest.mark.parametrize("name", METRIC_NAMES)
+def test_metric_contract(name):
+    cls = METRICS.get(name)
+    assert isinstance(cls, type) and issubclass(cls, Metric)
+    assert cls.requires in ALL_CAPABILITIES
+    subs = [c.submetric for c in cls.columns]
+    assert len(subs) == len(set(subs))
+    for col in cls.columns:
+        assert isinstance(col, Column) and col.goal in ("50", "0", "max") and col.label
+    _round_trip(cls())
+    _round_trip(cls(**cls.quick))
+
+
+def _param_snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in METHOD_NAMES if METHODS.get(n).changes != "nothing"])
+def test_method_behaviour_on_synthetic(name, synthetic, tmp_path):
+    from bench.runner import Runner, RunRequest
+
+    runner = Runner(RunRequest(models=["synthetic"], methods=[name], metrics=[], device="cpu",
+                               options={name: dict(METHODS.get(name).quick)}, progress=False), echo=lambda m: None)  # fmt: skip
+    ctx = runner.context(synthetic)
+    before = _param_snapshot(synthetic.model)
+    out = runner.debias(synthetic, name, ctx)  # raises IdenticalSubject if nothing changed
+    after = _param_snapshot(synthetic.model)
+    assert all(torch.equal(before[k], after[k]) for k in before), "apply() must not mutate its input"
+    assert synthetic.transforms == () and synthetic.logits_transform is None
+    assert not out.same_as(synthetic)
+    assert out.capabilities <= METHODS.get(name).serves
+    assert out.method == name and out.identity != synthetic.identity
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", METRIC_NAMES)
+def test_metric_behaviour_on_synthetic(name, synthetic):
+    from bench.runner import Runner, RunRequest
+
+    cls = METRICS.get(name)
+    runner = Runner(RunRequest(models=["synthetic"], methods=[], metrics=[name], device="cpu",
+                               options={name: dict(cls.quick)}, progress=False), echo=lambda m: None)  # fmt: skip
+    scores = cls(**cls.quick).score(synthetic, runner.context(synthetic))
+    assert isinstance(scores, Scores)
+    for col in cls.columns:
+        assert col.submetric in scores.estimates
+    scores = pickle.loads(pickle.dumps(scores))
+    cfg = StatsConfig(resamples=50)
+    for sub, est in scores.estimates.items():
+        point = est.point()
+        assert math.isfinite(point), sub
+        dist = np.asarray(est.statistic([np.zeros((3, n), dtype=int) for n in est.strata]))
+        assert dist.shape == (3,), f"{sub}: statistic must return one value per resample"
+        iv = interval(est, cfg)
+        assert iv.n == sum(est.strata)
