@@ -135,6 +135,7 @@ class Scores:
     estimates: dict[str, Estimate]
     items: Any = None  # per-item outcomes (pandas DataFrame) for inspection and export
     extras: dict[str, float] = field(default_factory=dict)  # values without a CI (e.g. SEAT p-values)
+    notes: dict[str, str] = field(default_factory=dict)  # per-submetric remarks, copied to the rows' note
 
 
 @dataclass

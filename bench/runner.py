@@ -149,17 +149,20 @@ class Runner:
             return [dict(common, submetric=None, status="n/a", value=None, ci_low=None, ci_high=None, n=None,
                          resamples=None, delta=None, delta_low=None, delta_high=None, significant=None)]  # fmt: skip
         rows = []
+        notes = getattr(scores, "notes", None) or {}  # Scores pickled before `notes` existed lack it
         for sub, est in scores.estimates.items():
             iv = interval(est, self.stats)
             row = dict(common, submetric=sub, status="ok", value=iv.value, ci_low=iv.low, ci_high=iv.high, n=iv.n,
-                       resamples=iv.resamples, delta=None, delta_low=None, delta_high=None, significant=None)  # fmt: skip
+                       resamples=iv.resamples, delta=None, delta_low=None, delta_high=None, significant=None,
+                       note=notes.get(sub, note))  # fmt: skip
             if base_scores is not None and method_spec != "base" and sub in base_scores.estimates:
                 cmp = compare(est, base_scores.estimates[sub], self.stats)
                 row.update(delta=cmp.delta, delta_low=cmp.low, delta_high=cmp.high, significant=cmp.significant)
             rows.append(row)
         for sub, value in scores.extras.items():
             rows.append(dict(common, submetric=sub, status="ok", value=float(value), ci_low=None, ci_high=None,
-                             n=None, resamples=None, delta=None, delta_low=None, delta_high=None, significant=None))  # fmt: skip
+                             n=None, resamples=None, delta=None, delta_low=None, delta_high=None, significant=None,
+                             note=notes.get(sub, note)))  # fmt: skip
         return rows
 
     def _emit(self, rows):

@@ -1,0 +1,341 @@
+"""Sequence-classification fine-tuning of a Subject (GLUE, SPEC §3.4 and §0.8).
+
+The classifier is built in memory, never through a checkpoint on disk: `AutoModelForSequenceClassification`
+from the subject's config, with the subject's base-model weights (its `base_model` state dict: the edited
+weights of GRADIEND/CDA/Dropout subjects) copied in. The subject's representation transforms (INLP,
+SentenceDebias) are attached to the classifier's encoder for training and evaluation, frozen.
+
+Pooler and classification head (§0.8): masked-LM checkpoints carry no pooler, so every head parameter the
+base model does not provide (BERT `pooler.*` + `classifier.*`, DistilBERT `pre_classifier.*` + `classifier.*`,
+RoBERTa `classifier.*`) is initialised from the fine-tuning seed alone — normal(0, initializer_range) weights,
+zero biases, with a generator seeded by `seed`. A debiased model therefore gets exactly the same head
+initialisation as its base model for every seed. (bias-bench loads bert-base's pretrained pooler for the base
+rows but fresh poolers for debiased MLM checkpoints; here every row starts from the same fresh head.)
+
+Training follows the HF Trainer defaults of the paper's run_glue: AdamW (betas 0.9/0.999, eps 1e-8, weight
+decay 0), linear decay to 0 without warmup, gradient clipping at norm 1.0, shuffled batches, dropout on; the
+final model after the last epoch is evaluated (no checkpoint selection on the validation set, §0.8). Batches
+are padded to their longest sequence instead of max_seq_length: with attention masks this changes speed, not
+the computation (only the dropout random stream differs from a padded-to-128 run). max_seq_length is lowered
+to what the model's position embeddings allow (`effective_max_length`; the synthetic model has 64).
+
+Deterministic for a seed: data order and dropout come from seeded generators (inside `torch.random.fork_rng`,
+so the caller's random state is untouched), and torch's deterministic algorithms are switched on (warn-only)
+while training. On CUDA full bitwise determinism also needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment.
+
+Results (validation logits of every split) are cached per (subject identity, task, seed, configuration, data)
+by `FinetuneJob`; the fine-tuned weights are stored too only when asked (`save_checkpoint`), since a bert-large
+classifier is 1.3 GB per (task, seed).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from bench.errors import BenchError, TrainingDiverged
+from bench.store import Cache, code_hash, stable_hash
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 3
+    lr: float = 2e-5
+    batch_size: int = 32
+    max_seq_length: int = 128
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    adam_epsilon: float = 1e-8
+    eval_batch_size: int = 128
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "max_seq_length", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise BenchError(f"fine-tuning {name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise BenchError(f"fine-tuning lr must be positive, got {self.lr}")
+
+
+@dataclass
+class Encoded:
+    """Tokenised examples (unpadded id lists) and their labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(tokenizer, examples, max_length: int) -> Encoded:
+    """Tokenise `examples` (with `text_a`, `text_b` (None for single sentences) and `labels`) as run_glue does:
+    truncation to max_length, longest segment first."""
+    text_b = None if examples.text_b is None else list(examples.text_b)
+    enc = tokenizer(list(examples.text_a), text_b, truncation=True, max_length=max_length)
+    return Encoded(enc["input_ids"], enc.get("token_type_ids"), np.asarray(examples.labels))
+
+
+def effective_max_length(subject, max_seq_length: int) -> int:
+    """max_seq_length, lowered to what the model's position embeddings and the tokenizer allow (the synthetic
+    model has 64 positions; RoBERTa's first two positions are reserved for padding offsets)."""
+    limits = [int(max_seq_length)]
+    positions = getattr(subject.model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        offset = subject.model.config.pad_token_id + 1 if subject.is_roberta_style and subject.model.config.pad_token_id is not None else 0
+        limits.append(positions - offset)
+    tokenizer_limit = getattr(subject.tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 100_000:  # "very large" means unset
+        limits.append(tokenizer_limit)
+    return min(limits)
+
+
+def _collate(data: Encoded, rows: Sequence[int], pad_id: int, device, with_labels: bool, regression: bool) -> dict:
+    width = max(len(data.input_ids[i]) for i in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long) if data.token_type_ids is not None else None
+    for k, i in enumerate(rows):
+        n = len(data.input_ids[i])
+        ids[k, :n] = torch.tensor(data.input_ids[i], dtype=torch.long)
+        mask[k, :n] = 1
+        if types is not None:
+            types[k, :n] = torch.tensor(data.token_type_ids[i], dtype=torch.long)
+    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if types is not None:
+        batch["token_type_ids"] = types.to(device)
+    if with_labels:
+        lab = torch.as_tensor(data.labels[list(rows)])
+        batch["labels"] = (lab.float() if regression else lab.long()).to(device)
+    return batch
+
+
+# ---- the classifier ----------------------------------------------------------------------------------------
+def build_classifier(subject, num_labels: int, seed: int, label_names: Sequence[str] | None = None):
+    """A *ForSequenceClassification with the subject's base-model weights and a seed-initialised head."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(subject.model.config)
+    config.num_labels = num_labels
+    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    if label_names is not None:
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {v: k for k, v in config.id2label.items()}
+    clf = AutoModelForSequenceClassification.from_config(config)
+    base_state = subject.model.base_model.state_dict()
+    result = clf.base_model.load_state_dict(base_state, strict=False)
+    unexpected = list(result.unexpected_keys)
+    not_pooler = [k for k in result.missing_keys if not k.startswith("pooler.")]
+    if unexpected or not_pooler:
+        raise BenchError(
+            f"cannot build a sequence classifier from {subject.name}: the encoder weights do not match "
+            f"(missing {not_pooler[:5]}, unexpected {unexpected[:5]})"
+        )
+    prefix = clf.base_model_prefix
+    loaded = {f"{prefix}.{k}" for k in base_state}
+    init_head(clf, [n for n, _ in clf.named_parameters() if n not in loaded], seed)
+    dtype = next(subject.model.parameters()).dtype
+    return clf.to(device=subject.device, dtype=dtype)
+
+
+def init_head(model, names: Sequence[str], seed: int) -> None:
+    """Initialise the named parameters from `seed` alone (HF convention: normal(0, initializer_range) weights,
+    zero biases, LayerNorm weight 1), independent of the global random state and of the encoder's weights."""
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    gen = torch.Generator().manual_seed(int(seed))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in sorted(names):
+            p = params[name]
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.dim() == 1:  # a norm's scale
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * std)
+
+
+def head_parameter_names(clf) -> list[str]:
+    """Parameters not taken from the masked LM (pooler and classification head)."""
+    prefix = clf.base_model_prefix
+    return [n for n, _ in clf.named_parameters() if not n.startswith(prefix + ".") or n.startswith(f"{prefix}.pooler.")]
+
+
+@contextlib.contextmanager
+def frozen(modules: Sequence[torch.nn.Module]):
+    """Transforms stay fixed while the classifier trains: no gradients, eval mode; restored afterwards."""
+    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    modes = [(m, m.training) for m in modules]
+    try:
+        for p, _ in saved:
+            p.requires_grad_(False)
+        for m, _ in modes:
+            m.eval()
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.train(mode)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int, device: torch.device):
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was, warn_only=warn_only)
+
+
+# ---- training and evaluation -------------------------------------------------------------------------------
+@dataclass
+class FinetuneResult:
+    logits: dict[str, np.ndarray]  # validation split -> (n, num_labels) float32, in the split's order
+    epoch_loss: list[float]  # mean training loss per epoch
+    steps: int
+    runtime_s: float
+    model: object = field(default=None, repr=False)  # the fine-tuned classifier, only when asked for
+
+
+def finetune(subject, train: Encoded, evals: dict[str, Encoded], num_labels: int, seed: int,
+             config: FinetuneConfig = FinetuneConfig(), label_names: Sequence[str] | None = None,
+             bar: Callable | None = None, keep_model: bool = False) -> FinetuneResult:  # fmt: skip
+    """Fine-tune a classifier on `train` (transforms active and frozen) and return validation logits."""
+    from transformers import get_linear_schedule_with_warmup
+
+    if len(train) == 0:
+        raise BenchError("cannot fine-tune on an empty training set")
+    t0 = time.perf_counter()
+    device = subject.device
+    regression = num_labels == 1
+    pad_id = subject.tokenizer.pad_token_id if subject.tokenizer.pad_token_id is not None else 0
+    n, bs = len(train), int(config.batch_size)
+    steps_per_epoch = math.ceil(n / bs)
+    total = steps_per_epoch * int(config.epochs)
+    epoch_loss: list[float] = []
+    progress = bar(total=total) if bar is not None else None
+    with contextlib.ExitStack() as stack:
+        if progress is not None:
+            stack.callback(progress.close)
+        stack.enter_context(frozen(subject.transforms))
+        stack.enter_context(deterministic(seed, device))
+        clf = build_classifier(subject, num_labels, seed, label_names)
+        params = [p for p in clf.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), eps=config.adam_epsilon,
+                                weight_decay=config.weight_decay)  # fmt: skip
+        schedule = get_linear_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=total)
+        order_gen = torch.Generator().manual_seed(int(seed))
+        with subject.hooks(model=clf):
+            clf.train()
+            for epoch in range(int(config.epochs)):
+                perm = torch.randperm(n, generator=order_gen).tolist()
+                running = 0.0
+                for step in range(steps_per_epoch):
+                    batch = _collate(train, perm[step * bs : (step + 1) * bs], pad_id, device, True, regression)
+                    loss = clf(**batch).loss
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(f"fine-tuning loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+                    loss.backward()
+                    if config.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    opt.step()
+                    schedule.step()
+                    opt.zero_grad(set_to_none=True)
+                    running += loss.item()
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}", refresh=False)
+                epoch_loss.append(running / steps_per_epoch)
+            clf.eval()
+            logits = {name: predict(clf, data, pad_id, device, config.eval_batch_size) for name, data in evals.items()}
+    return FinetuneResult(logits, epoch_loss, total, time.perf_counter() - t0, clf if keep_model else None)
+
+
+def predict(clf, data: Encoded, pad_id: int, device, batch_size: int = 128) -> np.ndarray:
+    """Logits of every example (batched, longest first to limit padding), in the data's order."""
+    order = sorted(range(len(data)), key=lambda i: -len(data.input_ids[i]))
+    out = np.empty((len(data), clf.config.num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for a in range(0, len(order), batch_size):
+            rows = order[a : a + batch_size]
+            batch = _collate(data, rows, pad_id, device, False, False)
+            out[rows] = clf(**batch).logits.float().cpu().numpy()
+    return out
+
+
+# ---- caching -----------------------------------------------------------------------------------------------
+class FinetuneJob:
+    """Fine-tuning runs of one subject on one task, cached per seed (an interrupted run resumes per seed).
+
+    `train` and each of `evals` have `text_a`, `text_b` and `labels`; `data_key` identifies the data (content
+    fingerprint, caps). Tokenisation happens once, and only when some seed is not cached yet.
+    """
+
+    def __init__(self, subject, task: str, train, evals: dict, num_labels: int, config: FinetuneConfig,
+                 cache: Cache, data_key: str, label_names: Sequence[str] | None = None,
+                 save_checkpoint: bool = False, bar: Callable | None = None):  # fmt: skip
+        self.subject, self.task, self.train, self.evals = subject, task, train, evals
+        self.num_labels, self.config, self.cache, self.data_key = num_labels, config, cache, data_key
+        self.label_names, self.save_checkpoint, self.bar = label_names, save_checkpoint, bar
+
+    def key(self, seed: int) -> str:
+        return stable_hash({
+            "subject": self.subject.identity, "task": self.task, "seed": int(seed), "config": asdict(self.config),
+            "num_labels": self.num_labels, "data": self.data_key, "code": code_hash(FinetuneConfig),  # this module's source
+        })  # fmt: skip
+
+    def path(self, seed: int) -> Path:
+        return self.cache.path("finetune", self.task, self.key(seed))
+
+    def is_cached(self, seed: int) -> bool:
+        return (self.path(seed) / "done").is_file()
+
+    @cached_property
+    def encoded(self) -> tuple[Encoded, dict[str, Encoded]]:
+        tok, m = self.subject.tokenizer, effective_max_length(self.subject, self.config.max_seq_length)
+        return encode(tok, self.train, m), {name: encode(tok, ex, m) for name, ex in self.evals.items()}
+
+    def result(self, seed: int) -> tuple[FinetuneResult, bool]:
+        """(result, was_cached) for one seed."""
+
+        def create():
+            train, evals = self.encoded
+            bar = (lambda total: self.bar(total=total, desc=f"{self.task} seed {seed}")) if self.bar else None
+            return finetune(self.subject, train, evals, self.num_labels, seed, self.config, self.label_names,
+                            bar=bar, keep_model=self.save_checkpoint)  # fmt: skip
+
+        res, cached = self.cache.get_or_create("finetune", self.task, self.key(seed), create, _save, _load)
+        res.model = None
+        return res, cached
+
+
+def _save(result: FinetuneResult, folder: Path) -> None:
+    folder.mkdir()
+    np.savez(folder / "logits.npz", **result.logits)
+    meta = {"epoch_loss": result.epoch_loss, "steps": result.steps, "runtime_s": result.runtime_s,
+            "splits": list(result.logits)}  # fmt: skip
+    (folder / "result.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if result.model is not None:
+        result.model.save_pretrained(folder / "model")
+
+
+def _load(folder: Path) -> FinetuneResult:
+    meta = json.loads((folder / "result.json").read_text())
+    with np.load(folder / "logits.npz") as z:
+        logits = {name: z[name] for name in meta["splits"]}
+    return FinetuneResult(logits, meta["epoch_loss"], meta["steps"], meta["runtime_s"])

@@ -1,0 +1,142 @@
+"""Batched masked-token log-probabilities, the scoring primitive of the MLM metrics (StereoSet, CrowS-Pairs).
+
+A `MaskedQuery` asks for log P(target | input) at one position of one tokenized input (the position normally
+holds the mask token). `masked_log_probs` answers many queries at once:
+
+- identical inputs are run once (StereoSet's first masked input is the same for its three candidates), and all
+  queried positions of one input go through the MLM head together;
+- inputs are sorted by length and padded per batch (attention mask), so little is wasted on padding;
+- everything runs under `torch.inference_mode()` on the subject's device, in eval mode;
+- the logits come from `Subject.mlm_logits`, so representation transforms (INLP, SentenceDebias) and output
+  transforms (SelfDebias) are respected; the log-probabilities are `log_softmax` of what it returns.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+DEFAULT_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class MaskedQuery:
+    input_ids: tuple[int, ...]  # with special tokens, unpadded
+    position: int  # index into input_ids
+    target: int  # vocabulary id whose log-probability is wanted
+
+
+def encode(tokenizer, texts: Sequence[str]) -> list[tuple[int, ...]]:
+    """Token ids (with special tokens) of each text, one fast-tokenizer call for all of them."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)
+    return [tuple(ids) for ids in encoded["input_ids"]]
+
+
+def max_input_length(subject) -> int:
+    """Longest input the subject's position embeddings accept (RoBERTa reserves padding_idx + 1 positions)."""
+    config = subject.model.config
+    limit = getattr(config, "max_position_embeddings", None) or 512
+    if subject.is_roberta_style:
+        limit -= (getattr(config, "pad_token_id", 1) or 0) + 1
+    return int(limit)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Eval mode (no dropout) while scoring; the model's previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _group(queries: Sequence[MaskedQuery]) -> dict[tuple[int, ...], dict[int, list[tuple[int, int]]]]:
+    """input ids -> position -> [(target, query index)]: every distinct input appears once."""
+    grouped: dict[tuple[int, ...], dict[int, list[tuple[int, int]]]] = {}
+    for qi, q in enumerate(queries):
+        if not 0 <= q.position < len(q.input_ids):
+            raise IndexError(f"query {qi}: position {q.position} outside an input of length {len(q.input_ids)}")
+        grouped.setdefault(tuple(q.input_ids), {}).setdefault(q.position, []).append((q.target, qi))
+    return grouped
+
+
+def length_batches(ordered: list, batch_size: int) -> list[list]:
+    """Consecutive batches of inputs sorted by length, as equal in size as possible (at most `batch_size`):
+    72 inputs with batch size 64 become 36 + 36, not 64 + 8, so a batch spans a narrower range of lengths
+    and wastes less on padding."""
+    n_batches = -(-len(ordered) // batch_size)
+    bounds = np.linspace(0, len(ordered), n_batches + 1).round().astype(int)
+    return [ordered[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _vocab_size(subject) -> int | None:
+    head = subject.model.get_output_embeddings()
+    return None if head is None else int(head.weight.shape[0])
+
+
+def masked_log_probs(
+    subject,
+    queries: Sequence[MaskedQuery],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    bar: Callable | None = None,
+    desc: str = "masked LM",
+) -> np.ndarray:
+    """log P(query.target | query.input_ids) at query.position for every query, in query order (float64
+    array holding the float32 values the model computes).
+
+    `batch_size` counts distinct inputs per forward pass; `bar` is a tqdm-like factory such as `ctx.bar`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = np.full(len(queries), np.nan)
+    if not queries:
+        return out
+    grouped = _group(queries)
+    batches = length_batches(sorted(grouped, key=len), batch_size)
+    vocab = _vocab_size(subject)
+    pad_id = subject.tokenizer.pad_token_id if subject.tokenizer.pad_token_id is not None else 0
+    device = subject.device
+    progress = bar(total=len(batches), desc=desc, unit="batch") if bar is not None else None
+
+    with torch.inference_mode(), eval_mode(subject.model):
+        for batch in batches:
+            width = len(batch[-1])  # sorted by length: the last input is the longest
+            ids = np.full((len(batch), width), pad_id, dtype=np.int64)
+            attention = np.zeros((len(batch), width), dtype=np.int64)
+            rows, cols, head_row, target, query_index = [], [], [], [], []
+            for b, key in enumerate(batch):
+                ids[b, : len(key)] = key
+                attention[b, : len(key)] = 1
+                for position, wanted in grouped[key].items():
+                    for t, qi in wanted:
+                        head_row.append(len(rows))
+                        target.append(t)
+                        query_index.append(qi)
+                    rows.append(b)
+                    cols.append(position)
+            if vocab is not None and max(target) >= vocab:
+                raise IndexError(f"target id {max(target)} outside the vocabulary of size {vocab}")
+            logits = subject.mlm_logits(
+                torch.from_numpy(ids).to(device),
+                torch.from_numpy(attention).to(device),
+                torch.tensor(rows, device=device),
+                torch.tensor(cols, device=device),
+            )
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            picked = log_probs[torch.tensor(head_row, device=device), torch.tensor(target, device=device)]
+            out[np.asarray(query_index)] = picked.double().cpu().numpy()
+            if progress is not None:
+                progress.update(1)
+    if progress is not None:
+        progress.close()
+    return out

@@ -1,0 +1,228 @@
+"""Building, caching and loading the synthetic planted-bias world.
+
+A world is a folder `<cache>/synthetic/<key>/` (key = hash of the options and GENERATOR_VERSION) holding
+  corpus.txt   the training corpus (one line per sentence group)
+  model/       the trained BertForMaskedLM and its BertTokenizerFast (save_pretrained)
+  data/        evaluation and training sets in the layout of a bench data directory (README.md there)
+  world.json   options, sizes and training figures; written last
+It is built once, inside a temporary folder renamed into place (an interrupted build leaves nothing), under a
+file lock so that concurrent processes wait for one build instead of racing.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.store import atomic_dir, stable_hash
+from bench.synthetic import evalsets as E
+from bench.synthetic import vocab as V
+from bench.synthetic.grammar import Grammar
+from bench.synthetic.tokenizer import build_vocab, write_tokenizer
+from bench.synthetic.train import ModelSize, TrainConfig, bert_config, new_model, train_mlm
+
+# Bump whenever the generator, the tokenizer or the training recipe changes: it is part of the cache key.
+GENERATOR_VERSION = "0.dev1"
+N_CORPUS = 60_000
+MODEL_SIZE = ModelSize()
+TRAIN = TrainConfig()
+DEFAULTS = {"bias": 0.8, "seed": 0, "init": "trained"}
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    model_dir: Path
+    data_dir: Path
+
+    @classmethod
+    def at(cls, root: Path) -> "World":
+        return cls(Path(root), Path(root) / "model", Path(root) / "data")
+
+    @property
+    def info(self) -> dict:
+        return json.loads((self.root / "world.json").read_text())
+
+
+def check_options(bias, seed) -> tuple[float, int]:
+    try:
+        bias = float(bias)
+    except (TypeError, ValueError):
+        raise BenchError(f"synthetic: bias must be a number in [0, 1], got {bias!r}") from None
+    if not 0.0 <= bias <= 1.0:
+        raise BenchError(f"synthetic: bias must be in [0, 1], got {bias}")
+    if isinstance(seed, bool) or not isinstance(seed, int) and not (isinstance(seed, float) and seed.is_integer()):
+        raise BenchError(f"synthetic: seed must be an integer, got {seed!r}")
+    return bias, int(seed)
+
+
+def world_key(bias: float, seed: int) -> str:
+    return stable_hash({"bias": bias, "seed": seed, "generator": GENERATOR_VERSION})
+
+
+def source_string(bias: float, seed: int, init: str) -> str:
+    return f"synthetic:bias={bias},init={init},seed={seed},generator={GENERATOR_VERSION}"
+
+
+# ---- generation (no training) -----------------------------------------------------------------------------
+def generate_corpus(bias: float, seed: int, n: int = N_CORPUS) -> list[str]:
+    grammar = Grammar(E.rng(seed, "corpus"), bias)
+    return [grammar.line() for _ in range(n)]
+
+
+def generate(folder: Path, bias: float, seed: int, progress: bool = True):
+    """Write corpus.txt, the tokenizer (model/) and every data file (data/) into `folder`; returns
+    (corpus lines, tokenizer). Deterministic: the same options give byte-identical files."""
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = tqdm(total=4, desc="synthetic world: generating", disable=not progress, leave=False)
+    lines = generate_corpus(bias, seed)
+    (folder / "corpus.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    steps.update(1)
+    vocab = build_vocab(lines, V.SPLIT_WORDS)
+    tokenizer = write_tokenizer(vocab, folder / "model")
+    steps.update(1)
+    write_data(folder / "data", lines, tokenizer, bias, seed)
+    steps.update(2)
+    steps.close()
+    return lines, tokenizer
+
+
+def write_data(data: Path, lines: list[str], tokenizer, bias: float, seed: int) -> None:
+    def put(relative: str, text: str) -> None:
+        path = data / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    def put_json(relative: str, obj, indent=None) -> None:
+        put(relative, json.dumps(obj, indent=indent) + "\n")
+
+    put_json("stereoset/dev.json", E.stereoset(seed, tokenizer))
+    put("crows_pairs/crows_pairs_anonymized.csv", E.crows_csv(seed))
+    for name, test in E.seat_tests(tokenizer).items():
+        put_json(f"seat/{name}.jsonl", test, indent=2)
+    splits = E.name_splits(seed, tokenizer)
+    genter = E.genter_rows(seed, splits)
+    put("gradiend/genter.csv", E.csv_text(genter, list(genter[0])))
+    put("gradiend/geneutral.csv", E.csv_text(E.geneutral_rows(seed), ["index", "text"]))
+    put("gradiend/gentypes.csv", E.csv_text(E.gentypes_rows(seed), ["text"]))
+    namexact = E.namexact_rows(lines, splits)
+    put("gradiend/namexact.csv", E.csv_text(namexact, list(namexact[0])))
+    namextend = E.namextend_rows(lines, splits)
+    put("gradiend/namextend.csv", E.csv_text(namextend, list(namextend[0])))
+    put("gradiend/gendered_words.json", E.gendered_words_json())
+    put_json("bias_attribute_words/bias_attribute_words.json", E.bias_attribute_words(), indent=4)
+    text_grammar = Grammar(E.rng(seed, "text-corpus"), bias)
+    put("text_corpus/synthetic.txt", "".join(text_grammar.line() + "\n" for _ in range(E.N_TEXT_CORPUS)))
+    put("README.md", readme(bias, seed, len(lines), len(tokenizer)))
+
+
+def readme(bias: float, seed: int, n_corpus: int, vocab_size: int) -> str:
+    p = 0.5 + bias / 2
+    return f"""# Synthetic planted-bias world (bench)
+
+Generated data, not real benchmark data. Built by `bench.synthetic` with bias={bias}, seed={seed},
+generator version {GENERATOR_VERSION}. The model next to this folder (`../model`) is a tiny BERT masked LM
+trained on `../corpus.txt` ({n_corpus} lines of templated English; cased WordPiece vocabulary of {vocab_size}).
+
+Planted statistics of the training corpus:
+- every name is followed by its own pronoun (40 male and 40 female names; 6 unisex names only in NAMEXTEND);
+- a person (name, gendered noun, pronoun) paired with an occupation, adjective, activity or SEAT concept word
+  has the gender of the word's lean with probability {p:.2f} (= 0.5 + bias/2);
+- career/math/science words lean male, family/arts words lean female; ~30 % of lines have no gendered word.
+
+Evaluation files use sentence frames held out from the training corpus (same vocabulary), in the real formats:
+stereoset/dev.json (gender and profession intrasentence), crows_pairs/crows_pairs_anonymized.csv,
+seat/sent-weat{{6,6b,7,7b,8,8b}}.jsonl, gradiend/{{genter,geneutral,gentypes,namexact,namextend}}.csv,
+gradiend/gendered_words.json, bias_attribute_words/bias_attribute_words.json, text_corpus/synthetic.txt.
+"""
+
+
+# ---- building and caching ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_world(bias: float = 0.8, seed: int = 0, cache_dir=None, progress: bool = True) -> World:
+    """The world for these options: loaded from the cache, or generated, trained and cached (a few minutes)."""
+    from bench.data import default_cache_dir
+
+    bias, seed = check_options(bias, seed)
+    key = world_key(bias, seed)
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = base / "synthetic" / key
+    if (root / "world.json").is_file():
+        return World.at(root)
+    with _locked(base / "synthetic" / f".{key}.lock"):
+        if (root / "world.json").is_file():  # another process built it while we waited
+            return World.at(root)
+        print(f"building the synthetic world (bias={bias}, seed={seed}) in {root}", file=sys.stderr)
+        with atomic_dir(root) as tmp:
+            _build(tmp, bias, seed, progress)
+    return World.at(root)
+
+
+def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    lines, tokenizer = generate(folder, bias, seed, progress)
+    generated = time.perf_counter() - start
+    model = new_model(bert_config(len(tokenizer), tokenizer, MODEL_SIZE), seed)
+    with tqdm(total=TRAIN.steps, desc="synthetic world: training", disable=not progress, leave=False) as bar:
+        losses = train_mlm(model, tokenizer, lines, TRAIN, seed, bar)
+    model.save_pretrained(str(folder / "model"))
+    tail = losses[-100:]
+    curve = [round(sum(losses[i : i + 100]) / len(losses[i : i + 100]), 3) for i in range(0, len(losses), 100)]
+    info = {
+        "options": {"bias": bias, "seed": seed}, "generator": GENERATOR_VERSION, "corpus_lines": len(lines),
+        "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
+        "model_size": MODEL_SIZE.__dict__, "training": TRAIN.__dict__, "final_loss": sum(tail) / len(tail), "loss_per_100_steps": curve,
+        "seconds": {"generate": round(generated, 1), "total": round(time.perf_counter() - start, 1)},
+    }
+    (folder / "world.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+# ---- the model loader of the registry (entry point bench.models: synthetic) -------------------------------
+def load(spec, data_dir=None, cache_dir=None):
+    """Synthetic planted-bias world: tiny BERT trained on templated text (options bias, seed, init)."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    from bench.subject import Subject
+
+    options = {**DEFAULTS, **spec.options}
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown or spec.target:
+        bad = ", ".join(unknown) if unknown else repr(spec.target)
+        raise BenchError(f"synthetic: unknown option {bad}; valid: synthetic:bias=0.8,seed=0,init=trained|random")
+    bias, seed = check_options(options["bias"], options["seed"])
+    init = options["init"]
+    if init not in ("trained", "random"):
+        raise BenchError(f"synthetic: init must be 'trained' or 'random', got {init!r}")
+    world = build_world(bias, seed, cache_dir)
+    tokenizer = BertTokenizerFast.from_pretrained(str(world.model_dir))
+    if init == "trained":
+        model = BertForMaskedLM.from_pretrained(str(world.model_dir))
+    else:
+        config = BertConfig.from_pretrained(str(world.model_dir))
+        model = new_model(config, seed)
+    model.eval()
+    return Subject(
+        model=model, tokenizer=tokenizer, name=spec.name, source=source_string(bias, seed, init),
+        data_dir=world.data_dir, meta={"synthetic": True, "bias": bias, "seed": seed, "init": init},
+    )

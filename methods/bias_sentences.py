@@ -1,0 +1,128 @@
+"""Gendered and neutral sentences from a plain-text corpus, shared by INLP (SPEC §2.3) and SentenceDebias (§2.4).
+
+bias-bench reads Wikipedia-2.5 and splits it with `nltk.sent_tokenize`. Neither is available here: the data
+directory's `text_corpus/*.txt` is used instead (WikiText-2 valid+test on the shared data, the synthetic
+corpus in the synthetic world), split into sentences by a small regular expression (a sentence ends at
+`.`, `!` or `?` followed by whitespace and an upper-case letter, a digit, an opening quote or bracket, or
+WikiText's `<unk>`). WikiText's tokenisation artefacts (` @-@ `, ` @,@ `, ` @.@ `) are joined back; `<unk>`
+is left as the corpus has it.
+
+Attribute words are found and swapped by `methods.counterfactual.CounterfactualSwapper` (the CDA swapper):
+bias-bench compares whitespace tokens exactly, so it misses "He", "him," and "man's"; the swapper finds them
+and keeps capitalisation and punctuation.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from methods.counterfactual import MALE as SIDE_MALE
+from methods.counterfactual import CounterfactualSwapper
+
+_WIKITEXT_JOINS = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."))
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=(?:[\"'“‘(\[]\s?)?[A-Z0-9]|<unk>)")
+
+# INLP class labels as bias-bench uses them (SPEC §2.3)
+MALE, FEMALE, NEUTRAL = 1, 0, -1
+
+
+def clean_line(line: str) -> str:
+    for old, new in _WIKITEXT_JOINS:
+        line = line.replace(old, new)
+    return " ".join(line.split())
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of one paragraph (regular-expression replacement for nltk.sent_tokenize)."""
+    return [s.strip() for s in _SENTENCE_END.split(clean_line(text)) if s.strip()]
+
+
+def load_swapper(data_dir) -> CounterfactualSwapper:
+    from bench.data import attribute_words
+
+    return CounterfactualSwapper(attribute_words(data_dir, "gender"))
+
+
+def corpus_sentences(lines: Iterable[str], min_tokens: int = 1) -> list[str]:
+    """All sentences of the corpus lines with at least `min_tokens` whitespace tokens, in corpus order."""
+    out = []
+    for line in lines:
+        out.extend(s for s in split_sentences(line) if len(s.split()) >= min_tokens)
+    return out
+
+
+# ---- INLP: male / female / neutral sentences ----------------------------------------------------------------
+@dataclass
+class GenderedSentences:
+    male: list[str]
+    female: list[str]
+    neutral: list[str]
+
+    def counts(self) -> dict[str, int]:
+        return {"male": len(self.male), "female": len(self.female), "neutral": len(self.neutral)}
+
+
+def gendered_sentences(
+    sentences: Sequence[str], swapper: CounterfactualSwapper, per_class: int, seed: int = 0, min_tokens: int = 5,
+    balance: bool = True,
+) -> GenderedSentences:
+    """Male, female and neutral sentences for INLP (SPEC §2.3), randomly truncated like bias-bench.
+
+    Sentences (shuffled with `seed`) with fewer than `min_tokens` whitespace tokens are skipped; a male
+    sentence holds a male attribute word and no female one (female likewise), a neutral one holds none. A
+    gendered sentence is cut after a random token at or after its first attribute word; a neutral one to a
+    random prefix of at least 4 tokens, so length does not tell the classes apart. At most `per_class` of each
+    class; with `balance` every class is cut to the size of the smallest, so chance accuracy is 1/3.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(sentences)))
+    rng.shuffle(order)
+    male, female, neutral = [], [], []
+    for k in order:
+        if len(male) >= per_class and len(female) >= per_class and len(neutral) >= per_class:
+            break
+        sentence = sentences[k]
+        tokens = sentence.split()
+        if len(tokens) < min_tokens:
+            continue
+        found = swapper.matches(sentence)
+        sides = {m.side for m in found}
+        if len(sides) > 1:
+            continue
+        if not sides:
+            if len(neutral) < per_class:
+                neutral.append(" ".join(tokens[: rng.randint(4, len(tokens))]))
+            continue
+        bucket = male if sides == {SIDE_MALE} else female
+        if len(bucket) < per_class:
+            first = len(sentence[: found[0].start + 1].split()) - 1  # whitespace token holding the first word
+            bucket.append(" ".join(tokens[: rng.randint(first + 1, len(tokens))]))
+    if balance:
+        n = min(len(male), len(female), len(neutral))
+        male, female, neutral = male[:n], female[:n], neutral[:n]
+    return GenderedSentences(male, female, neutral)
+
+
+# ---- SentenceDebias: counterfactual pairs ---------------------------------------------------------------------
+def counterfactual_pairs(
+    sentences: Iterable[str], swapper: CounterfactualSwapper, lowercase: bool = True, max_pairs: int | None = None
+) -> list[tuple[str, str]]:
+    """(male, female) sentence pairs (SPEC §2.4): for every sentence and every attribute pair one of whose
+    words occurs in it, the sentence and its copy with only that pair's words swapped."""
+    pairs: list[tuple[str, str]] = []
+    for sentence in sentences:
+        if lowercase:
+            sentence = sentence.lower()
+        present = {m.word.lower().replace("’", "'") for m in swapper.matches(sentence)}
+        if not present:
+            continue
+        for m, f in swapper.pairs:
+            if m.lower() in present:
+                pairs.append((sentence, swapper.swap(sentence, only_pair=(m, f))[0]))
+            elif f.lower() in present:
+                pairs.append((swapper.swap(sentence, only_pair=(m, f))[0], sentence))
+            if max_pairs is not None and len(pairs) >= max_pairs:
+                return pairs[:max_pairs]
+    return pairs

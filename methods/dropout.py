@@ -1,0 +1,120 @@
+"""Dropout debiasing: further MLM training with raised dropout (Webster et al. 2020; SPEC §2.2, §0.9).
+
+Hidden dropout 0.20 and attention dropout 0.15 are set for every architecture on
+- the config fields: BERT/RoBERTa (and other BERT-style configs) `hidden_dropout_prob` /
+  `attention_probs_dropout_prob`; DistilBERT `dropout` / `attention_dropout` (the paper's code set the BERT
+  names on DistilBERT too, where they do nothing, so its DistilBERT "Dropout" row was plain further training);
+- the modules already built: changing a config after construction does not change any `nn.Dropout.p`, so every
+  dropout module gets the rate it would have had if the model had been built from the changed config (found by
+  building that model on the meta device, which allocates nothing).
+
+Training (train mode, so dropout is active) uses the corpus and recipe of CDA without augmentation
+(`methods.mlm_training`; corpus caveats in `methods.cda`).
+
+The returned model is in eval mode with the original dropout rates restored on config and modules, so that
+fine-tuning it later (GLUE) uses the same dropout as every other row: the debiasing is in the weights.
+`keep_raised_dropout=True` keeps 0.20/0.15 in the config, as the paper's saved checkpoints did (their GLUE
+fine-tuning ran with the raised rates).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from torch import nn
+
+from bench.errors import BenchError
+from methods.mlm_training import MLMTrainingDebiaser
+
+# model_type -> (hidden dropout field, attention dropout field)
+DROPOUT_FIELDS = {
+    "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "roberta": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "xlm-roberta": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "camembert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "electra": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "distilbert": ("dropout", "attention_dropout"),
+}
+
+
+def dropout_fields(config) -> tuple[str, str]:
+    """The config fields holding the hidden and attention dropout rates of this architecture."""
+    fields = DROPOUT_FIELDS.get(getattr(config, "model_type", ""))
+    if fields is None:
+        for candidate in DROPOUT_FIELDS.values():
+            if all(hasattr(config, f) for f in candidate):
+                return candidate
+        raise BenchError(
+            f"dropout: do not know the dropout fields of model type {getattr(config, 'model_type', '?')!r}; "
+            f"known: {', '.join(sorted(DROPOUT_FIELDS))}"
+        )
+    return fields
+
+
+def dropout_rates(model) -> tuple[float, float]:
+    hidden, attention = dropout_fields(model.config)
+    return getattr(model.config, hidden), getattr(model.config, attention)
+
+
+def set_dropout(model: nn.Module, hidden: float, attention: float) -> None:
+    """Set the hidden/attention dropout rates on `model.config` and on every built `nn.Dropout` module."""
+    hidden_field, attention_field = dropout_fields(model.config)
+    config = copy.deepcopy(model.config)
+    setattr(config, hidden_field, hidden)
+    setattr(config, attention_field, attention)
+    with torch.device("meta"):
+        reference = type(model)(config)
+    rates = {name: m.p for name, m in reference.named_modules() if isinstance(m, nn.Dropout)}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Dropout):
+            if name not in rates:
+                raise BenchError(f"dropout: module {name} of {type(model).__name__} has no counterpart to copy p from")
+            module.p = rates[name]
+    setattr(model.config, hidden_field, hidden)
+    setattr(model.config, attention_field, attention)
+
+
+class Dropout(MLMTrainingDebiaser):
+    label = "Dropout"
+    group = 2
+    quick = {"max_steps": 20}  # conformance suite: a short fit on the synthetic world
+
+    def __init__(
+        self,
+        hidden_dropout: float = 0.20,
+        attention_dropout: float = 0.15,
+        keep_raised_dropout: bool = False,
+        max_steps: int | None = None,
+        batch_size: int | None = None,
+        grad_accum: int | None = None,
+        max_seq_length: int | None = None,
+        lr: float | None = None,
+        seed: int | None = None,
+        precision: str = "fp32",
+        checkpoint_every: int = 100,
+        corpus: str | None = None,
+        max_lines: int | None = None,
+    ):
+        for name, p in (("hidden_dropout", hidden_dropout), ("attention_dropout", attention_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise BenchError(f"dropout: {name} must be in [0, 1), got {p}")
+        self.hidden_dropout, self.attention_dropout = hidden_dropout, attention_dropout
+        self.keep_raised_dropout = keep_raised_dropout
+        self._init_training(
+            max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_seq_length=max_seq_length, lr=lr,
+            seed=seed, precision=precision, checkpoint_every=checkpoint_every, corpus=corpus, max_lines=max_lines,
+        )  # fmt: skip
+
+    def training_lines(self, subject, ctx) -> list[str]:
+        return self.corpus_lines(ctx)
+
+    @contextlib.contextmanager
+    def training_setup(self, model):
+        original = dropout_rates(model)
+        set_dropout(model, self.hidden_dropout, self.attention_dropout)
+        try:
+            yield
+        finally:
+            if not self.keep_raised_dropout:
+                set_dropout(model, *original)

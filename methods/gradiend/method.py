@@ -1,0 +1,217 @@
+"""GRADIEND-BPI / -FPI / -MPI as `Debiaser`s (SPEC §1).
+
+fit = train the GRADIEND (several seeds, best run) + evaluate the (h, alpha) decoder grid + pick the point with
+the largest BPI / FPI / MPI; apply = a copy of the model with theta + alpha * dec(h) written into the selected
+parameters. The trained GRADIEND and the grid results are cached in `<cache_dir>/gradiend/{train,grid}/<key>`,
+keyed by the subject's identity, the data files, the training (resp. grid) configuration and the code, so the
+three variants share one training and one grid, and a second run reuses both. An interrupted training
+resumes from its last checkpoint there. The artifact is self-contained: the selected edit alpha * dec(h) as
+one flat vector (safetensors) plus (h, alpha), the grid table and the training summary (JSON/CSV).
+
+Defaults follow the paper (3 seeds, lr 1e-5, one epoch, evaluation every 250 steps, the 15 x 16 grid,
+10,000 GENEUTRAL sentences for LMS_Dec). On the synthetic world (`subject.meta["synthetic"]`) the
+parameters left at None get smaller values so that fit takes a few minutes on 2 CPU cores:
+`SYNTHETIC_DEFAULTS` below (one seed, a higher learning rate - the tiny model's gradients are far larger
+relative to its parameter count, so the paper's rate barely moves the encoder within an epoch - and
+evaluation every 50 steps). Explicit arguments always win.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+
+from bench.api import Debiaser
+from bench.data import fingerprint
+from bench.store import atomic_dir, stable_hash
+from methods.gradiend.decoder_eval import (ALPHA_VALUES, H_VALUES, DecoderEvaluator, edit_delta, heatmap, run_grid,
+                                           select, selection_table)  # fmt: skip
+from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet
+from methods.gradiend.train import TrainConfig
+
+PAPER_DEFAULTS = {"seeds": (0, 1, 2), "lr": 1e-5, "eval_every": 250, "lms_max_sentences": 10_000, "max_steps": None}
+SYNTHETIC_DEFAULTS = {"seeds": (0,), "lr": 1e-3, "eval_every": 50, "lms_max_sentences": 2_000, "max_steps": None}
+_RESULT_MODULES = ("data", "examples", "gradients", "model", "params", "train", "decoder_eval")
+
+
+def code_version() -> str:
+    """Hash of the modules whose code decides a trained GRADIEND or a grid (part of the cache keys)."""
+    h = hashlib.sha256()
+    folder = Path(__file__).parent
+    for name in _RESULT_MODULES:
+        h.update((folder / f"{name}.py").read_bytes())
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class GradiendArtifact:
+    criterion: str
+    h: float
+    alpha: float
+    signature: list  # [name, shape] of the edited tensors
+    delta: torch.Tensor  # alpha * dec(h), flat
+    grid: pd.DataFrame
+    summary: dict = field(default_factory=dict)  # training summary, selection table, cache folders
+
+
+class GradiendDebiaser(Debiaser):
+    """Shared implementation; the subclasses only differ in the selection criterion."""
+
+    criterion: ClassVar[str] = "bpi"
+    group = 1
+    changes = "weights"
+    quick: ClassVar[dict] = {
+        "seeds": [0], "max_steps": 60, "eval_every": 20, "lr": 1e-3, "lms_max_sentences": 200,
+        "h_values": [-1.0, 1.0], "alpha_values": [-0.05, -0.01, 0.01, 0.05],
+    }  # fmt: skip
+
+    def __init__(self, seeds=None, lr=None, weight_decay=1e-2, batch_size=32, max_length=48, max_steps=None,
+                 eval_every=None, eval_max_size=None, eval_batch_size=32, exclude=DEFAULT_EXCLUDE,
+                 h_values=H_VALUES, alpha_values=ALPHA_VALUES, lms_max_sentences=None, grid_batch_size=128,
+                 fused=None):  # fmt: skip
+        self.seeds = seeds
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.max_steps = max_steps
+        self.eval_every = eval_every
+        self.eval_max_size = eval_max_size
+        self.eval_batch_size = eval_batch_size
+        self.exclude = exclude
+        self.h_values = h_values
+        self.alpha_values = alpha_values
+        self.lms_max_sentences = lms_max_sentences
+        self.grid_batch_size = grid_batch_size
+        self.fused = fused
+
+    # ---- configuration -------------------------------------------------------------------------------
+    def resolved(self, subject) -> dict[str, Any]:
+        """Constructor values with None replaced by the paper's defaults (or the synthetic world's)."""
+        defaults = SYNTHETIC_DEFAULTS if subject.meta.get("synthetic") else PAPER_DEFAULTS
+        return {k: (defaults[k] if getattr(self, k) is None else getattr(self, k)) for k in defaults}
+
+    def train_config(self, subject) -> TrainConfig:
+        r = self.resolved(subject)
+        return TrainConfig(
+            seeds=tuple(int(s) for s in r["seeds"]), lr=float(r["lr"]), weight_decay=float(self.weight_decay),
+            batch_size=int(self.batch_size), max_length=int(self.max_length), max_steps=r["max_steps"],
+            eval_every=int(r["eval_every"]), eval_max_size=self.eval_max_size, eval_batch_size=int(self.eval_batch_size),
+            exclude=tuple(self.exclude), fused=self.fused,
+        )  # fmt: skip
+
+    def grid_config(self, subject) -> dict:
+        return {"h": [float(h) for h in self.h_values], "alpha": [float(a) for a in self.alpha_values],
+                "lms_max_sentences": int(self.resolved(subject)["lms_max_sentences"])}  # fmt: skip
+
+    def data_files(self, ctx) -> list:
+        from methods.gradiend.data import gradiend_files
+
+        return gradiend_files(ctx.data_dir) if ctx.data_dir else []
+
+    # ---- the shared, cached stages -------------------------------------------------------------------
+    def trained(self, subject, ctx, data=None):
+        """(GRADIEND, training summary, training folder), trained once per subject/data/config/code."""
+        from methods.gradiend.data import load
+        from methods.gradiend.train import train
+
+        data = data or load(ctx.data_dir)
+        cfg = self.train_config(subject)
+        key = stable_hash({"subject": subject.identity, "train": cfg.result_key(), "data": fingerprint(data.files),
+                           "code": code_version()})  # fmt: skip
+        folder = Path(ctx.cache_dir) / "gradiend" / "train" / key
+        gradiend, summary = train(subject, data, cfg, folder, ctx)
+        return gradiend, summary, folder
+
+    def grid(self, subject, ctx, gradiend, train_folder: Path, data=None) -> tuple[pd.DataFrame, Path]:
+        """The decoder grid table, evaluated once per trained GRADIEND and grid configuration."""
+        from methods.gradiend.data import load
+
+        key = stable_hash({"train": train_folder.name, "grid": self.grid_config(subject), "code": code_version()})
+        folder = Path(ctx.cache_dir) / "gradiend" / "grid" / key
+        if (folder / "grid.csv").is_file():
+            return pd.read_csv(folder / "grid.csv"), folder
+        data = data or load(ctx.data_dir)
+        evaluator = DecoderEvaluator(subject, data, lms_max_sentences=self.grid_config(subject)["lms_max_sentences"],
+                                     batch_size=self.grid_batch_size)  # fmt: skip
+        result = run_grid(subject, gradiend, evaluator, h_values=self.h_values, alpha_values=self.alpha_values,
+                          exclude=self.exclude, bar=ctx.bar)  # fmt: skip
+        with atomic_dir(folder) as tmp:
+            result.table.to_csv(tmp / "grid.csv", index=False)
+            (tmp / "selection.md").write_text(selection_table(result.table) + "\n")
+            (tmp / "timings.json").write_text(json.dumps(result.timings, indent=2) + "\n")
+            heatmap(result.table, tmp / "heatmap.png", title=f"GRADIEND decoder grid - {subject.name}")
+        return pd.read_csv(folder / "grid.csv"), folder
+
+    # ---- Debiaser --------------------------------------------------------------------------------------
+    def fit(self, subject, ctx) -> GradiendArtifact:
+        from methods.gradiend.data import load
+
+        data = load(ctx.data_dir)
+        gradiend, summary, train_folder = self.trained(subject, ctx, data)
+        table, grid_folder = self.grid(subject, ctx, gradiend, train_folder, data)
+        chosen = select(table)[self.criterion]
+        h, alpha = float(chosen["h"]), float(chosen["alpha"])
+        params = ParamSet.select(subject.model, self.exclude)
+        delta = edit_delta(gradiend, h, alpha).cpu()
+        info = {"train": summary, "selection": selection_table(table), "train_folder": str(train_folder),
+                "grid_folder": str(grid_folder)}  # fmt: skip
+        return GradiendArtifact(self.criterion, h, alpha, params.signature(), delta, table, info)
+
+    def apply(self, subject, artifact: GradiendArtifact):
+        model = copy.deepcopy(subject.model)
+        params = ParamSet.select(model, self.exclude)
+        params.check_signature(artifact.signature, f"this GRADIEND-{artifact.criterion.upper()} edit")
+        delta = artifact.delta.to(device=params.device, dtype=params.dtype)
+        with torch.no_grad():
+            for p, d in zip(params.params, params.views(delta)):
+                p.add_(d)
+        return subject.with_model(model)
+
+    def save_artifact(self, artifact: GradiendArtifact, path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({"delta": artifact.delta.contiguous()}, str(path / "delta.safetensors"))
+        artifact.grid.to_csv(path / "grid.csv", index=False)
+        meta = {"criterion": artifact.criterion, "h": artifact.h, "alpha": artifact.alpha,
+                "signature": artifact.signature, "summary": artifact.summary}  # fmt: skip
+        (path / "artifact.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    def load_artifact(self, path) -> GradiendArtifact:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = json.loads((path / "artifact.json").read_text())
+        delta = load_file(str(path / "delta.safetensors"))["delta"]
+        return GradiendArtifact(meta["criterion"], meta["h"], meta["alpha"], meta["signature"], delta,
+                                pd.read_csv(path / "grid.csv"), meta["summary"])  # fmt: skip
+
+
+class GradiendBPI(GradiendDebiaser):
+    """GRADIEND edit with the best balance of female and male name probabilities (BPI)."""
+
+    criterion = "bpi"
+    label = "GRADIEND-BPI"
+    aliases = ("gradiend",)
+
+
+class GradiendFPI(GradiendDebiaser):
+    """GRADIEND edit towards female names (FPI)."""
+
+    criterion = "fpi"
+    label = "GRADIEND-FPI"
+
+
+class GradiendMPI(GradiendDebiaser):
+    """GRADIEND edit towards male names (MPI)."""
+
+    criterion = "mpi"
+    label = "GRADIEND-MPI"

@@ -1,0 +1,138 @@
+"""Self-Debias (Schick et al. 2021), masked-LM variant as bias-bench runs it (SPEC §2.5).
+
+No training: at every scored mask position the model's distribution p is compared with its distribution p_b
+on the same input prefixed by a debiasing prompt (max over prompts); tokens the prompt makes more likely are
+decayed: Δ = max(p_b - p, 0), α = max(exp(-λΔ), ε), p' = pα / Σ pα, and log p' replaces the logits.
+It changes only MLM scores: SEAT and GLUE get n/a cells.
+
+The prefixed input is `[CLS] prompt tokens` followed by the original sequence without its leading special
+token (as bias-bench builds it). bias-bench left-pads the prefixed batch and recomputes position ids; here
+each row's real tokens are taken from its attention mask (any padding side) and the prefixed rows are
+right-padded, so every row starts at position 0 with the model's default position ids — the same
+computation, and it needs no architecture-specific position-id code (DistilBERT has none).
+"""
+from __future__ import annotations
+
+import torch
+
+from bench.api import MLM, Debiaser
+from bench.errors import BenchError
+from bench.subject import mlm_head
+
+GENDER_PROMPT = "The following text discriminates against people because of their gender: "
+
+
+def self_debias_log_probs(
+    logits: torch.Tensor, prompted_logits: torch.Tensor, decay_constant: float, epsilon: float
+) -> torch.Tensor:
+    """log p' from regular logits (n, V) and prompted logits (n_prompts, n, V); computed in log space."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    logits = logits.to(dtype)
+    p = logits.softmax(-1)
+    p_b = prompted_logits.to(dtype).softmax(-1).amax(dim=0)
+    delta = (p_b - p).clamp_min(0.0)
+    log_alpha = torch.clamp(-decay_constant * delta, min=float(torch.log(torch.tensor(epsilon))))
+    log_q = logits.log_softmax(-1) + log_alpha
+    return log_q - log_q.logsumexp(-1, keepdim=True)
+
+
+def _max_positions(model) -> int | None:
+    config = model.config
+    n = getattr(config, "max_position_embeddings", None)
+    if n is None:
+        return None
+    if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
+        n -= (config.pad_token_id or 0) + 1  # positions start after the padding index
+    return int(n)
+
+
+def prefixed_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                   prompt_ids: list[list[int]], pad_id: int, max_positions: int | None = None):  # fmt: skip
+    """The prefixed copies of the rows that are scored, one per (prompt, distinct row), right-padded.
+
+    Returns (ids, mask, batch_rows, batch_cols): the logits for scored position i under prompt j are at
+    (batch_rows[j, i], batch_cols[j, i]) of the prefixed batch.
+    """
+    uniq, inverse = torch.unique(rows, return_inverse=True)
+    mask = attention_mask[uniq].bool()
+    real = [input_ids[r][m] for r, m in zip(uniq, mask)]
+    starts = mask.int().argmax(dim=1)  # first real token of each row (left or right padding)
+    if not torch.equal(mask.sum(dim=1), torch.tensor([len(t) for t in real], device=mask.device)) or any(
+        not bool(m[s : s + len(t)].all()) for m, s, t in zip(mask, starts, real)
+    ):
+        raise BenchError("SelfDebias needs contiguous attention masks (padding on one side only)")
+    seqs, offsets = [], []
+    for prompt in prompt_ids:
+        p = torch.tensor(prompt, dtype=input_ids.dtype, device=input_ids.device)
+        for t in real:
+            seqs.append(torch.cat([t[:1], p, t[1:]]))
+        offsets.append(len(prompt))
+    width = max(len(s) for s in seqs)
+    if max_positions is not None and width > max_positions:
+        raise BenchError(f"SelfDebias: prompt + sentence is {width} tokens, more than the model's {max_positions}")
+    ids = torch.full((len(seqs), width), pad_id, dtype=input_ids.dtype, device=input_ids.device)
+    new_mask = torch.zeros((len(seqs), width), dtype=attention_mask.dtype, device=attention_mask.device)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        new_mask[i, : len(s)] = 1
+    n_unique = len(uniq)
+    col_in_row = cols - starts[inverse]
+    batch_rows = torch.stack([j * n_unique + inverse for j in range(len(prompt_ids))])
+    batch_cols = torch.stack([col_in_row + off for off in offsets])
+    return ids, new_mask, batch_rows, batch_cols
+
+
+class SelfDebiasLogits:
+    """The output transform attached to a subject (picklable: token ids and two numbers)."""
+
+    def __init__(self, prompt_ids: list[list[int]], decay_constant: float, epsilon: float):
+        self.prompt_ids = [list(map(int, p)) for p in prompt_ids]
+        self.decay_constant = float(decay_constant)
+        self.epsilon = float(epsilon)
+
+    def __call__(self, subject, input_ids, attention_mask, rows, cols, logits):
+        if len(rows) == 0:
+            return logits
+        pad_id = subject.tokenizer.pad_token_id
+        ids, mask, brows, bcols = prefixed_batch(
+            input_ids, attention_mask, rows, cols, self.prompt_ids, 0 if pad_id is None else pad_id,
+            _max_positions(subject.model),
+        )  # fmt: skip
+        hidden = subject.hidden_states(ids, mask)  # the subject's representation transforms, not this one
+        prompted = mlm_head(subject.model)(hidden[brows.reshape(-1), bcols.reshape(-1)])
+        prompted = prompted.reshape(len(self.prompt_ids), len(rows), -1)
+        return self_debias_log_probs(logits, prompted, self.decay_constant, self.epsilon)
+
+
+class SelfDebias(Debiaser):
+    label = "SelfDebias"
+    group = 2
+    changes = "output"
+    serves = frozenset({MLM})
+    quick: dict = {}
+
+    def __init__(self, prompts: tuple[str, ...] | list[str] | str = (GENDER_PROMPT,), decay_constant: float = 50.0,
+                 epsilon: float = 0.01):  # fmt: skip
+        self.prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
+        self.decay_constant = decay_constant
+        self.epsilon = epsilon
+        if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise BenchError("SelfDebias needs at least one non-empty debiasing prompt")
+        if not 0.0 < float(epsilon) <= 1.0:
+            raise BenchError(f"SelfDebias epsilon must be in (0, 1], got {epsilon}")
+        if float(decay_constant) < 0:
+            raise BenchError(f"SelfDebias decay_constant must be >= 0, got {decay_constant}")
+
+    def prompt_ids(self, subject) -> list[list[int]]:
+        """Prompt token ids; byte-level BPE models get the leading-space form of the first word (SPEC §0.5)."""
+        lead = " " if subject.is_roberta_style else ""
+        return [subject.tokenizer(lead + p.strip(), add_special_tokens=False)["input_ids"] for p in self.prompts]
+
+    def fit(self, subject, ctx):
+        return {"prompt_ids": self.prompt_ids(subject), "prompts": list(self.prompts)}
+
+    def apply(self, subject, artifact):
+        if subject.logits_transform is not None:
+            raise BenchError(f"{subject.method} already changes the MLM output; SelfDebias cannot be stacked on it")
+        fn = SelfDebiasLogits(artifact["prompt_ids"], self.decay_constant, self.epsilon)
+        return subject.with_logits_transform(fn, capabilities=self.serves)

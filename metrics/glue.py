@@ -1,0 +1,167 @@
+"""GLUE: fine-tune the (debiased) subject on each task and score the validation sets (SPEC §3.4, §0.8).
+
+Per task and seed the subject is fine-tuned with a sequence-classification head (`bench.finetune`:
+representation transforms active and frozen, seed-initialised pooler/head, the paper's hyperparameters,
+final model). Estimates:
+  glue:<task>  mean over seeds of the task metric ×100 (CoLA MCC, MRPC F1, STS-B Pearson, MNLI mean of
+               matched/mismatched accuracy, accuracy otherwise). Bootstrap over validation examples, the same
+               resampled indices for every seed: per resample the metric per seed, then the seed mean.
+  glue         unweighted mean over the available tasks; one stratum per validation split, resampled
+               independently.
+Tasks without data are never dropped silently: `glue_missing` (count) and its row note name them, and the
+`glue` row's note says over which tasks the mean runs. Per (task, seed) results are cached, so an interrupted
+run resumes with the finished ones.
+
+Options (constructor arguments, `-o glue.NAME=VALUE`): tasks, epochs, lr, batch_size, max_seq_length, seeds,
+max_train_examples / max_eval_examples (seeded random caps for quick runs), source (auto|files|hub),
+save_checkpoint (also store fine-tuned weights in the cache). Per-task metrics `glue:cola`, `glue:sst2`, ...
+run one task with the same options (and share the cache).
+"""
+from __future__ import annotations
+
+import functools
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from bench.api import FINETUNE, Column, Estimate, Metric, NotApplicable, Scores
+from bench.errors import BenchError
+from bench.finetune import FinetuneConfig, FinetuneJob
+from bench.store import Cache, code_hash, stable_hash
+from metrics import glue_tasks
+from metrics.glue_tasks import TASKS, TaskUnavailable, load_task, mean_statistic, predictions_from_logits, task_statistic
+
+ALL_TASKS = tuple(TASKS)
+
+
+def _as_tuple(value, convert) -> tuple:
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", "").split(",") if v]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    return tuple(convert(v) for v in value)
+
+
+class GLUE(Metric):
+    requires = FINETUNE
+    columns: ClassVar[tuple[Column, ...]] = (Column("GLUE", "glue", "max", 50),)
+    report_mean: ClassVar[bool] = True
+
+    def __init__(self, tasks=ALL_TASKS, epochs: int = 3, lr: float = 2e-5, batch_size: int = 32,
+                 max_seq_length: int = 128, seeds=(0, 1, 2), max_train_examples: int | None = None,
+                 max_eval_examples: int | None = None, source: str = "auto", save_checkpoint: bool = False):  # fmt: skip
+        self.tasks = tuple(dict.fromkeys(_as_tuple(tasks, glue_tasks.task_key)))
+        self.epochs, self.lr, self.batch_size, self.max_seq_length = int(epochs), float(lr), int(batch_size), int(max_seq_length)
+        self.seeds = tuple(dict.fromkeys(_as_tuple(seeds, int)))
+        self.max_train_examples = None if max_train_examples is None else int(max_train_examples)
+        self.max_eval_examples = None if max_eval_examples is None else int(max_eval_examples)
+        self.source = str(source)
+        self.save_checkpoint = bool(save_checkpoint)
+        if not self.tasks or not self.seeds:
+            raise BenchError("GLUE needs at least one task and one seed")
+        if self.source not in glue_tasks.SOURCES:
+            raise BenchError(f"GLUE source must be one of {', '.join(glue_tasks.SOURCES)}, got {self.source!r}")
+        self.finetune_config()  # validates the hyperparameters now, not after the first task
+
+    def finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, max_seq_length=self.max_seq_length)
+
+    def data_files(self, ctx) -> list:
+        return [p for key in self.tasks for p in glue_tasks.task_files(TASKS[key], ctx.data_dir) if p.is_file()]
+
+    # ---- scoring ---------------------------------------------------------------------------------------------
+    def score(self, subject, ctx) -> Scores:
+        if FINETUNE not in subject.capabilities:
+            raise NotApplicable(f"{subject.method} cannot be fine-tuned honestly (it changes only MLM outputs)")
+        cache = Cache(ctx.cache_dir)
+        estimates: dict[str, Estimate] = {}
+        parts, widths, items, missing = [], [], [], {}
+        for key in self.tasks:
+            task = TASKS[key]
+            try:
+                data = load_task(task, ctx.data_dir, self.source)
+            except TaskUnavailable as e:
+                missing[key] = str(e)
+                continue
+            data = data.capped(self.max_train_examples, self.max_eval_examples)
+            logits = self._finetune(subject, data, cache, ctx)  # one dict split -> (n, K) per seed
+            labels = tuple(s.labels for s in data.evals)
+            preds = tuple(
+                np.stack([predictions_from_logits(task, lg[s.name]) for lg in logits]) for s in data.evals
+            )  # each (n_seeds, n)
+            stat = functools.partial(task_statistic, metric=task.metric, num_labels=task.num_labels, labels=labels, predictions=preds)
+            estimates[f"glue:{key}"] = Estimate(tuple(len(s) for s in data.evals), stat)
+            parts.append(stat)
+            widths.append(len(data.evals))
+            items.append(_items(key, data, preds))
+        if not estimates:
+            raise NotApplicable("no GLUE task has data here: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
+        notes = {}
+        if self.report_mean:
+            strata = tuple(n for k in estimates for n in estimates[k].strata)
+            estimates["glue"] = Estimate(strata, functools.partial(mean_statistic, parts=tuple(parts), widths=tuple(widths)))
+            done = [TASKS[k].label for k in self.tasks if k not in missing]
+            notes["glue"] = f"mean over {len(done)} of {len(self.tasks)} tasks ({', '.join(done)})" + (
+                f"; missing: {', '.join(TASKS[k].label for k in missing)}" if missing else ""
+            )
+        extras = {"glue_missing": float(len(missing))}
+        if missing:
+            notes["glue_missing"] = "; ".join(f"{k}: {why}" for k, why in missing.items())
+        return Scores(self.name or "glue", estimates, items=pd.concat(items, ignore_index=True), extras=extras, notes=notes)
+
+    def _finetune(self, subject, data, cache: Cache, ctx) -> list[dict[str, np.ndarray]]:
+        task = data.task
+        data_key = stable_hash({
+            "origin": data.origin, "max_train": self.max_train_examples, "max_eval": self.max_eval_examples,
+            "reader": code_hash(glue_tasks),
+        })  # fmt: skip
+        job = FinetuneJob(
+            subject, task.key, data.train, {s.name: s for s in data.evals}, task.num_labels, self.finetune_config(),
+            cache, data_key, label_names=task.labels, save_checkpoint=self.save_checkpoint,
+            bar=(lambda **kw: ctx.bar(**kw)) if ctx.progress else None,
+        )  # fmt: skip
+        return [job.result(seed)[0].logits for seed in self.seeds]
+
+
+def _items(key: str, data, preds: tuple) -> pd.DataFrame:
+    frames = []
+    for split, p in zip(data.evals, preds):
+        n = len(split)
+        for s_i, row in enumerate(p):
+            frames.append(pd.DataFrame({"task": key, "split": split.name, "item": np.arange(n), "seed_index": s_i,
+                                        "label": split.labels, "prediction": row}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+class _GlueTask(GLUE):
+    """One GLUE task as its own metric (`glue:<task>`): the task's estimate, no mean."""
+
+    task: ClassVar[str] = ""
+    report_mean: ClassVar[bool] = False
+
+    def __init__(self, epochs: int = 3, lr: float = 2e-5, batch_size: int = 32, max_seq_length: int = 128,
+                 seeds=(0, 1, 2), max_train_examples: int | None = None, max_eval_examples: int | None = None,
+                 source: str = "auto", save_checkpoint: bool = False):  # fmt: skip
+        super().__init__((self.task,), epochs, lr, batch_size, max_seq_length, seeds, max_train_examples,
+                         max_eval_examples, source, save_checkpoint)  # fmt: skip
+
+
+def _task_metric(key: str, order: int) -> type:
+    task = TASKS[key]
+    cls = type(f"Glue{task.label.replace('-', '')}", (_GlueTask,), {
+        "task": key, "__doc__": f"GLUE {task.label} ({task.metric_label}) alone.", "__module__": __name__,
+        "columns": (Column(task.label, f"glue:{key}", "max", order),),
+    })  # fmt: skip
+    return cls
+
+
+GlueCoLA = _task_metric("cola", 51)
+GlueSST2 = _task_metric("sst2", 52)
+GlueMRPC = _task_metric("mrpc", 53)
+GlueSTSB = _task_metric("stsb", 54)
+GlueQQP = _task_metric("qqp", 55)
+GlueMNLI = _task_metric("mnli", 56)
+GlueQNLI = _task_metric("qnli", 57)
+GlueRTE = _task_metric("rte", 58)
+GlueWNLI = _task_metric("wnli", 59)

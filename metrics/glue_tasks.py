@@ -1,0 +1,365 @@
+"""The nine GLUE tasks: where their data lives, how to read it, and how each is scored (SPEC §3.4).
+
+Data come from a data directory in the classic `glue_data` layout (`<data_dir>/glue/<Task>/{train,dev}.tsv`;
+MNLI: `dev_matched.tsv` and `dev_mismatched.tsv`), or, when a task's files are absent and the hub is reachable,
+from the `nyu-mll/glue` dataset through `datasets`. Class indices follow `nyu-mll/glue` in both cases (e.g. MNLI
+0 entailment / 1 neutral / 2 contradiction), so file and hub runs give the same label space.
+
+Per-task metrics (×100 in the tables): CoLA Matthews correlation, MRPC F1 of the positive class ("equivalent"),
+STS-B Pearson correlation, accuracy otherwise; MNLI is the mean of matched and mismatched accuracy. The
+bootstrap statistics below compute these from per-resample sums (confusion counts, moments), so 1,000 resamples
+of a whole validation set cost a few array reductions instead of 1,000 scikit-learn calls; the tests check them
+against scikit-learn and scipy.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bench.errors import BenchError, DataError
+
+HUB_DATASET = "nyu-mll/glue"
+SOURCES = ("auto", "files", "hub")
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    key: str  # registry suffix: glue:<key>
+    label: str  # column header
+    folder: str  # folder under <data_dir>/glue
+    metric: str  # "mcc" | "f1" | "pearson" | "accuracy"
+    text_columns: tuple  # header names (or column numbers for header-less files)
+    label_column: str | int
+    labels: tuple[str, ...] | None  # class names in the files, in class-index order; None: regression
+    hub_name: str
+    hub_text_columns: tuple[str, ...]
+    header: bool = True
+    n_columns: int | None = None  # required field count of header-less files
+    eval_files: tuple[tuple[str, str], ...] = (("dev", "dev.tsv"),)  # (split, file)
+    hub_eval_splits: tuple[str, ...] = ("validation",)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def metric_label(self) -> str:
+        return {"mcc": "MCC", "f1": "F1", "pearson": "Pearson", "accuracy": "Acc."}[self.metric]
+
+
+_BINARY = ("0", "1")
+_ENTAILMENT = ("entailment", "not_entailment")
+
+TASKS: dict[str, GlueTask] = {
+    t.key: t
+    for t in (
+        GlueTask("cola", "CoLA", "CoLA", "mcc", (3,), 1, _BINARY, "cola", ("sentence",), header=False, n_columns=4),
+        GlueTask("sst2", "SST-2", "SST-2", "accuracy", ("sentence",), "label", _BINARY, "sst2", ("sentence",)),
+        GlueTask("mrpc", "MRPC", "MRPC", "f1", ("#1 String", "#2 String"), "Quality", _BINARY, "mrpc",
+                 ("sentence1", "sentence2")),
+        GlueTask("stsb", "STS-B", "STS-B", "pearson", ("sentence1", "sentence2"), "score", None, "stsb",
+                 ("sentence1", "sentence2")),
+        GlueTask("qqp", "QQP", "QQP", "accuracy", ("question1", "question2"), "is_duplicate", _BINARY, "qqp",
+                 ("question1", "question2")),
+        GlueTask("mnli", "MNLI", "MNLI", "accuracy", ("sentence1", "sentence2"), "gold_label",
+                 ("entailment", "neutral", "contradiction"), "mnli", ("premise", "hypothesis"),
+                 eval_files=(("matched", "dev_matched.tsv"), ("mismatched", "dev_mismatched.tsv")),
+                 hub_eval_splits=("validation_matched", "validation_mismatched")),
+        GlueTask("qnli", "QNLI", "QNLI", "accuracy", ("question", "sentence"), "label", _ENTAILMENT, "qnli",
+                 ("question", "sentence")),
+        GlueTask("rte", "RTE", "RTE", "accuracy", ("sentence1", "sentence2"), "label", _ENTAILMENT, "rte",
+                 ("sentence1", "sentence2")),
+        # WNLI: 1 = entailment in the files; nyu-mll/glue names class 0 not_entailment, 1 entailment.
+        GlueTask("wnli", "WNLI", "WNLI", "accuracy", ("sentence1", "sentence2"), "label", _BINARY, "wnli",
+                 ("sentence1", "sentence2")),
+    )
+}  # fmt: skip
+
+_ALIASES = {"sst-2": "sst2", "sts-b": "stsb"}
+
+
+def task_key(name: str) -> str:
+    """Canonical task key for a user-given name (`CoLA`, `SST-2`, `glue:rte`, ...)."""
+    key = str(name).strip().lower()
+    key = key.removeprefix("glue:")
+    key = _ALIASES.get(key, key)
+    if key not in TASKS:
+        raise BenchError(f"unknown GLUE task {name!r}; valid tasks: {', '.join(TASKS)}")
+    return key
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+@dataclass
+class Split:
+    """Texts (one or two segments) and labels (int64 class indices, or float32 scores for regression)."""
+
+    name: str
+    text_a: list[str]
+    text_b: list[str] | None
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> "Split":
+        indices = np.asarray(indices, dtype=np.int64)
+        return Split(
+            self.name, [self.text_a[i] for i in indices],
+            None if self.text_b is None else [self.text_b[i] for i in indices], self.labels[indices],
+        )  # fmt: skip
+
+
+@dataclass
+class TaskData:
+    task: GlueTask
+    train: Split
+    evals: list[Split]
+    origin: str  # "files:<fingerprint>" or "hub:nyu-mll/glue/<config>:<fingerprints>" (part of cache keys)
+    files: tuple[Path, ...] = ()
+
+    def capped(self, max_train: int | None, max_eval: int | None, seed: int = 0) -> "TaskData":
+        """A seeded random subset (same for every fine-tuning seed and every subject), order kept."""
+        return TaskData(self.task, cap_split(self.train, max_train, seed), [cap_split(s, max_eval, seed) for s in self.evals],
+                        self.origin, self.files)  # fmt: skip
+
+
+def cap_split(split: Split, cap: int | None, seed: int = 0) -> Split:
+    if cap is None or len(split) <= cap:
+        return split
+    if cap < 1:
+        raise BenchError(f"example caps must be at least 1, got {cap}")
+    rng = np.random.default_rng(seed)
+    return split.subset(np.sort(rng.choice(len(split), size=int(cap), replace=False)))
+
+
+class TaskUnavailable(BenchError):
+    """A task whose data are not available here (reported as missing, never silently dropped)."""
+
+
+def task_files(task: GlueTask, data_dir) -> list[Path]:
+    if data_dir is None:
+        return []
+    folder = Path(data_dir) / "glue" / task.folder
+    return [folder / "train.tsv"] + [folder / f for _, f in task.eval_files]
+
+
+def load_task(task: GlueTask, data_dir, source: str = "auto") -> TaskData:
+    """Train and validation data of `task`; raises TaskUnavailable (why) or DataError (malformed file)."""
+    if source not in SOURCES:
+        raise BenchError(f"GLUE source must be one of {', '.join(SOURCES)}, got {source!r}")
+    files = task_files(task, data_dir)
+    absent = [p for p in files if not p.is_file()]
+    if source != "hub" and files and not absent:
+        return _load_files(task, files)
+    if source == "files" or (source == "auto" and not _hub_allowed()):
+        if not files:
+            why = "no data directory"
+        elif not files[0].parent.is_dir():
+            why = f"no folder {files[0].parent}"
+        else:
+            why = f"no {', '.join(p.name for p in absent)} in {files[0].parent}"
+        raise TaskUnavailable(why + ("" if source == "files" else "; hub not reachable"))
+    return _load_hub(task)
+
+
+def _load_files(task: GlueTask, files: list[Path]) -> TaskData:
+    from bench.data import fingerprint
+
+    train = read_tsv(task, files[0], "train")
+    evals = [read_tsv(task, path, split) for (split, _), path in zip(task.eval_files, files[1:])]
+    return TaskData(task, train, evals, f"files:{fingerprint(files)}", tuple(files))
+
+
+def read_tsv(task: GlueTask, path: Path, split: str) -> Split:
+    """One classic glue_data TSV (tab-separated, no quoting); DataError names file and row of a bad record."""
+    texts: list[list[str]] = [[] for _ in task.text_columns]
+    labels: list = []
+    with open(path, encoding="utf-8-sig", newline="") as f:  # MRPC files start with a byte-order mark
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if task.header:
+            header = next(reader, None) or []
+            missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header: {', '.join(header)})")
+            text_idx = [header.index(c) for c in task.text_columns]
+            label_idx = header.index(task.label_column)
+            width = len(header)
+        else:
+            text_idx, label_idx, width = list(task.text_columns), task.label_column, task.n_columns
+        for row in reader:
+            line = reader.line_num
+            if len(row) != width:
+                raise DataError(f"{path} row {line}: malformed record, {len(row)} fields instead of {width}")
+            for column, i in zip(texts, text_idx):
+                if not row[i].strip():
+                    raise DataError(f"{path} row {line}: malformed record, empty text in field {i + 1}")
+                column.append(row[i])
+            labels.append(_parse_label(task, row[label_idx], path, line))
+    if not labels:
+        raise DataError(f"{path}: no records")
+    dtype = np.float32 if task.is_regression else np.int64
+    return Split(split, texts[0], texts[1] if len(texts) > 1 else None, np.asarray(labels, dtype=dtype))
+
+
+def _parse_label(task: GlueTask, value: str, path: Path, line: int):
+    value = value.strip()
+    if task.is_regression:
+        try:
+            score = float(value)
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise DataError(f"{path} row {line}: malformed record, score {value!r} is not a number")
+        return score
+    if value not in task.labels:
+        raise DataError(f"{path} row {line}: malformed record, label {value!r} not one of {', '.join(task.labels)}")
+    return task.labels.index(value)
+
+
+# ---- the hub (online only) ---------------------------------------------------------------------------------
+_hub_failed: str | None = None  # first failure of this process: later tasks do not wait for the same timeout
+
+
+def _hub_allowed() -> bool:
+    """Try the hub (or the datasets cache, with HF_DATASETS_OFFLINE=1) unless it already failed in this process."""
+    return _hub_failed is None
+
+
+def _load_hub(task: GlueTask) -> TaskData:
+    global _hub_failed
+    if _hub_failed is not None:
+        raise TaskUnavailable(f"not in the data directory, and the hub failed earlier ({_hub_failed})")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(HUB_DATASET, task.hub_name)
+    except Exception as e:  # no network, no cached copy: the task is missing, with the reason
+        _hub_failed = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        raise TaskUnavailable(f"not in the data directory, and {HUB_DATASET}/{task.hub_name} not loadable ({_hub_failed})") from None
+    return task_data_from_hub(task, ds)
+
+
+def task_data_from_hub(task: GlueTask, ds) -> TaskData:
+    """Convert a `datasets.DatasetDict` of nyu-mll/glue (columns as on the hub) to TaskData."""
+    names = ["train", *[name for name, _ in task.eval_files]]
+    hub_splits = ["train", *task.hub_eval_splits]
+    missing = [s for s in hub_splits if s not in ds]
+    if missing:
+        raise TaskUnavailable(f"{HUB_DATASET}/{task.hub_name} has no split(s) {', '.join(missing)}")
+    out = []
+    for split_name, hub_split in zip(names, hub_splits):
+        d = ds[hub_split]
+        absent = [c for c in (*task.hub_text_columns, "label") if c not in d.column_names]
+        if absent:
+            raise DataError(f"{HUB_DATASET}/{task.hub_name} {hub_split}: missing column(s) {', '.join(absent)}")
+        labels = np.asarray(d["label"], dtype=np.float32 if task.is_regression else np.int64)
+        if not task.is_regression:
+            bad = np.flatnonzero((labels < 0) | (labels >= task.num_labels))
+            if bad.size:
+                raise DataError(f"{HUB_DATASET}/{task.hub_name} {hub_split} row {int(bad[0])}: label {int(labels[bad[0]])} "
+                                f"outside 0..{task.num_labels - 1}")  # fmt: skip
+        cols = [list(d[c]) for c in task.hub_text_columns]
+        out.append(Split(split_name, cols[0], cols[1] if len(cols) > 1 else None, labels))
+    prints = ",".join(str(getattr(ds[s], "_fingerprint", "")) for s in hub_splits)
+    return TaskData(task, out[0], out[1:], f"hub:{HUB_DATASET}/{task.hub_name}:{prints}")
+
+
+# ---- metrics -----------------------------------------------------------------------------------------------
+def predictions_from_logits(task: GlueTask, logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits)
+    return logits[:, 0].astype(np.float64) if task.is_regression else logits.argmax(axis=1)
+
+
+def _features(metric: str, y: np.ndarray, pred: np.ndarray, num_labels: int) -> np.ndarray:
+    """Per-example quantities whose sums over a resample determine the metric. Shape (F, n)."""
+    if metric == "accuracy":
+        return (pred == y)[None].astype(np.float64)
+    if metric == "f1":
+        p, t = pred == 1, y == 1
+        return np.stack([p & t, p, t]).astype(np.float64)
+    if metric == "mcc":
+        classes = np.arange(num_labels)
+        return np.concatenate([(pred == y)[None], y[None] == classes[:, None], pred[None] == classes[:, None]]).astype(np.float64)
+    if metric == "pearson":
+        x, t = pred.astype(np.float64), y.astype(np.float64)
+        x, t = x - x.mean(), t - t.mean()  # shift invariance; keeps the moment formula well conditioned
+        return np.stack([x, t, x * x, t * t, x * t])
+    raise ValueError(f"unknown GLUE metric {metric!r}")
+
+
+def _from_sums(metric: str, s: np.ndarray, n: int) -> np.ndarray:
+    """The metric from the sums over each resample (s has shape (F, R))."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "accuracy":
+            return s[0] / n
+        if metric == "f1":  # scikit-learn: 0 when there are no positive labels or predictions
+            denom = s[1] + s[2]
+            return np.where(denom > 0, 2.0 * s[0] / np.where(denom > 0, denom, 1.0), 0.0)
+        if metric == "mcc":  # scikit-learn's K-class formula; 0 when either marginal is constant
+            k = (s.shape[0] - 1) // 2
+            correct, t, p = s[0], s[1 : 1 + k], s[1 + k :]
+            cov_ytyp = correct * n - (t * p).sum(0)
+            cov_ypyp = n * n - (p * p).sum(0)
+            cov_ytyt = n * n - (t * t).sum(0)
+            prod = cov_ypyp * cov_ytyt
+            return np.where(prod > 0, cov_ytyp / np.sqrt(np.where(prod > 0, prod, 1.0)), 0.0)
+        if metric == "pearson":  # nan for a constant prediction, as scipy
+            sx, sy, sxx, syy, sxy = s
+            cov = sxy - sx * sy / n
+            var = (sxx - sx * sx / n) * (syy - sy * sy / n)
+            return np.where(var > 0, cov / np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
+    raise ValueError(f"unknown GLUE metric {metric!r}")
+
+
+_CHUNK = 1 << 23  # resample x example counts held at once (64 MB of float64)
+
+
+def metric_over_resamples(metric: str, y: np.ndarray, preds: np.ndarray, idx: np.ndarray, num_labels: int = 2) -> np.ndarray:
+    """Metric of every seed's predictions on every resample: preds (S, n), idx (R, n) -> (S, R).
+
+    A resample is summarised by how often it draws each example (a row of counts), so every feature sum of
+    every seed and resample is one matrix product features (S*F, n) @ counts (n, R).
+    """
+    preds = np.atleast_2d(preds)
+    feats = np.stack([_features(metric, y, p, num_labels) for p in preds])  # (S, F, n)
+    seeds, f, n = feats.shape
+    flat = feats.reshape(seeds * f, n)
+    idx = np.asarray(idx)
+    resamples, draws = idx.shape
+    sums = np.empty((seeds * f, resamples))
+    step = max(1, _CHUNK // max(1, n))
+    for a in range(0, resamples, step):
+        block = idx[a : a + step]
+        r = block.shape[0]
+        cells = (np.arange(r)[:, None] * n + block).ravel()
+        counts = np.bincount(cells, minlength=r * n).reshape(r, n).astype(np.float64)
+        sums[:, a : a + r] = flat @ counts.T
+    sums = sums.reshape(seeds, f, -1)
+    return np.stack([_from_sums(metric, sums[s], draws) for s in range(seeds)])
+
+
+def task_statistic(indices: Sequence[np.ndarray], *, metric: str, num_labels: int, labels: tuple, predictions: tuple) -> np.ndarray:
+    """×100 task score per resample: per seed the metric on every validation split (averaged: MNLI m/mm),
+    then the mean over seeds. One index array per split; the same indices serve every seed."""
+    per_split = [
+        metric_over_resamples(metric, y, p, idx, num_labels) for idx, y, p in zip(indices, labels, predictions)
+    ]  # each (S, R)
+    return 100.0 * np.mean(per_split, axis=0).mean(axis=0)
+
+
+def mean_statistic(indices: Sequence[np.ndarray], *, parts: tuple, widths: tuple[int, ...]) -> np.ndarray:
+    """Unweighted mean of several task statistics; `widths[i]` strata belong to `parts[i]`."""
+    values, start = [], 0
+    for part, width in zip(parts, widths):
+        values.append(np.asarray(part(indices[start : start + width]), dtype=float))
+        start += width
+    return np.mean(values, axis=0)

@@ -1,0 +1,135 @@
+"""GRADIEND training steps/s and peak memory on a random-init bert-base architecture (the real
+bert-base-uncased config from <data>/models), ours vs the straightforward implementation.
+
+Straightforward (what the paper's code does, SPEC §1.3 G1): for each label set a full Hugging Face forward
+pass (vocabulary logits at all positions) and backward pass, the gradient gathered with one copy per tensor
+and concatenated, x = g+, t = g+ - g-; the GRADIEND as nn.Linear(n, 1) -> tanh -> nn.Linear(1, n) with
+autograd MSE and torch.optim.AdamW.
+Ours: `GradientPair` (one forward, logits only at the masks, two backward passes accumulating straight into
+two preallocated flat buffers) + `Gradiend` (closed-form gradient, fused AdamW over one flat vector).
+
+Each variant runs in its own subprocess so that its peak resident memory (ru_maxrss, or
+torch.cuda.max_memory_allocated on CUDA) is its own. One warm-up step, then STEPS timed steps on the same
+32-sentence GENTER-style batches (templates built from the data directory's corpus, names of NAMExact train).
+Run with `pytest tests/benchmarks/test_gradiend_training.py --benchmark-enable -s`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = int(os.environ.get("GRADIEND_BENCH_STEPS", "2"))
+
+
+def _measure(kind: str, steps: int, data_dir: str, device: str) -> dict:
+    """Runs in a subprocess: builds random bert-base, runs 1 + `steps` GRADIEND steps, reports figures."""
+    import resource
+    import time
+
+    import torch
+    from torch import nn
+
+    from bench.models import load_subject
+    from methods.gradiend.data import load
+    from methods.gradiend.examples import TrainBatches
+    from methods.gradiend.gradients import GradientPair
+    from methods.gradiend.model import Gradiend, bytes_per_step
+    from methods.gradiend.params import ParamSet
+
+    subject = load_subject("random:bert-base-uncased", data_dir=data_dir, device=device)
+    data = load(data_dir)
+    batches = TrainBatches(data.genter["train"], data.names["train"], subject.tokenizer, roberta=False, batch_size=32)
+    params = ParamSet.select(subject.model)
+    n = params.n
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    if kind == "ours":
+        pair = GradientPair(subject, params)
+        g = Gradiend.initialised(n, 0, device=device)
+        opt = g.optimizer()
+
+        def step(k):
+            x, t = pair(batches.batch(k, device))
+            t0 = time.perf_counter()
+            loss = g.loss_and_grad(x, t, reuse_inputs=True)
+            opt.step()
+            float(loss)
+            return time.perf_counter() - t0
+    else:
+        model = subject.model
+        enc, dec = nn.Linear(n, 1).to(device), nn.Linear(1, n).to(device)
+        opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=1e-5, weight_decay=1e-2)
+
+        def grad(batch, labels):
+            lab = torch.full_like(batch.input_ids, -100)
+            lab[batch.rows, batch.cols] = labels
+            model.zero_grad()
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=lab).loss.backward()
+            return torch.cat([p.grad.detach().clone().reshape(-1) for p in params.params])
+
+        def step(k):
+            batch = batches.batch(k, device)
+            g_pos = grad(batch, batch.labels)
+            g_neg = grad(batch, batch.counter)
+            x, t = g_pos, g_pos - g_neg
+            del g_neg
+            t0 = time.perf_counter()
+            loss = nn.functional.mse_loss(dec(torch.tanh(enc(x))[None])[0], t)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            float(loss)
+            return time.perf_counter() - t0
+
+    step(0)  # warm-up (allocations, AdamW state)
+    sync()
+    t0 = time.perf_counter()
+    update = sum(step(k) for k in range(1, steps + 1))
+    sync()
+    elapsed = time.perf_counter() - t0
+    out = {"kind": kind, "n": n, "steps": steps, "seconds": elapsed, "steps_per_s": steps / elapsed,
+           "update_seconds_per_step": update / steps,
+           "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+           "bytes_per_step_analytical": bytes_per_step(n), "device": device}  # fmt: skip
+    if device == "cuda":
+        out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
+    return out
+
+
+def _run_variant(kind: str, data_dir, device: str) -> dict:
+    code = (f"import json; from tests.benchmarks.test_gradiend_training import _measure; "
+            f"print('RESULT', json.dumps(_measure({kind!r}, {STEPS}, {str(data_dir)!r}, {device!r})))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise AssertionError(f"{kind} variant failed:\n{proc.stderr[-3000:]}")
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_gradiend_training_step_speed_and_memory(benchmark, data_dir):
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ours = benchmark.pedantic(_run_variant, args=("ours", data_dir, device), rounds=1, iterations=1)
+    naive = _run_variant("naive", data_dir, device)
+    speedup = ours["steps_per_s"] / naive["steps_per_s"]
+    mem_key = "cuda_peak_bytes" if device == "cuda" else "peak_rss_bytes"
+    gb = 1e9
+    print(f"\nGRADIEND training on random bert-base ({device}, n = {ours['n']:,}, {STEPS} timed steps, batch 32):")
+    print(f"  ours       {ours['steps_per_s']:.4f} steps/s  peak {ours[mem_key] / gb:.2f} GB  "
+          f"update {ours['update_seconds_per_step']:.3f} s/step")
+    print(f"  naive      {naive['steps_per_s']:.4f} steps/s  peak {naive[mem_key] / gb:.2f} GB  "
+          f"update {naive['update_seconds_per_step']:.3f} s/step")
+    print(f"  speed-up {speedup:.2f}x, peak memory ratio ours/naive {ours[mem_key] / naive[mem_key]:.2f}, "
+          f"GRADIEND update speed-up {naive['update_seconds_per_step'] / ours['update_seconds_per_step']:.2f}x")
+    print(f"  analytical GRADIEND traffic: {ours['bytes_per_step_analytical'] / gb:.2f} GB per step "
+          f"(46 accesses x 4 bytes x n)")
+    benchmark.extra_info.update({"speedup": speedup, "ours": ours, "naive": naive})
+    assert speedup >= 1.3
+    assert ours[mem_key] < naive[mem_key]

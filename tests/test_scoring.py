@@ -1,0 +1,179 @@
+"""bench.scoring.masked_log_probs against a direct one-input-per-forward computation."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from bench.scoring import MaskedQuery, masked_log_probs
+from bench.subject import encoder_module
+from tiny_mlms import SUBJECTS, bert_subject
+
+SENTENCES = [
+    "the nurse said that she would be late .",
+    "he is a doctor .",
+    "my neighbour, a retired engineer from the north of the country, fixed the old bicycle in an afternoon .",
+    "she paints .",
+    "the engineer and the nurse walked home together after the long night shift .",
+]
+
+
+def direct_log_prob(model, q: MaskedQuery) -> float:
+    with torch.no_grad():
+        logits = model(torch.tensor([q.input_ids])).logits[0, q.position]
+    return float(torch.log_softmax(logits, dim=-1)[q.target])
+
+
+def make_queries(tokenizer, seed: int = 0) -> list[MaskedQuery]:
+    """Queries on inputs of different lengths: one or several masks per input, several positions and targets
+    per input, and exact duplicates."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for text in SENTENCES:
+        ids = tokenizer(text)["input_ids"]
+        inner = list(range(1, len(ids) - 1))
+        for n_masks in (1, 2):
+            masked_at = sorted(rng.choice(inner, size=n_masks, replace=False).tolist())
+            masked = list(ids)
+            for p in masked_at:
+                masked[p] = tokenizer.mask_token_id
+            for p in masked_at:
+                queries.append(MaskedQuery(tuple(masked), p, ids[p]))
+                queries.append(MaskedQuery(tuple(masked), p, int(rng.integers(5, len(tokenizer)))))
+        queries.append(queries[-1])  # a duplicate
+    return queries
+
+
+@pytest.fixture(scope="module", params=sorted(SUBJECTS))
+def subject(request, data_dir):
+    return SUBJECTS[request.param](str(data_dir))
+
+
+# float32 log-probabilities of magnitude ~15 carry ~1e-6 of summation-order noise: a batched GEMM and a
+# single-row GEMV add in different orders. The single-sentence reference is itself ~5e-6 away from the float64
+# result, so float32 results are compared with a relative tolerance of 1e-6 on log-probabilities, and
+# algorithmic exactness (padding, attention masks, deduplication, head-only-at-masks) is checked in float64.
+RTOL32 = 1e-6
+
+
+def test_equals_direct_forward(subject):
+    queries = make_queries(subject.tokenizer)
+    expected = np.array([direct_log_prob(subject.model, q) for q in queries])
+    for batch_size in (1, 3, 64):
+        got = masked_log_probs(subject, queries, batch_size=batch_size)
+        np.testing.assert_allclose(got, expected, rtol=RTOL32, atol=0)
+    assert np.ptp(expected) > 5  # the test model's distributions are far from uniform
+
+
+def test_equals_direct_forward_in_float64(subject):
+    wide = subject.with_model(copy.deepcopy(subject.model).double())
+    queries = make_queries(subject.tokenizer, seed=2)
+    expected = np.array([direct_log_prob(wide.model, q) for q in queries])
+    got = masked_log_probs(wide, queries, batch_size=4)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_identical_inputs_run_once(data_dir):
+    subject = bert_subject(str(data_dir))
+    queries = make_queries(subject.tokenizer)
+    seen = []
+    handle = encoder_module(subject.model).register_forward_hook(lambda m, i, o: seen.append(o[0].shape[0]))
+    try:
+        masked_log_probs(subject, queries, batch_size=4)
+    finally:
+        handle.remove()
+    distinct = len({q.input_ids for q in queries})
+    assert distinct < len(queries)
+    assert sum(seen) == distinct
+    assert max(seen) <= 4
+
+
+def test_query_order_does_not_matter(data_dir):
+    subject = bert_subject(str(data_dir))
+    queries = make_queries(subject.tokenizer)
+    perm = np.random.default_rng(1).permutation(len(queries))
+    a = masked_log_probs(subject, queries)
+    b = masked_log_probs(subject, [queries[i] for i in perm])
+    np.testing.assert_allclose(b, a[perm], rtol=RTOL32, atol=0)
+
+
+class Shift(torch.nn.Module):
+    def __init__(self, d: int, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("v", torch.randn(d, generator=g))
+
+    def forward(self, h):
+        return h + self.v
+
+
+def test_representation_transform_is_respected(data_dir):
+    subject = bert_subject(str(data_dir))
+    shifted = subject.with_transform(Shift(subject.model.config.hidden_size))
+    queries = make_queries(subject.tokenizer)
+    plain = masked_log_probs(subject, queries)
+    got = masked_log_probs(shifted, queries)
+    with shifted.hooks():
+        expected = np.array([direct_log_prob(subject.model, q) for q in queries])
+    np.testing.assert_allclose(got, expected, rtol=RTOL32, atol=0)
+    assert np.abs(got - plain).max() > 0.1
+
+
+def test_output_transform_is_respected(data_dir):
+    subject = bert_subject(str(data_dir))
+    bonus = torch.zeros(subject.model.config.vocab_size)
+    bonus[1000:1100] = 3.0
+
+    def transform(subj, input_ids, attention_mask, rows, cols, logits):
+        return logits + bonus.to(logits.device)
+
+    debiased = subject.with_logits_transform(transform)
+    queries = make_queries(subject.tokenizer)
+    got = masked_log_probs(debiased, queries)
+    expected = []
+    for q in queries:
+        with torch.no_grad():
+            logits = subject.model(torch.tensor([q.input_ids])).logits[0, q.position] + bonus
+        expected.append(float(torch.log_softmax(logits, -1)[q.target]))
+    np.testing.assert_allclose(got, expected, rtol=RTOL32, atol=0)
+
+
+def test_eval_mode_while_scoring_and_restored(data_dir):
+    subject = bert_subject(str(data_dir))
+    queries = make_queries(subject.tokenizer)
+    expected = masked_log_probs(subject, queries)
+    subject.model.train()  # dropout would make scores random
+    try:
+        got = masked_log_probs(subject, queries)
+        assert subject.model.training
+    finally:
+        subject.model.eval()
+    np.testing.assert_allclose(got, expected, rtol=RTOL32, atol=0)
+
+
+def test_progress_bar_and_edge_cases(data_dir):
+    subject = bert_subject(str(data_dir))
+    assert masked_log_probs(subject, []).shape == (0,)
+    updates = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total = total
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            updates.append("closed")
+
+    queries = make_queries(subject.tokenizer)
+    masked_log_probs(subject, queries, batch_size=2, bar=Bar)
+    assert updates[-1] == "closed" and len(updates) - 1 == -(-len({q.input_ids for q in queries}) // 2)
+    with pytest.raises(IndexError, match="position"):
+        masked_log_probs(subject, [MaskedQuery((101, 103, 102), 5, 7)])
+    with pytest.raises(IndexError, match="vocabulary"):
+        masked_log_probs(subject, [MaskedQuery((101, 103, 102), 1, 10**6)])
+    with pytest.raises(ValueError, match="batch_size"):
+        masked_log_probs(subject, queries, batch_size=0)

@@ -1,0 +1,137 @@
+"""SentenceDebias: counterfactual pairs, the PCA bias direction, and the transform on a model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.api import Context
+from bench.embeddings import sentence_embeddings
+from bench.subject import mlm_head
+from methods.bias_sentences import counterfactual_pairs, load_swapper
+from methods.projection import SubspaceRemoval
+from methods.sentence_debias import SentenceDebias, bias_subspace
+from tests.tokenizers_fixture import bert_subject, bert_tokenizer  # noqa: F401
+
+
+def planted_pairs(n=200, d=16, seed=0, strength=1.0):
+    """Pairs that differ mostly along one planted unit direction v (plus small isotropic noise)."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=d)
+    v /= np.linalg.norm(v)
+    base = rng.normal(size=(n, d)) * 3.0  # large between-pair variance that pair-centring must remove
+    a = strength * (1.0 + rng.random(n))
+    male = base + a[:, None] * v + 0.05 * rng.normal(size=(n, d))
+    female = base - a[:, None] * v + 0.05 * rng.normal(size=(n, d))
+    return male, female, v
+
+
+def test_pca_finds_the_planted_direction():
+    male, female, v = planted_pairs()
+    basis, ratio = bias_subspace(male, female, 1)
+    assert basis.shape == (16, 1)
+    assert abs(float(basis[:, 0] @ v)) > 0.999
+    assert ratio[0] > 0.9
+    # independent computation: top right-singular vector of the stacked pair-centred vectors
+    mean = (male + female) / 2
+    centred = np.concatenate([male - mean, female - mean])
+    _, _, vt = np.linalg.svd(centred - centred.mean(0), full_matrices=False)
+    assert abs(abs(float(vt[0] @ basis[:, 0])) - 1.0) < 1e-9
+    np.testing.assert_allclose(np.abs(basis[:, 0]), np.abs(vt[0]), atol=1e-6)
+
+
+def test_pair_centring_ignores_between_pair_variance():
+    """Without centring each pair, PCA would return the direction of largest spread of the sentences."""
+    male, female, v = planted_pairs(strength=0.3)
+    u = np.zeros(16)
+    u[0] = 1.0
+    shift = np.random.default_rng(5).normal(size=(200, 1)) * 20.0 * u  # huge spread along u, shared by both sides
+    basis, _ = bias_subspace(male + shift, female + shift, 1)
+    assert abs(float(basis[:, 0] @ v)) > 0.99
+
+
+def test_removal_leaves_no_component_along_the_direction():
+    male, female, v = planted_pairs()
+    basis, _ = bias_subspace(male, female, 2)
+    assert np.allclose(basis.T @ basis, np.eye(2), atol=1e-10)
+    remove = SubspaceRemoval(basis)
+    h = torch.tensor(np.concatenate([male, female]), dtype=torch.float32).reshape(20, 20, 16)  # (..., d) states
+    out = remove(h)
+    b = torch.tensor(basis, dtype=torch.float32)
+    assert float((out @ b).abs().max()) < 1e-5
+    # the orthogonal complement is untouched
+    torch.testing.assert_close(out, h - (h @ b) @ b.T)
+    torch.testing.assert_close(remove(out), out, atol=1e-5, rtol=0)
+
+
+def test_counterfactual_pairs_swap_one_attribute_pair_at_a_time(data_dir):
+    swapper = load_swapper(data_dir)
+    pairs = counterfactual_pairs(["He told his Sister, the actress."], swapper)
+    assert pairs == [
+        ("he told his sister, the actor.", "he told his sister, the actress."),  # actor/actress
+        ("he told his brother, the actress.", "he told his sister, the actress."),  # brother/sister
+        ("he told his sister, the actress.", "she told his sister, the actress."),  # he/she
+        ("he told his sister, the actress.", "he told her sister, the actress."),  # his/her
+    ]  # fmt: skip
+    assert counterfactual_pairs(["The weather was fine."], swapper) == []
+    cased = counterfactual_pairs(["He said so."], swapper, lowercase=False)
+    assert cased == [("He said so.", "She said so.")]
+    assert len(counterfactual_pairs(["he and his son ran."] * 5, swapper, max_pairs=7)) == 7
+
+
+# ---- on a (tiny, random) model --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(bert_subject, data_dir, tmp_path_factory):
+    ctx = Context(data_dir=data_dir, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    method = SentenceDebias(max_pairs=120)
+    return method, ctx, method.fit(bert_subject, ctx)
+
+
+def test_fit_matches_pca_of_the_pair_embeddings(fitted, bert_subject):
+    method, ctx, art = fitted
+    pairs = method.pairs(ctx)
+    assert art["n_pairs"] == len(pairs) == method.max_pairs
+    emb = sentence_embeddings(bert_subject, [m for m, _ in pairs] + [f for _, f in pairs], max_length=128).double()
+    emb = emb / emb.norm(dim=1, keepdim=True)
+    male, female = emb[: len(pairs)].numpy(), emb[len(pairs) :].numpy()
+    mean = (male + female) / 2
+    centred = np.concatenate([male - mean, female - mean])
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    v = art["basis"][:, 0].double().numpy()
+    assert art["basis"].shape == (bert_subject.model.config.hidden_size, 1)
+    assert abs(np.linalg.norm(v) - 1) < 1e-6
+    assert abs(abs(float(vt[0] @ v)) - 1) < 1e-5
+
+
+def test_apply_removes_the_direction_from_embeddings_and_mlm_inputs(fitted, bert_subject):
+    method, _, art = fitted
+    before = {k: v.clone() for k, v in bert_subject.model.state_dict().items()}
+    debiased = method.apply(bert_subject, art)
+    assert bert_subject.transforms == () and not debiased.same_as(bert_subject)
+    assert all(torch.equal(v, bert_subject.model.state_dict()[k]) for k, v in before.items())
+    v = art["basis"][:, 0]
+    sentences = ["she is a nurse .", "he is an engineer .", "the weather was fine today ."]
+    emb = sentence_embeddings(debiased, sentences)
+    assert float((emb @ v).abs().max()) < 1e-5
+    base = sentence_embeddings(bert_subject, sentences)
+    torch.testing.assert_close(emb, base - torch.outer(base @ v, v), atol=1e-5, rtol=1e-5)
+    tok = bert_subject.tokenizer
+    enc = tok(["the [MASK] is a nurse .", "[MASK] is an engineer ."], padding=True, return_tensors="pt")
+    rows, cols = (enc["input_ids"] == tok.mask_token_id).nonzero(as_tuple=True)
+    with torch.inference_mode():
+        got = debiased.mlm_logits(enc["input_ids"], enc["attention_mask"], rows, cols)
+        h = bert_subject.model.base_model(**enc).last_hidden_state[rows, cols]
+        ref = mlm_head(bert_subject.model)(h - torch.outer(h @ v, v))
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_too_few_pairs_is_a_clear_error(tmp_path, bert_subject):
+    from bench.errors import DataError
+
+    (tmp_path / "text_corpus").mkdir()
+    (tmp_path / "text_corpus" / "a.txt").write_text("The weather was fine . Rain fell all day .\n")
+    (tmp_path / "bias_attribute_words").mkdir()
+    (tmp_path / "bias_attribute_words" / "bias_attribute_words.json").write_text('{"gender": [["he", "she"]]}')
+    ctx = Context(data_dir=tmp_path, cache_dir=tmp_path, progress=False)
+    with pytest.raises(DataError, match="SentenceDebias needs"):
+        SentenceDebias().fit(bert_subject, ctx)
