@@ -149,6 +149,9 @@ class Context:
     options: dict[str, Any] = field(default_factory=dict)
     resamples: int = 1000
     progress: bool = True
+    # The run's data directory (--data-dir / BENCH_DATA_DIR). It differs from `data_dir` when the model brings
+    # its own data (the synthetic world); metrics on real data the model lacks (GLUE) fall back to it.
+    run_data_dir: Any = None
 
     def data_path(self, relative: str, what: str = "data file"):
         from bench.data import require_file

@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import torch
 
 DEFAULT_MAX_LENGTH = 512
+_Batch = tuple[list[int], torch.Tensor, torch.Tensor]  # (row indices, hidden states, attention mask)
 
 
 def _max_length(subject, max_length: int | None) -> int:
@@ -50,7 +51,7 @@ def _pad_batch(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return input_ids.to(device), mask.to(device)
 
 
-def _unique_batches(subject, ids, order, batch_size: int, ctx) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+def _unique_batches(subject, ids, order, batch_size: int, ctx) -> Iterator[_Batch]:
     """(unique-sentence indices, hidden states, attention mask) per padded, length-sorted batch."""
     pad_id = subject.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else pad_id
@@ -67,7 +68,7 @@ def _unique_batches(subject, ids, order, batch_size: int, ctx) -> Iterator[tuple
 
 def hidden_states_batched(
     subject, sentences: Sequence[str], *, batch_size: int = 64, max_length: int | None = None, ctx=None
-) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+) -> Iterator[_Batch]:
     """Yield (indices into `sentences`, last hidden states (b, L, d), attention mask (b, L)) per batch.
 
     Batches are length-sorted over the distinct sentences; `indices` gives, for each batch row, the first

@@ -93,6 +93,7 @@ class Runner:
             data_dir=Path(subject.data_dir) if subject.data_dir else self.data_dir,
             cache_dir=self.cache.root, seed=self.request.seed, device=self.device,
             options=self.request.options, resamples=self.stats.resamples, progress=self.request.progress,
+            run_data_dir=self.data_dir,
         )  # fmt: skip
 
     def load_model(self, name: str) -> Subject:

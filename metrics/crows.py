@@ -57,7 +57,8 @@ def load_pairs(path: Path, bias_type: str) -> list[Pair]:
     for r in rows:
         if r["stereo_antistereo"] not in DIRECTIONS:
             raise DataError(
-                f"{path} row {r['_row']}: stereo_antistereo is {r['stereo_antistereo']!r}, expected stereo or antistereo"
+                f"{path} row {r['_row']}: stereo_antistereo is {r['stereo_antistereo']!r}, "
+                "expected stereo or antistereo"
             )
     chosen = [r for r in rows if bias_type == "all" or r["bias_type"] == bias_type]
     if not chosen:
@@ -144,7 +145,8 @@ class CrowS(Metric):
         for k, p in enumerate(pairs):
             ids1, ids2 = ids[2 * k], ids[2 * k + 1]
             if max(len(ids1), len(ids2)) > limit:
-                raise DataError(f"{path} row {p.row}: {max(len(ids1), len(ids2))} tokens, more than the model's {limit}")
+                longest = max(len(ids1), len(ids2))
+                raise DataError(f"{path} row {p.row}: {longest} tokens, more than the model's {limit}")
             pos1, pos2 = masked_positions(ids1, ids2, differing=self.variant == "likelihood")
             for side, (seq, positions) in enumerate(((ids1, pos1), (ids2, pos2))):
                 if self.variant == "pll":

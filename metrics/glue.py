@@ -20,6 +20,7 @@ run one task with the same options (and share the cache).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -67,8 +68,19 @@ class GLUE(Metric):
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, max_seq_length=self.max_seq_length)
 
+    @staticmethod
+    def glue_data_dir(ctx):
+        """The data directory holding glue/: the context's, else the run's (a synthetic model brings its own
+        data directory, without GLUE)."""
+        run_dir = getattr(ctx, "run_data_dir", None)
+        for candidate in (ctx.data_dir, run_dir):
+            if candidate is not None and (Path(candidate) / "glue").is_dir():
+                return Path(candidate)
+        return run_dir if run_dir is not None else ctx.data_dir
+
     def data_files(self, ctx) -> list:
-        return [p for key in self.tasks for p in glue_tasks.task_files(TASKS[key], ctx.data_dir) if p.is_file()]
+        root = self.glue_data_dir(ctx)
+        return [p for key in self.tasks for p in glue_tasks.task_files(TASKS[key], root) if p.is_file()]
 
     # ---- scoring ---------------------------------------------------------------------------------------------
     def score(self, subject, ctx) -> Scores:
@@ -80,7 +92,7 @@ class GLUE(Metric):
         for key in self.tasks:
             task = TASKS[key]
             try:
-                data = load_task(task, ctx.data_dir, self.source)
+                data = load_task(task, self.glue_data_dir(ctx), self.source)
             except TaskUnavailable as e:
                 missing[key] = str(e)
                 continue

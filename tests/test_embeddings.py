@@ -9,7 +9,15 @@ from torch import nn
 
 from bench.api import Context
 from bench.embeddings import hidden_states_batched, sentence_embeddings
-from tests.tokenizers_fixture import bert_subject, bert_tokenizer, roberta_subject, roberta_tokenizer  # noqa: F401
+from tests.tokenizers_fixture import (  # noqa: F401  (fixtures)
+    bert_subject,
+    bert_tokenizer,
+    roberta_subject,
+    roberta_tokenizer,
+    single_thread,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def reference_embedding(model, tokenizer, sentence: str, transform=None) -> torch.Tensor:
@@ -53,6 +61,19 @@ def test_batched_embeddings_equal_one_sentence_per_forward(which, sentences, req
     # a duplicate sentence gets the identical row; batch size does not change results
     assert torch.equal(emb[len(sentences) - 3], emb[2])
     torch.testing.assert_close(sentence_embeddings(subject, sentences, batch_size=64), emb, atol=1e-6, rtol=1e-5)
+
+
+def test_distilbert_embeddings_equal_reference(bert_tokenizer, sentences):
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    from bench.subject import Subject
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=len(bert_tokenizer), dim=64, n_layers=2, n_heads=2, hidden_dim=128)
+    subject = Subject(DistilBertForMaskedLM(config).eval(), bert_tokenizer, "tiny-distilbert")
+    emb = sentence_embeddings(subject, sentences, batch_size=5)
+    ref = torch.stack([reference_embedding(subject.model, bert_tokenizer, s) for s in sentences])
+    torch.testing.assert_close(emb, ref, atol=1e-6, rtol=1e-5)
 
 
 def test_roberta_tokenizer_is_byte_level_with_roberta_framing(roberta_tokenizer):

@@ -197,3 +197,70 @@ def test_data_files_and_config_round_trip(data_dir, tmp_path):
     assert "bias_attribute_words.json" in names and any(n.endswith(".txt") for n in names)
     m = INLP(n_iterations=7, per_class=50)
     assert INLP(**m.config()).config() == m.config()
+
+
+# ---- the synthetic planted-bias world (slow) ------------------------------------------------------------
+def gender_ss_moves_toward_50(base_subject, debiased, ctx, label: str):
+    """Score gender SS before/after; assert |SS - 50| shrinks with a paired CI of the change excluding 0."""
+    from bench.stats import compare, interval
+    from metrics.stereoset import StereoSet
+
+    metric = StereoSet()
+    base = metric.score(base_subject, ctx).estimates["ss_gender"]
+    new = metric.score(debiased, ctx).estimates["ss_gender"]
+    ib, inew, cmp = interval(base), interval(new), compare(new, base)
+    print(f"\n{label}: SS base {ib.value:.2f} [{ib.low:.2f}, {ib.high:.2f}] -> {inew.value:.2f} "
+          f"[{inew.low:.2f}, {inew.high:.2f}]; change {cmp.delta:+.2f} [{cmp.low:+.2f}, {cmp.high:+.2f}]")  # fmt: skip
+    assert not ib.low <= 50 <= ib.high, "the synthetic world should show a planted gender bias in SS"
+    assert abs(new.point() - 50) < abs(base.point() - 50)
+    if base.point() > 50:
+        assert cmp.high < 0, "the CI of the change must exclude 0"
+    else:
+        assert cmp.low > 0, "the CI of the change must exclude 0"
+
+
+@pytest.fixture(scope="module")
+def synthetic_ctx(synthetic, tmp_path_factory):
+    return Context(data_dir=synthetic.data_dir, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def synthetic_default_fit(synthetic, synthetic_ctx):
+    import time
+
+    method = INLP()
+    t0 = time.perf_counter()
+    art = method.fit(synthetic, synthetic_ctx)
+    print(f"\nINLP default fit on synthetic: {time.perf_counter() - t0:.1f}s, {art['n_iterations']} iterations, "
+          f"counts {art['counts']}, dev accuracy {[round(a, 3) for a in art['dev_accuracy']]}")  # fmt: skip
+    return method, art
+
+
+@pytest.mark.slow
+def test_inlp_accuracy_falls_to_chance_on_the_synthetic_world(synthetic, synthetic_ctx, synthetic_default_fit):
+    d = synthetic.model.config.hidden_size
+    # run until (almost) the whole space is used up: accuracy must end at chance
+    art = INLP(n_iterations=d // 3, max_removed_fraction=None).fit(synthetic, synthetic_ctx)
+    acc = art["dev_accuracy"]
+    print(f"\nINLP {d // 3} iterations on synthetic: dev accuracy {[round(a, 3) for a in acc]}, "
+          f"probe {art['probe_test_accuracy']:.3f}, chance {art['chance']:.3f}")  # fmt: skip
+    assert abs(art["chance"] - 1 / 3) < 0.01  # balanced, stratified classes
+    assert acc[0] > 0.85
+    assert acc[-1] < 1 / 3 + 0.1
+    assert art["probe_test_accuracy"] < 1 / 3 + 0.1
+    thirds = np.array_split(np.array(acc), 3)
+    assert thirds[0].mean() > thirds[1].mean() > thirds[2].mean()
+    # the default fit (fewer iterations) is the same autoregressive sequence, cut earlier
+    _, short = synthetic_default_fit
+    k = short["n_iterations"]
+    assert short["dev_accuracy"] == pytest.approx(acc[:k], abs=1e-9)
+    torch.testing.assert_close(short["classifiers"], art["classifiers"][:k], atol=1e-5, rtol=0)
+    assert short["dev_accuracy"][-1] < short["dev_accuracy"][0]
+
+
+@pytest.mark.slow
+def test_inlp_moves_gender_ss_toward_50_on_the_synthetic_world(synthetic, synthetic_ctx, synthetic_default_fit):
+    method, art = synthetic_default_fit
+    debiased = method.apply(synthetic, art)
+    assert synthetic.transforms == ()
+    gender_ss_moves_toward_50(synthetic, debiased, synthetic_ctx, "INLP")

@@ -9,7 +9,7 @@ import torch
 
 from bench.scoring import MaskedQuery, masked_log_probs
 from bench.subject import encoder_module
-from tiny_mlms import SUBJECTS, bert_subject
+from tiny_mlms import SUBJECTS, bert_subject, single_thread  # noqa: F401 (autouse)
 
 SENTENCES = [
     "the nurse said that she would be late .",

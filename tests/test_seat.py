@@ -26,7 +26,15 @@ from metrics.seat import (
     sentences_statistic,
     unit_rows,
 )
-from tests.tokenizers_fixture import bert_subject, bert_tokenizer, roberta_subject, roberta_tokenizer  # noqa: F401
+from tests.tokenizers_fixture import (  # noqa: F401  (fixtures)
+    bert_subject,
+    bert_tokenizer,
+    roberta_subject,
+    roberta_tokenizer,
+    single_thread,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---- straightforward references --------------------------------------------------------------------------

@@ -200,3 +200,28 @@ def test_options_are_validated_and_round_trip():
     for bad in ({"prompts": ()}, {"epsilon": 0.0}, {"decay_constant": -1}):
         with pytest.raises(BenchError):
             SelfDebias(**bad)
+
+
+@pytest.mark.slow
+def test_bench_run_with_the_three_methods_on_the_synthetic_world(synthetic):
+    """End to end through the runner: SEAT is n/a for SelfDebias only; every transform changes the numbers."""
+    from bench.registry import METHODS
+    from bench.runner import Runner, RunRequest
+
+    methods = ["inlp", "sentence-debias", "self-debias"]
+    options = {m: dict(METHODS.get(m).quick) for m in methods}
+    runner = Runner(RunRequest(models=["synthetic"], methods=methods, metrics=["stereoset", "seat"], device="cpu",
+                               options=options, progress=False), echo=lambda m: None)  # fmt: skip
+    rows = runner.run()
+    assert not runner.errors
+    cell = {(r["method"], r["metric"], r["submetric"]): r for r in rows}
+    for m in methods:
+        ss = cell[(m, "stereoset", "ss_gender")]
+        assert ss["status"] == "ok" and ss["delta_low"] is not None
+        print(f"\n{m}: SS {ss['value']:.2f} [{ss['ci_low']:.2f}, {ss['ci_high']:.2f}], change {ss['delta']:+.2f} "
+              f"[{ss['delta_low']:+.2f}, {ss['delta_high']:+.2f}]")  # fmt: skip
+    assert cell[("self-debias", "seat", None)]["status"] == "n/a"
+    base_seat = cell[("base", "seat", "seat")]["value"]
+    for m in ("inlp", "sentence-debias"):
+        seat = cell[(m, "seat", "seat")]
+        assert seat["status"] == "ok" and seat["value"] != base_seat  # the projection reaches the SEAT pooling

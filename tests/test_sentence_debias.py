@@ -135,3 +135,22 @@ def test_too_few_pairs_is_a_clear_error(tmp_path, bert_subject):
     ctx = Context(data_dir=tmp_path, cache_dir=tmp_path, progress=False)
     with pytest.raises(DataError, match="SentenceDebias needs"):
         SentenceDebias().fit(bert_subject, ctx)
+
+
+@pytest.mark.slow
+def test_sentence_debias_moves_gender_ss_toward_50_on_the_synthetic_world(synthetic, tmp_path):
+    import time
+
+    from tests.test_inlp import gender_ss_moves_toward_50
+
+    ctx = Context(data_dir=synthetic.data_dir, cache_dir=tmp_path, progress=False)
+    method = SentenceDebias()
+    t0 = time.perf_counter()
+    art = method.fit(synthetic, ctx)
+    print(f"\nSentenceDebias fit on synthetic: {time.perf_counter() - t0:.1f}s, {art['n_pairs']} pairs, "
+          f"explained variance {art['explained_variance_ratio']}")  # fmt: skip
+    debiased = method.apply(synthetic, art)
+    v = art["basis"][:, 0]
+    emb = sentence_embeddings(debiased, ["he is a doctor .", "she is a nurse ."])
+    assert float((emb @ v).abs().max()) < 1e-4
+    gender_ss_moves_toward_50(synthetic, debiased, ctx, "SentenceDebias")

@@ -27,7 +27,7 @@ from metrics.stereoset import (
     stereoset_estimates,
     word_ids,
 )
-from tiny_mlms import SUBJECTS, bert_subject, roberta_subject
+from tiny_mlms import SUBJECTS, bert_subject, roberta_subject, single_thread  # noqa: F401 (autouse)
 
 # float32 noise (see test_scoring.py): a sentence score is a mean of probabilities whose logs agree to ~1e-6
 # relative, i.e. ~5e-6 absolute for log-probabilities around -10, hence rtol 1e-5 on probabilities (and the

@@ -5,7 +5,6 @@ Fast tests run the generator without training (a few seconds). Tests marked slow
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
@@ -23,8 +22,8 @@ from bench.synthetic import vocab as V
 from bench.synthetic import world as W
 
 NAMES = {**{n: "M" for n in V.MALE_NAMES}, **{n: "F" for n in V.FEMALE_NAMES}}
-GENDER_WORDS = {w for pair in V.GENDERED_PAIRS + V.PLURAL_PAIRS for w in pair} | {
-    "he", "she", "him", "her", "his", "hers", "himself", "herself"}  # fmt: skip
+PRONOUNS = {"he", "she", "him", "her", "his", "hers", "himself", "herself"}
+GENDER_WORDS = {w for pair in V.GENDERED_PAIRS + V.PLURAL_PAIRS for w in pair} | PRONOUNS
 
 
 def words_of(text: str) -> list[str]:
@@ -81,7 +80,7 @@ def test_names_are_always_followed_by_their_own_pronoun(generated):
         words = words_of(line)
         for i, w in enumerate(words):
             if w in NAMES:
-                pronouns = [x.lower() for x in words[i + 1 :] if x.lower() in ("he", "she", "him", "his", "her", "hers", "himself", "herself")]
+                pronouns = [x.lower() for x in words[i + 1 :] if x.lower() in PRONOUNS]
                 assert pronouns, line
                 male = pronouns[0] in ("he", "him", "his", "himself")
                 assert male == (NAMES[w] == "M"), line
@@ -413,7 +412,8 @@ def test_subject_fields(synthetic, synthetic_random):
     assert synthetic.source == f"synthetic:bias=0.8,init=trained,seed=0,generator={W.GENERATOR_VERSION}"
     assert synthetic_random.source != synthetic.source and synthetic_random.data_dir == synthetic.data_dir
     assert (Path(synthetic.data_dir) / "README.md").is_file()
-    assert synthetic.model.config.to_dict() == synthetic_random.model.config.to_dict()
+    config = lambda s: {k: v for k, v in s.model.config.to_dict().items() if k != "_name_or_path"}  # noqa: E731
+    assert config(synthetic) == config(synthetic_random)
     assert synthetic.tokenizer.get_vocab() == synthetic_random.tokenizer.get_vocab()
     assert not synthetic.same_as(synthetic_random)
     again = load_subject("synthetic:init=random")
@@ -430,6 +430,23 @@ def test_trained_model_knows_names_and_shows_the_planted_bias(synthetic):
     assert ss >= 70 and low > 55, (ss, low, high)
     ss_prof, low_prof, _ = stereoset_ss(synthetic, "profession")
     assert ss_prof >= 70 and low_prof > 55
+
+
+def name_mass(subject, occupations) -> tuple[float, float]:
+    """Probability mass of single-token female / male names at [NAME] of GENTYPES-style templates."""
+    tok = subject.tokenizer
+    texts = [f"My friend, {tok.mask_token}, wants to become {G.article(w)} {w}." for w in occupations]
+    probs = _mask_logits(subject, texts)[0].softmax(-1)
+    ids = {g: [tok.convert_tokens_to_ids(n) for n in NAMES if NAMES[n] == g and n not in V.SPLIT_WORDS] for g in "FM"}
+    return float(probs[:, ids["F"]].sum(-1).mean()), float(probs[:, ids["M"]].sum(-1).mean())
+
+
+@pytest.mark.slow
+def test_trained_model_predicts_names_by_the_planted_lean(synthetic):
+    f_on_male, m_on_male = name_mass(synthetic, V.OCCUPATIONS["M"])
+    f_on_female, m_on_female = name_mass(synthetic, V.OCCUPATIONS["F"])
+    assert f_on_male + m_on_male > 0.5 and f_on_female + m_on_female > 0.5  # a name is expected there
+    assert m_on_male > 2 * f_on_male and f_on_female > 2 * m_on_female
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench.subject import Subject
@@ -93,3 +94,14 @@ def roberta_subject(data_dir: str, seed: int = 0) -> Subject:
 
 
 SUBJECTS = {"bert": bert_subject, "roberta": roberta_subject, "distilbert": distilbert_subject}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread while a module's tests run, restored afterwards. The references make hundreds of
+    single-sentence forward passes of a hidden-64 model; on the shared 2-core machine two threads per pass
+    oversubscribe the cores and make each pass tens of times slower, with nothing to gain at this size."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -88,3 +88,19 @@ def roberta_subject(roberta_tokenizer):
 
     return Subject(model=tiny_roberta(roberta_tokenizer), tokenizer=roberta_tokenizer, name="tiny-roberta",
                    source="test:tiny-roberta")  # fmt: skip
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op torch thread for the duration of a test, restored afterwards.
+
+    Tiny models gain nothing from a second thread, and on the shared 2-core test machine a second thread per
+    forward pass oversubscribes the cores: measured 3 ms vs 200 ms per tiny-BERT forward under load.
+    Use with `pytestmark = pytest.mark.usefixtures("single_thread")`.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -85,8 +85,11 @@ def wrapped(wrapper: int, subject: str) -> str:
         return f"{WRAPPERS[wrapper]} {subject},"
     return f"{WRAPPERS[wrapper]} {subject}"
 
-NEUTRAL_SUBJECTS = (("we", True), ("they", True), ("the guests", True), ("the tourists", True),
-                    ("our neighbours", True), ("the students", True), ("everyone", False), ("nobody", False))  # fmt: skip
+
+NEUTRAL_SUBJECTS = (  # (subject, plural)
+    ("we", True), ("they", True), ("the guests", True), ("the tourists", True), ("our neighbours", True),
+    ("the students", True), ("everyone", False), ("nobody", False),
+)  # fmt: skip
 
 # Single neutral sentences (locations, "this/that/here/there", "person", "name", "thing").
 NEUTRAL_SINGLES = (

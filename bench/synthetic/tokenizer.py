@@ -5,34 +5,31 @@ cased. Every word of the corpus is one token, except the designated `vocab.SPLIT
 the given sub-tokens (so metric code meets multi-token names and candidates); single characters (and their
 "##" continuation forms) cover anything else. Pronouns are whole tokens.
 
-The vocabulary is derived directly from the corpus with the `tokenizers` BERT normalizer and pre-tokenizer,
-not with `tokenizers`' WordPieceTrainer: that trainer breaks ties between equally frequent merges in hash-map
-order, so its intermediate sub-word pieces (and the token ids) change from run to run, and the world must be
-byte-for-byte reproducible for a seed.
+The vocabulary is derived directly from the corpus' words, not with `tokenizers`' WordPieceTrainer: that
+trainer breaks ties between equally frequent merges in hash-map order, so its intermediate sub-word pieces
+(and the token ids) change from run to run, and the world must be byte-for-byte reproducible for a seed.
+The tokenizer itself is the standard `tokenizers` BERT WordPiece pipeline (BertTokenizerFast).
 """
 from __future__ import annotations
 
+import re
 import string
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+# BERT pre-tokenization (split on whitespace, every punctuation character alone) for the corpus' ASCII text
+WORD = re.compile(r"\w+|[^\w\s]")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MAX_LENGTH = 128  # = the model's max_position_embeddings
 
 
 def build_vocab(lines: Iterable[str], split_words: dict | None = None) -> list[str]:
     """Special tokens, characters, "##"+characters, corpus words (most frequent first), designated pieces."""
-    from tokenizers import normalizers, pre_tokenizers
-
-    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False, clean_text=True)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     split_words = split_words or {}
-    counts: Counter = Counter()
-    for line in lines:
-        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)))
+    counts = Counter(WORD.findall("\n".join(lines)))
     # all printable ASCII, so any English text tokenizes without [UNK]
-    chars = sorted({c for word in counts for c in word} | set(string.ascii_letters + string.digits + string.punctuation))
+    chars = sorted({c for w in counts for c in w} | set(string.ascii_letters + string.digits + string.punctuation))
     words = sorted((w for w in counts if w not in split_words and len(w) > 1), key=lambda w: (-counts[w], w))
     pieces = [p if i == 0 else "##" + p for parts in split_words.values() for i, p in enumerate(parts)]
     tokens = SPECIAL_TOKENS + chars + ["##" + c for c in chars] + words

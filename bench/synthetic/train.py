@@ -1,8 +1,8 @@
 """Training the world's tiny BERT masked LM.
 
 Standard BERT masking (15 % of tokens; of those 80 % [MASK], 10 % random, 10 % kept) plus extra masking of
-pronouns, so the gender signal (name -> he/she, occupation -> he/she) gets enough training signal in a
-budget of a few CPU minutes. The vocabulary logits are computed only at the masked positions.
+the words that carry the planted signal (pronouns, gendered nouns, names, occupations, attributes, SEAT
+words), so it is learned reliably in a budget of a few CPU minutes. The vocabulary logits are computed only at the masked positions.
 Deterministic for a seed: all randomness comes from one torch.Generator and a forked global RNG (dropout),
 and deterministic algorithms are switched on for the duration of training.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -29,13 +30,13 @@ class ModelSize:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1800
+    steps: int = 1500
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 0.01
     warmup: float = 0.05
     mlm_probability: float = 0.15
-    pronoun_mask_probability: float = 0.4  # extra masking of gender-carrying pronouns
+    boost_mask_probability: float = 0.4  # masking rate of the words that carry the planted signal
 
 
 def bert_config(vocab_size: int, tokenizer, size: ModelSize = ModelSize()):
@@ -97,7 +98,7 @@ def mask_tokens(ids: torch.Tensor, attention: torch.Tensor, special: torch.Tenso
                 cfg: TrainConfig, mask_id: int, vocab_size: int, gen: torch.Generator):
     """BERT masking; returns (masked input ids, bool tensor of positions to predict)."""
     prob = torch.full(ids.shape, cfg.mlm_probability)
-    prob[boosted[ids]] = cfg.pronoun_mask_probability
+    prob[boosted[ids]] = cfg.boost_mask_probability
     candidates = attention.bool() & ~special[ids]
     chosen = (torch.rand(ids.shape, generator=gen) < prob) & candidates
     # at least one prediction per sequence keeps every sentence contributing
@@ -128,8 +129,12 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, gen: torch.Gene
     return [batches[i] for i in perm]
 
 
-def train_mlm(model, tokenizer, lines: list[str], cfg: TrainConfig, seed: int, bar=None) -> list[float]:
-    """Train `model` in place on `lines`; returns the loss per step. `bar`: optional tqdm to update."""
+def train_mlm(model, tokenizer, lines: list[str], cfg: TrainConfig, seed: int, bar=None,
+              boost_words: Iterable[str] = ()) -> list[float]:
+    """Train `model` in place on `lines`; returns the loss per step. `bar`: optional tqdm to update.
+
+    Tokens of `boost_words` (their first sub-token) are masked with `cfg.boost_mask_probability` instead of
+    `cfg.mlm_probability`."""
     from transformers import get_linear_schedule_with_warmup
 
     from bench.subject import mlm_head
@@ -139,10 +144,10 @@ def train_mlm(model, tokenizer, lines: list[str], cfg: TrainConfig, seed: int, b
     special = torch.zeros(vocab_size, dtype=torch.bool)
     special[tokenizer.all_special_ids] = True
     boosted = torch.zeros(vocab_size, dtype=torch.bool)
-    for word in ("he", "she", "He", "She", "him", "his", "her", "His", "Her"):
-        ids = tokenizer.convert_tokens_to_ids([word])
-        if ids[0] != tokenizer.unk_token_id:
-            boosted[ids[0]] = True
+    for word in boost_words:
+        first = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word)[:1])
+        if first and first[0] != tokenizer.unk_token_id:
+            boosted[first[0]] = True
 
     gen = torch.Generator().manual_seed(seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]

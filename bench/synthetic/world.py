@@ -21,14 +21,16 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.store import atomic_dir, stable_hash
 from bench.synthetic import evalsets as E
+from bench.synthetic import gradiend_data as D
 from bench.synthetic import vocab as V
 from bench.synthetic.grammar import Grammar
 from bench.synthetic.tokenizer import build_vocab, write_tokenizer
 from bench.synthetic.train import ModelSize, TrainConfig, bert_config, new_model, train_mlm
 
 # Bump whenever the generator, the tokenizer or the training recipe changes: it is part of the cache key.
-GENERATOR_VERSION = "0.dev1"
+GENERATOR_VERSION = "2"  # "1" was used by an early development build
 N_CORPUS = 60_000
+N_TEXT_CORPUS = 5_000  # lines of text_corpus/synthetic.txt (CDA, INLP, SentenceDebias)
 MODEL_SIZE = ModelSize()
 TRAIN = TrainConfig()
 DEFAULTS = {"bias": 0.8, "seed": 0, "init": "trained"}
@@ -108,19 +110,19 @@ def write_data(data: Path, lines: list[str], tokenizer, bias: float, seed: int) 
     put("crows_pairs/crows_pairs_anonymized.csv", E.crows_csv(seed))
     for name, test in E.seat_tests(tokenizer).items():
         put_json(f"seat/{name}.jsonl", test, indent=2)
-    splits = E.name_splits(seed, tokenizer)
-    genter = E.genter_rows(seed, splits)
+    splits = D.name_splits(seed, tokenizer)
+    genter = D.genter_rows(seed, splits)
     put("gradiend/genter.csv", E.csv_text(genter, list(genter[0])))
-    put("gradiend/geneutral.csv", E.csv_text(E.geneutral_rows(seed), ["index", "text"]))
-    put("gradiend/gentypes.csv", E.csv_text(E.gentypes_rows(seed), ["text"]))
-    namexact = E.namexact_rows(lines, splits)
+    put("gradiend/geneutral.csv", E.csv_text(D.geneutral_rows(seed), ["index", "text"]))
+    put("gradiend/gentypes.csv", E.csv_text(D.gentypes_rows(seed), ["text"]))
+    namexact = D.namexact_rows(lines, splits)
     put("gradiend/namexact.csv", E.csv_text(namexact, list(namexact[0])))
-    namextend = E.namextend_rows(lines, splits)
+    namextend = D.namextend_rows(lines, splits)
     put("gradiend/namextend.csv", E.csv_text(namextend, list(namextend[0])))
-    put("gradiend/gendered_words.json", E.gendered_words_json())
-    put_json("bias_attribute_words/bias_attribute_words.json", E.bias_attribute_words(), indent=4)
+    put("gradiend/gendered_words.json", D.gendered_words_json())
+    put_json("bias_attribute_words/bias_attribute_words.json", D.bias_attribute_words(), indent=4)
     text_grammar = Grammar(E.rng(seed, "text-corpus"), bias)
-    put("text_corpus/synthetic.txt", "".join(text_grammar.line() + "\n" for _ in range(E.N_TEXT_CORPUS)))
+    put("text_corpus/synthetic.txt", "".join(text_grammar.line() + "\n" for _ in range(N_TEXT_CORPUS)))
     put("README.md", readme(bias, seed, len(lines), len(tokenizer)))
 
 
@@ -179,20 +181,22 @@ def build_world(bias: float = 0.8, seed: int = 0, cache_dir=None, progress: bool
 def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     lines, tokenizer = generate(folder, bias, seed, progress)
     generated = time.perf_counter() - start
     model = new_model(bert_config(len(tokenizer), tokenizer, MODEL_SIZE), seed)
     with tqdm(total=TRAIN.steps, desc="synthetic world: training", disable=not progress, leave=False) as bar:
-        losses = train_mlm(model, tokenizer, lines, TRAIN, seed, bar)
+        losses = train_mlm(model, tokenizer, lines, TRAIN, seed, bar, boost_words=V.signal_words())
     model.save_pretrained(str(folder / "model"))
     tail = losses[-100:]
     curve = [round(sum(losses[i : i + 100]) / len(losses[i : i + 100]), 3) for i in range(0, len(losses), 100)]
     info = {
         "options": {"bias": bias, "seed": seed}, "generator": GENERATOR_VERSION, "corpus_lines": len(lines),
         "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
-        "model_size": MODEL_SIZE.__dict__, "training": TRAIN.__dict__, "final_loss": sum(tail) / len(tail), "loss_per_100_steps": curve,
-        "seconds": {"generate": round(generated, 1), "total": round(time.perf_counter() - start, 1)},
+        "model_size": MODEL_SIZE.__dict__, "training": TRAIN.__dict__, "final_loss": sum(tail) / len(tail),
+        "loss_per_100_steps": curve,
+        "seconds": {"generate": round(generated, 1), "total": round(time.perf_counter() - start, 1),
+                    "cpu": round(time.process_time() - cpu, 1)},
     }
     (folder / "world.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
@@ -200,7 +204,6 @@ def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
 # ---- the model loader of the registry (entry point bench.models: synthetic) -------------------------------
 def load(spec, data_dir=None, cache_dir=None):
     """Synthetic planted-bias world: tiny BERT trained on templated text (options bias, seed, init)."""
-    import torch
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
     from bench.subject import Subject

@@ -92,7 +92,9 @@ def full_set_estimate(subject, data_dir: Path, subset: dict, seconds: dict) -> d
     forward passes, ours with the tokens (padding included) of the batches it runs. A rough estimate: batches
     of the full set are larger and less padded than the subset's, and the reference's per-pass overhead does
     not scale with length."""
-    full = workload(subject, data_dir / "stereoset" / "dev.json", data_dir / "crows_pairs" / "crows_pairs_anonymized.csv")
+    full = workload(
+        subject, data_dir / "stereoset" / "dev.json", data_dir / "crows_pairs" / "crows_pairs_anonymized.csv"
+    )
     return {
         "ss_ref": seconds["ss_ref"] * full["ss_forwards"] / subset["ss_forwards"],
         "ss_ours": seconds["ss_ours"] * full["ss_tokens"] / subset["ss_tokens"],
@@ -141,7 +143,9 @@ def test_stereoset_and_crows_match_reference_and_are_faster(benchmark, bert_base
     if not flips:
         assert crows_scores.estimates["crows"].point() == pytest.approx(ref.crows_aggregate(crows_ref)["crows"])
 
-    ratio = {m: statistics.median(r / o for r, o in zip(times[f"{m}_ref"], times[f"{m}_ours"])) for m in ("ss", "crows")}
+    ratio = {
+        m: statistics.median(r / o for r, o in zip(times[f"{m}_ref"], times[f"{m}_ours"])) for m in ("ss", "crows")
+    }
     total = statistics.median(
         (a + b) / (c + d)
         for a, b, c, d in zip(times["ss_ref"], times["crows_ref"], times["ss_ours"], times["crows_ours"])
@@ -160,7 +164,10 @@ def test_stereoset_and_crows_match_reference_and_are_faster(benchmark, bert_base
         f"({subset['crows_forwards']} forwards) -> {ratio['crows']:.1f}x; biased flags differ on {flips} pairs\n"
         f"  both: {total:.1f}x\n"
         f"  full dev set (extrapolated): StereoSet ours {full['ss_ours'] / 60:.1f} min vs reference "
-        f"{full['ss_ref'] / 60:.1f} min ({full['ss_forwards']} forwards); CrowS gender ours {full['crows_ours']:.0f}s vs "
+        f"{full['ss_ref'] / 60:.1f} min ({full['ss_forwards']} forwards); "
+        f"CrowS gender ours {full['crows_ours']:.0f}s vs "
         f"reference {full['crows_ref']:.0f}s -> {full_ratio:.1f}x"
     )
-    assert total > 1
+    # loose guards (shared machine); the target is >= 10x, met by StereoSet, which dominates a full run, but not
+    # by CrowS, whose masked inputs are all distinct (no deduplication to gain, only batching and head savings)
+    assert ratio["ss"] > 4 and ratio["crows"] > 1.5

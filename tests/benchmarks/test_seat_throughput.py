@@ -22,19 +22,12 @@ from bench.api import Context
 from bench.models import load_subject
 from metrics.seat import GENDER_TESTS, SEAT, SETS
 from tests.test_seat import ref_effect_size, ref_embed
+from tests.tokenizers_fixture import single_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def bert_base(data_dir):
     return load_subject("random:bert-base-uncased", data_dir=data_dir, device="cpu")
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def reference_seat(subject, data_dir):
@@ -55,7 +48,7 @@ def reference_seat(subject, data_dir):
     return out, len(cache), per_test_forwards
 
 
-def test_seat_bert_base_matches_reference_and_is_faster(benchmark, bert_base, data_dir, tmp_path, one_thread):
+def test_seat_bert_base_matches_reference_and_is_faster(benchmark, bert_base, data_dir, tmp_path, single_thread):
     ctx = Context(data_dir=data_dir, cache_dir=tmp_path, seed=0, progress=False)
 
     t0 = time.perf_counter()
