@@ -112,16 +112,18 @@ def counterfactual_pairs(
     """(male, female) sentence pairs (SPEC §2.4): for every sentence and every attribute pair one of whose
     words occurs in it, the sentence and its copy with only that pair's words swapped."""
     pairs: list[tuple[str, str]] = []
+    # a list may repeat a pair in another case ("He"/"She"); matching ignores case, so each pair counts once
+    attribute_pairs = list(dict.fromkeys((m.lower(), f.lower()) for m, f in swapper.pairs))
     for sentence in sentences:
         if lowercase:
             sentence = sentence.lower()
         present = {m.word.lower().replace("’", "'") for m in swapper.matches(sentence)}
         if not present:
             continue
-        for m, f in swapper.pairs:
-            if m.lower() in present:
+        for m, f in attribute_pairs:
+            if m in present:
                 pairs.append((sentence, swapper.swap(sentence, only_pair=(m, f))[0]))
-            elif f.lower() in present:
+            elif f in present:
                 pairs.append((swapper.swap(sentence, only_pair=(m, f))[0], sentence))
             if max_pairs is not None and len(pairs) >= max_pairs:
                 return pairs[:max_pairs]

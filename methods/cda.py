@@ -41,6 +41,7 @@ class CDA(MLMTrainingDebiaser):
         grad_accum: int | None = None,
         max_seq_length: int | None = None,
         lr: float | None = None,
+        line_by_line: bool | None = None,
         seed: int | None = None,
         precision: str = "fp32",
         checkpoint_every: int = 100,
@@ -50,7 +51,7 @@ class CDA(MLMTrainingDebiaser):
         self.exact_paper_swap = exact_paper_swap
         self._init_training(
             max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_seq_length=max_seq_length, lr=lr,
-            seed=seed, precision=precision, checkpoint_every=checkpoint_every, corpus=corpus, max_lines=max_lines,
+            line_by_line=line_by_line, seed=seed, precision=precision, checkpoint_every=checkpoint_every, corpus=corpus, max_lines=max_lines,
         )  # fmt: skip
 
     def data_files(self, ctx) -> list:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -116,8 +117,6 @@ class INLP(Debiaser):
         self.max_length = max_length
 
     def data_files(self, ctx) -> list:
-        from pathlib import Path
-
         files = [ctx.data_path("bias_attribute_words/bias_attribute_words.json", "attribute word list")]
         if self.corpus is not None:
             return files + [ctx.data_path(f"text_corpus/{self.corpus}", "text corpus")]
@@ -130,8 +129,7 @@ class INLP(Debiaser):
         sentences = corpus_sentences(text_corpus(ctx.data_dir, self.corpus))
         found = gendered_sentences(sentences, swapper, self.per_class, seed=ctx.seed, min_tokens=self.min_tokens,
                                    balance=self.balance)  # fmt: skip
-        small = {k: v for k, v in found.counts().items() if v < MIN_PER_CLASS}
-        if small:
+        if min(found.counts().values()) < MIN_PER_CLASS:
             raise DataError(
                 f"INLP needs at least {MIN_PER_CLASS} sentences per class from text_corpus/ in {ctx.data_dir}; "
                 f"found {found.counts()}"
@@ -140,6 +138,7 @@ class INLP(Debiaser):
 
     def fit(self, subject, ctx):
         from sklearn.model_selection import train_test_split
+        from sklearn.svm import LinearSVC
 
         from bench.embeddings import sentence_embeddings
 
@@ -155,8 +154,6 @@ class INLP(Debiaser):
         x_train, x_dev, y_train, y_dev = train_test_split(x_rest, y_rest, test_size=0.3, random_state=0, stratify=y_rest)
         n_iter = effective_iterations(self.n_iterations, x.shape[1], 3, self.max_removed_fraction)
         res = iterative_nullspace_projection(x_train, y_train, x_dev, y_dev, n_iter, self.min_accuracy, bar=ctx.bar)
-
-        from sklearn.svm import LinearSVC
 
         # a fresh classifier on the fully projected data: what a linear probe can still read after INLP
         p = res.projection

@@ -9,13 +9,15 @@ used:
 
 - data: every line tokenised with its special tokens ([CLS] line [SEP]), all lines concatenated and cut into
   blocks of `max_seq_length` tokens, remainder dropped (run_mlm's `group_texts`); a corpus shorter than one
-  block becomes a single shorter block;
+  block becomes a single shorter block. `line_by_line=True` is run_mlm's `--line_by_line` instead: one sequence
+  per line (truncated to `max_seq_length`), padded per micro-batch; the synthetic world uses it because its
+  model was trained on single sentences and has never seen concatenated ones;
 - masking: `transformers.DataCollatorForLanguageModeling` (mlm_probability 0.15, 80/10/10), special tokens
   never masked, its own seeded generator;
 - AdamW (lr 5e-5, betas 0.9/0.999, eps 1e-8, weight decay 0), linear decay to 0 over `max_steps`, no warmup,
-  gradient clipping at norm 1.0, `grad_accum` micro-batches of `batch_size` blocks per optimizer step (the loss
+  gradient clipping at norm 1.0, `grad_accum` micro-batches of `batch_size` sequences per optimizer step (the loss
   of each micro-batch is its mean over masked tokens, divided by `grad_accum`, as in transformers 4.43);
-- data order: a fresh seeded permutation of the blocks per epoch, read as one endless stream.
+- data order: a fresh seeded permutation of the sequences per epoch, read as one endless stream.
 
 Dropout is active (train mode) during training; the model is returned in eval mode.
 """
@@ -46,6 +48,7 @@ class MLMTrainingConfig:
     seed: int = 0
     precision: str = "fp32"  # or "bf16": autocast on CUDA (ignored on CPU); the paper trained in fp32
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: never)
+    line_by_line: bool = False  # one sequence per line instead of concatenated blocks
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "grad_accum"):
@@ -64,7 +67,7 @@ class TrainingHistory:
     """What happened during training (stored beside the fitted weights)."""
 
     config: dict
-    n_blocks: int
+    n_sequences: int
     n_lines: int
     losses: list[float] = field(default_factory=list)  # mean micro-batch loss per optimizer step
     resumed_from: int = 0
@@ -73,19 +76,62 @@ class TrainingHistory:
         return asdict(self)
 
 
-def group_into_blocks(tokenizer, lines: Sequence[str], max_seq_length: int, batch: int = 1000) -> torch.Tensor:
-    """Token blocks of `max_seq_length`, shape (n_blocks, max_seq_length) (run_mlm's `group_texts`)."""
+@dataclass
+class TokenData:
+    """Training sequences: `ids` (n, L) right-padded with `pad_id`, true lengths in `lengths`."""
+
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of the sequences `idx`, cut to the longest of them."""
+        lengths = self.lengths[idx]
+        width = int(lengths.max())
+        attention = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        return self.ids[idx, :width], attention
+
+
+def _encode(tokenizer, lines: Sequence[str], batch: int, **kwargs) -> list[list[int]]:
     if not lines:
         raise BenchError("MLM training: the training corpus is empty")
-    ids: list[int] = []
+    out: list[list[int]] = []
     for i in range(0, len(lines), batch):
-        enc = tokenizer(list(lines[i : i + batch]), add_special_tokens=True, truncation=False, verbose=False)
-        for seq in enc["input_ids"]:
-            ids.extend(seq)
+        out.extend(tokenizer(list(lines[i : i + batch]), add_special_tokens=True, verbose=False, **kwargs)["input_ids"])
+    return out
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def group_into_blocks(tokenizer, lines: Sequence[str], max_seq_length: int, batch: int = 1000) -> TokenData:
+    """Blocks of `max_seq_length` tokens of the concatenated lines (run_mlm's `group_texts`)."""
+    ids = [t for seq in _encode(tokenizer, lines, batch, truncation=False) for t in seq]
     n = len(ids) // max_seq_length
     if n == 0:
-        return torch.tensor([ids], dtype=torch.long)
-    return torch.tensor(ids[: n * max_seq_length], dtype=torch.long).view(n, max_seq_length)
+        return TokenData(torch.tensor([ids], dtype=torch.long), torch.tensor([len(ids)]), _pad_id(tokenizer))
+    blocks = torch.tensor(ids[: n * max_seq_length], dtype=torch.long).view(n, max_seq_length)
+    return TokenData(blocks, torch.full((n,), max_seq_length), _pad_id(tokenizer))
+
+
+def encode_line_by_line(tokenizer, lines: Sequence[str], max_seq_length: int, batch: int = 1000) -> TokenData:
+    """One sequence per line, truncated to `max_seq_length` (run_mlm's `--line_by_line`)."""
+    seqs = _encode(tokenizer, lines, batch, truncation=True, max_length=max_seq_length)
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.full((len(seqs), int(lengths.max())), _pad_id(tokenizer), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return TokenData(ids, lengths, _pad_id(tokenizer))
+
+
+def training_data(tokenizer, lines: Sequence[str], cfg: "MLMTrainingConfig") -> TokenData:
+    if cfg.line_by_line:
+        return encode_line_by_line(tokenizer, lines, cfg.max_seq_length)
+    return group_into_blocks(tokenizer, lines, cfg.max_seq_length)
 
 
 def block_order(n_blocks: int, seed: int, start: int, count: int) -> np.ndarray:
@@ -115,22 +161,28 @@ def _special_ids(tokenizer) -> torch.Tensor:
     return torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
 
-def mask_batch(collator, blocks: torch.Tensor, special_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) for MLM: the collator's 80/10/10 masking; special tokens never masked."""
-    special = torch.isin(blocks, special_ids)
-    return collator.torch_mask_tokens(blocks.clone(), special_tokens_mask=special)
+def mask_batch(collator, ids: torch.Tensor, special_ids: torch.Tensor,
+               attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(inputs, labels) for MLM: the collator's 80/10/10 masking; special tokens and padding never masked."""
+    special = torch.isin(ids, special_ids)
+    if attention_mask is not None:
+        special |= attention_mask == 0
+    return collator.torch_mask_tokens(ids.clone(), special_tokens_mask=special)
 
 
-def masked_lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def masked_lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Mean cross-entropy over the masked positions (labels != -100), as `model(..., labels=labels).loss`,
     but the vocabulary projection runs only at the masked positions (about 15 % of them)."""
     from bench.subject import mlm_head
 
+    if attention_mask is None:
+        attention_mask = torch.ones_like(inputs)
     try:
         head = mlm_head(model)
     except TypeError:  # an architecture without a known head: let the model compute its own loss
-        return model(input_ids=inputs, attention_mask=torch.ones_like(inputs), labels=labels).loss
-    hidden = model.base_model(input_ids=inputs, attention_mask=torch.ones_like(inputs))[0]
+        return model(input_ids=inputs, attention_mask=attention_mask, labels=labels).loss
+    hidden = model.base_model(input_ids=inputs, attention_mask=attention_mask)[0]
     rows, cols = (labels != -100).nonzero(as_tuple=True)
     logits = head(hidden[rows, cols])
     return torch.nn.functional.cross_entropy(logits.float(), labels[rows, cols])
@@ -159,7 +211,7 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
 def train_mlm(
     model: torch.nn.Module,
     tokenizer,
-    blocks: torch.Tensor,
+    data: TokenData,
     cfg: MLMTrainingConfig,
     *,
     n_lines: int = 0,
@@ -168,7 +220,7 @@ def train_mlm(
     desc: str = "MLM training",
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainingHistory:
-    """Train `model` (in place) for `cfg.max_steps` optimizer steps of masked-LM loss on `blocks`.
+    """Train `model` (in place) for `cfg.max_steps` optimizer steps of masked-LM loss on `data`.
 
     `checkpoint_dir`: if given, a checkpoint is written there every `cfg.checkpoint_every` steps and a matching
     one (same config and data) is resumed from; it is deleted when training completes.
@@ -177,13 +229,13 @@ def train_mlm(
     from transformers import get_linear_schedule_with_warmup
 
     device = next(model.parameters()).device
-    history = TrainingHistory(config=asdict(cfg), n_blocks=int(blocks.shape[0]), n_lines=n_lines)
+    history = TrainingHistory(config=asdict(cfg), n_sequences=len(data), n_lines=n_lines)
     collator = make_collator(tokenizer, cfg)
     special_ids = _special_ids(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=cfg.max_steps)
-    data_key = _data_key(blocks, cfg)
+    data_key = _data_key(data, cfg)
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     per_step = cfg.batch_size * cfg.grad_accum
     autocast = (
@@ -211,15 +263,15 @@ def train_mlm(
         progress = bar(total=cfg.max_steps, initial=start, desc=desc) if bar is not None else None
         try:
             for step in range(start, cfg.max_steps):
-                order = block_order(blocks.shape[0], cfg.seed, step * per_step, per_step)
+                order = block_order(len(data), cfg.seed, step * per_step, per_step)
                 step_loss = 0.0
                 for micro in range(cfg.grad_accum):
-                    idx = order[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
-                    inputs, labels = mask_batch(collator, blocks[idx], special_ids)
+                    ids, attention = data.batch(order[micro * cfg.batch_size : (micro + 1) * cfg.batch_size])
+                    inputs, labels = mask_batch(collator, ids, special_ids, attention)
                     if not bool((labels != -100).any()):
-                        continue  # nothing masked in this micro-batch (tiny blocks): no loss to learn from
+                        continue  # nothing masked in this micro-batch (tiny sequences): no loss to learn from
                     with autocast:
-                        loss = masked_lm_loss(model, inputs.to(device), labels.to(device)).float()
+                        loss = masked_lm_loss(model, inputs.to(device), labels.to(device), attention.to(device)).float()
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
                             f"{desc}: the MLM loss became {loss.item()} at step {step + 1} (micro-batch {micro + 1}); "
@@ -256,18 +308,19 @@ def train_mlm(
     return history
 
 
-def _data_key(blocks: torch.Tensor, cfg: MLMTrainingConfig) -> str:
+def _data_key(data: TokenData, cfg: MLMTrainingConfig) -> str:
     import hashlib
     import json
 
-    h = hashlib.sha256(blocks.numpy().tobytes())
+    h = hashlib.sha256(data.ids.numpy().tobytes())
+    h.update(data.lengths.numpy().tobytes())
     h.update(json.dumps({k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
-def mlm_loss(model, tokenizer, blocks: torch.Tensor, *, seed: int = 1234, batch_size: int = 32,
+def mlm_loss(model, tokenizer, data: TokenData, *, seed: int = 1234, batch_size: int = 32,
              mlm_probability: float = 0.15) -> float:
-    """Mean masked-LM loss of `model` on `blocks` under a fixed seeded masking (for checks and tests)."""
+    """Mean masked-LM loss of `model` on `data` under a fixed seeded masking (for checks and tests)."""
     collator = make_collator(tokenizer, MLMTrainingConfig(seed=seed, mlm_probability=mlm_probability))
     special_ids = _special_ids(tokenizer)
     device = next(model.parameters()).device
@@ -275,12 +328,13 @@ def mlm_loss(model, tokenizer, blocks: torch.Tensor, *, seed: int = 1234, batch_
     model.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
-        for i in range(0, blocks.shape[0], batch_size):
-            inputs, labels = mask_batch(collator, blocks[i : i + batch_size], special_ids)
+        for i in range(0, len(data), batch_size):
+            ids, attention = data.batch(np.arange(i, min(i + batch_size, len(data))))
+            inputs, labels = mask_batch(collator, ids, special_ids, attention)
             n = int((labels != -100).sum())
             if n == 0:
                 continue
-            total += masked_lm_loss(model, inputs.to(device), labels.to(device)).item() * n
+            total += masked_lm_loss(model, inputs.to(device), labels.to(device), attention.to(device)).item() * n
             count += n
     model.train(was_training)
     return total / max(count, 1)
@@ -289,9 +343,9 @@ def mlm_loss(model, tokenizer, blocks: torch.Tensor, *, seed: int = 1234, batch_
 # ---- the Debiaser base shared by CDA and Dropout -----------------------------------------------------------
 
 # The paper's recipe for real models (SPEC §2.1): 2,000 steps of 32 x 16 = 512 blocks of 512 tokens.
-PAPER_TRAINING = dict(max_steps=2000, batch_size=32, grad_accum=16, max_seq_length=512, lr=5e-5)
-# The synthetic world (tiny BERT, short templated sentences): about a minute on 2 CPU cores.
-SYNTHETIC_TRAINING = dict(max_steps=300, batch_size=32, grad_accum=1, max_seq_length=64, lr=5e-4)
+PAPER_TRAINING = dict(max_steps=2000, batch_size=32, grad_accum=16, max_seq_length=512, lr=5e-5, line_by_line=False)
+# The synthetic world (tiny BERT trained on single templated sentences): about a minute on 2 CPU cores.
+SYNTHETIC_TRAINING = dict(max_steps=300, batch_size=32, grad_accum=1, max_seq_length=64, lr=5e-4, line_by_line=True)
 
 _TRAINING_KEYS = tuple(PAPER_TRAINING)
 
@@ -324,10 +378,10 @@ class MLMTrainingDebiaser(Debiaser):
     changes = "weights"
 
     # Subclasses list every constructor argument explicitly (they are the method's config) and call this.
-    def _init_training(self, *, max_steps, batch_size, grad_accum, max_seq_length, lr, seed, precision,
+    def _init_training(self, *, max_steps, batch_size, grad_accum, max_seq_length, lr, line_by_line, seed, precision,
                        checkpoint_every, corpus, max_lines):  # fmt: skip
         self.max_steps, self.batch_size, self.grad_accum = max_steps, batch_size, grad_accum
-        self.max_seq_length, self.lr, self.seed = max_seq_length, lr, seed
+        self.max_seq_length, self.lr, self.line_by_line, self.seed = max_seq_length, lr, line_by_line, seed
         self.precision, self.checkpoint_every = precision, checkpoint_every
         self.corpus, self.max_lines = corpus, max_lines
 
@@ -381,14 +435,14 @@ class MLMTrainingDebiaser(Debiaser):
         lines = self.training_lines(subject, ctx)
         if not lines:
             raise BenchError(f"{self.name or type(self).__name__}: no training lines in the corpus of {ctx.data_dir}")
-        blocks = group_into_blocks(subject.tokenizer, lines, cfg.max_seq_length)
+        data = training_data(subject.tokenizer, lines, cfg)
         model = copy.deepcopy(subject.model)  # never train the subject's own model
         key = stable_hash({"method": type(self).__name__, "config": self.config(), "subject": subject.identity,
                            "training": asdict(cfg)})  # fmt: skip
         checkpoint_dir = Path(ctx.cache_dir) / "checkpoints" / (self.name or type(self).__name__) / key if ctx.cache_dir else None
         with self.training_setup(model):
             history = train_mlm(
-                model, subject.tokenizer, blocks, cfg, n_lines=len(lines), checkpoint_dir=checkpoint_dir,
+                model, subject.tokenizer, data, cfg, n_lines=len(lines), checkpoint_dir=checkpoint_dir,
                 bar=ctx.bar, desc=f"{self.name or type(self).__name__}: MLM training",
             )  # fmt: skip
         model.eval()

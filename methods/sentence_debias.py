@@ -53,7 +53,7 @@ class SentenceDebias(Debiaser):
 
     def __init__(
         self, n_components: int = 1, max_pairs: int | None = None, lowercase: bool = True, corpus: str | None = None,
-        batch_size: int = 32, max_length: int = 128,
+        batch_size: int = 64, max_length: int = 128,
     ):  # fmt: skip
         self.n_components = n_components
         self.max_pairs = max_pairs

@@ -22,6 +22,7 @@ from methods.counterfactual import (
 from methods.mlm_training import (
     MLMTrainingConfig,
     block_order,
+    encode_line_by_line,
     group_into_blocks,
     masked_lm_loss,
     mlm_loss,
@@ -198,8 +199,23 @@ def test_group_into_blocks_is_run_mlm_grouping(tokenizer):
     ids = [t for line in lines for t in tokenizer(line)["input_ids"]]  # [CLS] line [SEP], concatenated
     blocks = group_into_blocks(tokenizer, lines, 8)
     n = len(ids) // 8
-    assert blocks.tolist() == [ids[i * 8 : (i + 1) * 8] for i in range(n)]
-    assert group_into_blocks(tokenizer, ["a b"], 64).tolist() == [tokenizer("a b")["input_ids"]]
+    assert blocks.ids.tolist() == [ids[i * 8 : (i + 1) * 8] for i in range(n)]
+    assert blocks.lengths.tolist() == [8] * n
+    assert group_into_blocks(tokenizer, ["a b"], 64).ids.tolist() == [tokenizer("a b")["input_ids"]]
+
+
+def test_line_by_line_sequences_and_padded_batches(tokenizer):
+    lines = ["the cat sat on the mat", "a dog", "he ran to the river and swam across it quickly"]
+    data = encode_line_by_line(tokenizer, lines, 8)
+    expected = [tokenizer(line, truncation=True, max_length=8)["input_ids"] for line in lines]
+    assert data.lengths.tolist() == [len(e) for e in expected]
+    ids, attention = data.batch(np.array([1, 0]))
+    width = max(len(expected[0]), len(expected[1]))
+    assert ids.shape == (2, width) and attention.shape == (2, width)
+    for row, i in enumerate([1, 0]):
+        n = len(expected[i])
+        assert ids[row, :n].tolist() == expected[i] and attention[row].tolist() == [1] * n + [0] * (width - n)
+        assert (ids[row, n:] == tokenizer.pad_token_id).all()
 
 
 def test_block_order_is_a_permutation_per_epoch_and_resumable():
@@ -212,14 +228,14 @@ def test_block_order_is_a_permutation_per_epoch_and_resumable():
 
 def test_masked_lm_loss_equals_the_models_own_loss(tokenizer):
     model = tiny_bert(tokenizer, hidden=32)
-    blocks = group_into_blocks(tokenizer, ["he said hello to his friend and she smiled back"] * 4, 16)
-    torch.manual_seed(0)
-    labels = blocks.clone()
-    masked = torch.rand(blocks.shape) < 0.3
+    data = encode_line_by_line(tokenizer, ["he said hello to his friend and she smiled back", "a short one"] * 2, 16)
+    ids, attention = data.batch(np.arange(4))
+    labels = ids.clone()
+    masked = (torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.3) & (attention == 1)
     labels[~masked] = -100
     with torch.inference_mode():
-        ours = masked_lm_loss(model, blocks, labels)
-        ref = model(input_ids=blocks, attention_mask=torch.ones_like(blocks), labels=labels).loss
+        ours = masked_lm_loss(model, ids, labels, attention)
+        ref = model(input_ids=ids, attention_mask=attention, labels=labels).loss
     assert abs(ours.item() - ref.item()) < 1e-6
 
 
@@ -232,21 +248,24 @@ def _tiny_corpus():
     ] * 8
 
 
-def test_mlm_training_reduces_the_loss(tokenizer):
+@pytest.mark.parametrize("line_by_line", [False, True])
+def test_mlm_training_reduces_the_loss(tokenizer, line_by_line):
     model = tiny_bert(tokenizer, hidden=32)
-    blocks = group_into_blocks(tokenizer, _tiny_corpus(), 16)
+    encode = encode_line_by_line if line_by_line else group_into_blocks
+    blocks = encode(tokenizer, _tiny_corpus(), 16)
     before = mlm_loss(model, tokenizer, blocks)
-    cfg = MLMTrainingConfig(max_steps=25, batch_size=8, grad_accum=1, max_seq_length=16, lr=3e-3)
+    cfg = MLMTrainingConfig(max_steps=25, batch_size=8, grad_accum=1, max_seq_length=16, lr=3e-3,
+                            line_by_line=line_by_line)  # fmt: skip
     history = train_mlm(model, tokenizer, blocks, cfg)
     after = mlm_loss(model, tokenizer, blocks)
     assert len(history.losses) == 25
-    assert after < before - 2.0, (before, after)
+    assert after < before - 1.0, (before, after)
     assert np.mean(history.losses[-5:]) < np.mean(history.losses[:5])
     assert not model.training
 
 
 def test_training_is_deterministic_and_resumes_exactly(tokenizer, tmp_path):
-    blocks = group_into_blocks(tokenizer, _tiny_corpus(), 16)
+    blocks = encode_line_by_line(tokenizer, _tiny_corpus(), 16)
     cfg = MLMTrainingConfig(max_steps=4, batch_size=4, grad_accum=2, max_seq_length=16, lr=1e-3, checkpoint_every=2)
 
     def run(checkpoint_dir=None, stop_at=None):
@@ -323,11 +342,12 @@ def test_training_defaults_paper_vs_synthetic(tokenizer):
     subject = _subject(tokenizer)
     ctx = Context(data_dir=None, cache_dir=None, seed=7)
     cfg = CDA().training_config(subject, ctx)
-    assert (cfg.max_steps, cfg.batch_size, cfg.grad_accum, cfg.max_seq_length, cfg.lr, cfg.seed) == (
-        2000, 32, 16, 512, 5e-5, 7)  # fmt: skip
+    assert (cfg.max_steps, cfg.batch_size, cfg.grad_accum, cfg.max_seq_length, cfg.lr, cfg.seed, cfg.line_by_line) == (
+        2000, 32, 16, 512, 5e-5, 7, False)  # fmt: skip
     synthetic = dataclasses.replace(subject, meta={"synthetic": {"bias": 0.8}})
     small = CDA().training_config(synthetic, ctx)
     assert small.max_steps * small.batch_size * small.grad_accum < 2000 * 32 * 16 / 50
+    assert small.line_by_line
     assert CDA(max_steps=5, lr=1e-4, seed=1).training_config(synthetic, ctx).max_steps == 5
     # blocks never exceed the model's positions
     short = dataclasses.replace(subject, model=tiny_bert(tokenizer, hidden=32))

@@ -359,13 +359,16 @@ def test_glue_table_cli(tmp_path):
 
 # ---- acceptance: the quick GLUE suite on the synthetic model -------------------------------------------------
 @pytest.mark.slow
-def test_quick_glue_suite_on_the_synthetic_model(synthetic, data_dir, tmp_path):
+def test_quick_glue_suite_on_the_synthetic_model(synthetic, data_dir, cache_dir, tmp_path):
     """`bench run --suite glue-quick`: real tasks from the data directory, capped, all the way to the GLUE table."""
     from bench.runner import RunRequest, Runner
     from bench.suite import load_suite
     from reports.glue_table import write_tables
 
     suite = load_suite("glue-quick")
+    # fresh fine-tuning caches, the already built synthetic world (the `synthetic` fixture) shared
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "synthetic").symlink_to(cache_dir / "synthetic", target_is_directory=True)
     request = RunRequest(models=suite["models"], methods=suite["methods"], metrics=suite["metrics"], seed=suite.get("seed", 0),
                          device="cpu", data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), options=suite["options"],
                          stats=suite.get("stats", {}), progress=False)  # fmt: skip

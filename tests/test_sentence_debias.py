@@ -77,6 +77,11 @@ def test_counterfactual_pairs_swap_one_attribute_pair_at_a_time(data_dir):
     cased = counterfactual_pairs(["He said so."], swapper, lowercase=False)
     assert cased == [("He said so.", "She said so.")]
     assert len(counterfactual_pairs(["he and his son ran."] * 5, swapper, max_pairs=7)) == 7
+    # a list that repeats a pair in another case (the synthetic world's "He"/"She") gives one pair, cased right
+    from methods.counterfactual import CounterfactualSwapper
+
+    twice = CounterfactualSwapper([("he", "she"), ("He", "She")])
+    assert counterfactual_pairs(["She said so."], twice, lowercase=False) == [("He said so.", "She said so.")]
 
 
 # ---- on a (tiny, random) model --------------------------------------------------------------------------

@@ -306,6 +306,20 @@ def test_training_is_deterministic(generated):
     assert torch.get_num_threads() >= 1 and not torch.are_deterministic_algorithms_enabled()
 
 
+def test_probe_sees_no_signal_in_a_random_model(generated):
+    from bench.synthetic.probe import learned, planted_log_odds
+    from bench.synthetic.train import ModelSize, bert_config, new_model
+
+    _, _, tokenizer = generated
+    size = ModelSize(hidden=32, layers=1, heads=2, intermediate=64)
+    model = new_model(bert_config(len(tokenizer), tokenizer, size), 0)
+    ok, figures = learned(model, tokenizer, 0.8)
+    assert not ok and 0.3 < figures["name_pronoun_accuracy"] < 0.7
+    assert abs(figures["lean_log_odds"]) < 0.1 and abs(figures["pronoun_log_odds"]) < 0.1
+    assert figures["planted_log_odds"] == pytest.approx(2 * np.log(9))
+    assert planted_log_odds(0.0) == 0.0
+
+
 # ---- the trained world (slow: built once, cached) ---------------------------------------------------------
 @torch.inference_mode()
 def _mask_logits(subject, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -416,6 +430,8 @@ def test_subject_fields(synthetic, synthetic_random):
     assert config(synthetic) == config(synthetic_random)
     assert synthetic.tokenizer.get_vocab() == synthetic_random.tokenizer.get_vocab()
     assert not synthetic.same_as(synthetic_random)
+    info = json.loads((Path(synthetic.data_dir).parent / "world.json").read_text())
+    assert info["signal"]["learned"] and info["options"] == {"bias": 0.8, "seed": 0}
     again = load_subject("synthetic:init=random")
     assert again.same_as(synthetic_random)  # random init is seeded
 

@@ -117,12 +117,12 @@ PREDICATES = {"occupation": OCCUPATION_VPS, "adjective": ADJECTIVE_VPS, "activit
 PLURAL_VPS = {"adjective": ("are very {x}", "seem {x}"), "activity": ("enjoy {x}", "love {x}")}
 
 LINE_KINDS = (  # (kind, share of the corpus)
-    ("name_neutral", 0.24),
-    ("name_biased", 0.12),
-    ("noun_biased", 0.10),
-    ("pronoun_biased", 0.07),
+    ("name_neutral", 0.18),
+    ("name_biased", 0.14),
+    ("noun_biased", 0.12),
+    ("pronoun_biased", 0.08),
     ("occupation_subject", 0.06),
-    ("seat_biased", 0.09),
+    ("seat_biased", 0.10),
     ("plural_biased", 0.02),
     ("neutral", 0.30),
 )

@@ -1,10 +1,9 @@
 """Training the world's tiny BERT masked LM.
 
 Standard BERT masking (15 % of tokens; of those 80 % [MASK], 10 % random, 10 % kept) plus extra masking of
-the words that carry the planted signal (pronouns, gendered nouns, names, occupations, attributes, SEAT
-words), so it is learned reliably in a budget of a few CPU minutes. The vocabulary logits are computed only at the masked positions.
-Deterministic for a seed: all randomness comes from one torch.Generator and a forked global RNG (dropout),
-and deterministic algorithms are switched on for the duration of training.
+the pronouns, so the gender signal gets enough training signal in a budget of a few CPU minutes. The vocabulary logits are computed only at the masked positions. Dropout is off.
+Deterministic for a seed: all randomness comes from one torch.Generator (and a forked global RNG), on one
+thread, with deterministic algorithms switched on for the duration of training.
 """
 from __future__ import annotations
 
@@ -36,7 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.05
     mlm_probability: float = 0.15
-    boost_mask_probability: float = 0.4  # masking rate of the words that carry the planted signal
+    boost_mask_probability: float = 0.4  # masking rate of the boosted words (pronouns)
 
 
 def bert_config(vocab_size: int, tokenizer, size: ModelSize = ModelSize()):

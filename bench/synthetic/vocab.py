@@ -192,9 +192,7 @@ TIMES = ("yesterday", "today", "in the morning", "at night", "on Monday", "last 
 
 
 def signal_words() -> list[str]:
-    """Every word that carries gender or a gender lean (training masks them more often)."""
+    """The pronouns, which training masks more often. (Masking the leaning words more often as well hides one
+    side of a person-word pair more often and weakens what is learned from the pair.)"""
     words = [w for role in PRONOUNS.values() for w in role] + ["He", "She", "His", "Her"]
-    words += [w for pair in GENDERED_PAIRS + PLURAL_PAIRS for w in pair] + list(MALE_NAMES + FEMALE_NAMES)
-    words += [w for table in (OCCUPATIONS, ADJECTIVES, ACTIVITIES) for g in GENDERS for w in table[g]]
-    words += [w.word for words_ in SEAT_SETS.values() for w in words_]
     return list(dict.fromkeys(words))
