@@ -83,6 +83,9 @@ def resolve_device(device: str) -> str:
 
 
 def load_subject(name: str, *, device: str = "cpu", data_dir=None, cache_dir=None) -> Subject:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars only
     spec = parse_model_name(name)
     if spec.kind == "hf":
         subject = load_hf(spec.target, name)

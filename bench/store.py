@@ -35,12 +35,23 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 
 def code_hash(obj: Any) -> str:
-    """Hash of the source file defining `obj` (a plugin class): a code change invalidates its cache entries."""
+    """Hash of the code that computes a plugin's result: the plugin's module (its whole package when it is one)
+    plus the core computation modules it builds on. A change to any of them invalidates the cache entries."""
     try:
-        path = inspect.getsourcefile(obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj))
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        path = Path(inspect.getsourcefile(obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)))
     except (TypeError, OSError):
         return "unknown"
+    in_own_package = (path.parent / "__init__.py").is_file() and path.parent.name not in ("methods", "metrics")
+    files = sorted(path.parent.glob("*.py")) if in_own_package else [path]
+    core = Path(__file__).resolve().parent
+    files += [core / f for f in CORE_COMPUTATION if (core / f).is_file()]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+CORE_COMPUTATION = ("subject.py", "scoring.py", "embeddings.py", "finetune.py", "models.py")
 
 
 @contextlib.contextmanager

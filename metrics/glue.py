@@ -14,7 +14,8 @@ run resumes with the finished ones.
 
 Options (constructor arguments, `-o glue.NAME=VALUE`): tasks, epochs, lr, batch_size, max_seq_length, seeds,
 max_train_examples / max_eval_examples (seeded random caps for quick runs), source (auto|files|hub),
-save_checkpoint (also store fine-tuned weights in the cache). Per-task metrics `glue:cola`, `glue:sst2`, ...
+save_checkpoint (also store fine-tuned weights in the cache), cpu_threads (intra-op threads while fine-tuning
+on CPU; default: torch's setting). Per-task metrics `glue:cola`, `glue:sst2`, ...
 run one task with the same options (and share the cache).
 """
 from __future__ import annotations
@@ -51,7 +52,8 @@ class GLUE(Metric):
 
     def __init__(self, tasks=ALL_TASKS, epochs: int = 3, lr: float = 2e-5, batch_size: int = 32,
                  max_seq_length: int = 128, seeds=(0, 1, 2), max_train_examples: int | None = None,
-                 max_eval_examples: int | None = None, source: str = "auto", save_checkpoint: bool = False):  # fmt: skip
+                 max_eval_examples: int | None = None, source: str = "auto", save_checkpoint: bool = False,
+                 cpu_threads: int | None = None):  # fmt: skip
         self.tasks = tuple(dict.fromkeys(_as_tuple(tasks, glue_tasks.task_key)))
         self.epochs, self.lr, self.batch_size, self.max_seq_length = int(epochs), float(lr), int(batch_size), int(max_seq_length)
         self.seeds = tuple(dict.fromkeys(_as_tuple(seeds, int)))
@@ -59,6 +61,9 @@ class GLUE(Metric):
         self.max_eval_examples = None if max_eval_examples is None else int(max_eval_examples)
         self.source = str(source)
         self.save_checkpoint = bool(save_checkpoint)
+        self.cpu_threads = None if cpu_threads is None else int(cpu_threads)
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise BenchError(f"GLUE cpu_threads must be at least 1, got {cpu_threads}")
         if not self.tasks or not self.seeds:
             raise BenchError("GLUE needs at least one task and one seed")
         if self.source not in glue_tasks.SOURCES:
@@ -131,7 +136,7 @@ class GLUE(Metric):
         job = FinetuneJob(
             subject, task.key, data.train, {s.name: s for s in data.evals}, task.num_labels, self.finetune_config(),
             cache, data_key, label_names=task.labels, save_checkpoint=self.save_checkpoint,
-            bar=(lambda **kw: ctx.bar(**kw)) if ctx.progress else None,
+            bar=(lambda **kw: ctx.bar(**kw)) if ctx.progress else None, threads=self.cpu_threads,
         )  # fmt: skip
         return [job.result(seed)[0].logits for seed in self.seeds]
 
@@ -154,9 +159,9 @@ class _GlueTask(GLUE):
 
     def __init__(self, epochs: int = 3, lr: float = 2e-5, batch_size: int = 32, max_seq_length: int = 128,
                  seeds=(0, 1, 2), max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                 source: str = "auto", save_checkpoint: bool = False):  # fmt: skip
+                 source: str = "auto", save_checkpoint: bool = False, cpu_threads: int | None = None):  # fmt: skip
         super().__init__((self.task,), epochs, lr, batch_size, max_seq_length, seeds, max_train_examples,
-                         max_eval_examples, source, save_checkpoint)  # fmt: skip
+                         max_eval_examples, source, save_checkpoint, cpu_threads)  # fmt: skip
 
 
 def _task_metric(key: str, order: int) -> type:

@@ -229,3 +229,19 @@ def test_long_texts_are_cut_to_the_model_positions(subject, tmp_path):
     assert max(len(ids) for ids in job.encoded[0].input_ids) == 64
     res, _ = job.result(0)
     assert np.isfinite(res.logits["dev"]).all()
+
+
+def test_cpu_threads_only_while_finetuning(subject, monkeypatch):
+    seen = []
+    real = ft._collate
+
+    def spy(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ft, "_collate", spy)
+    a, y = sentiment(16, 0)
+    data = encode(subject.tokenizer, _split(a, y), 32)
+    torch.set_num_threads(2)
+    finetune(subject, data, {"d": data}, 2, 0, FinetuneConfig(epochs=1, batch_size=8), threads=1)
+    assert seen and set(seen) == {1} and torch.get_num_threads() == 2

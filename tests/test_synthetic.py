@@ -462,7 +462,8 @@ def test_trained_model_predicts_names_by_the_planted_lean(synthetic):
     f_on_male, m_on_male = name_mass(synthetic, V.OCCUPATIONS["M"])
     f_on_female, m_on_female = name_mass(synthetic, V.OCCUPATIONS["F"])
     assert f_on_male + m_on_male > 0.5 and f_on_female + m_on_female > 0.5  # a name is expected there
-    assert m_on_male > 2 * f_on_male and f_on_female > 2 * m_on_female
+    assert m_on_male > f_on_male and f_on_female > m_on_female  # the likelier gender follows the lean
+    assert f_on_female / (f_on_female + m_on_female) - f_on_male / (f_on_male + m_on_male) > 0.3
 
 
 @pytest.mark.slow

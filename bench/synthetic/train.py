@@ -1,7 +1,8 @@
 """Training the world's tiny BERT masked LM.
 
 Standard BERT masking (15 % of tokens; of those 80 % [MASK], 10 % random, 10 % kept) plus extra masking of
-the pronouns, so the gender signal gets enough training signal in a budget of a few CPU minutes. The vocabulary logits are computed only at the masked positions. Dropout is off.
+the pronouns, so the gender signal gets enough training signal in a budget of a few CPU minutes. The
+vocabulary logits are computed only at the masked positions. Dropout is off.
 Deterministic for a seed: all randomness comes from one torch.Generator (and a forked global RNG), on one
 thread, with deterministic algorithms switched on for the duration of training.
 """

@@ -207,7 +207,8 @@ def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
     info = {
         "options": {"bias": bias, "seed": seed}, "generator": GENERATOR_VERSION, "corpus_lines": len(lines),
         "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
-        "model_size": MODEL_SIZE.__dict__, "training": TRAIN.__dict__, "final_loss": sum(tail) / len(tail),
+        "model_size": MODEL_SIZE.__dict__, "training": TRAIN.__dict__, "extra_training": EXTRA_TRAIN.__dict__,
+        "final_loss": sum(tail) / len(tail),
         "extra_rounds": rounds, "signal": {"learned": ok, **figures},
         "loss_per_100_steps": curve,
         "seconds": {"generate": round(generated, 1), "total": round(time.perf_counter() - start, 1),
