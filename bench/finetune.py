@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import time
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError, TrainingDiverged
-from bench.store import Cache, code_hash, stable_hash
+from bench.store import Cache, stable_hash
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,19 @@ def predict(clf, data: Encoded, pad_id: int, device, batch_size: int = 128) -> n
     return out
 
 
-# ---- caching -----------------------------------------------------------------------------------------------
+# ---- caching ------------------------------------------------------------------------------------------------
+# The fine-tuning results depend on this module and on how subjects attach their transforms; not on the rest
+# of the package (an edit to the CLI must not discard hours of GPU fine-tuning).
+_CODE_FILES = (Path(__file__), Path(__file__).with_name("subject.py"))
+
+
+def source_hash(*paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:12]
+
+
 class FinetuneJob:
     """Fine-tuning runs of one subject on one task, cached per seed (an interrupted run resumes per seed).
 
@@ -315,7 +328,7 @@ class FinetuneJob:
     def key(self, seed: int) -> str:
         return stable_hash({
             "subject": self.subject.identity, "task": self.task, "seed": int(seed), "config": asdict(self.config),
-            "num_labels": self.num_labels, "data": self.data_key, "code": code_hash(FinetuneConfig),  # this module's source
+            "num_labels": self.num_labels, "data": self.data_key, "code": source_hash(*_CODE_FILES),
         })  # fmt: skip
 
     def path(self, seed: int) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
+from metrics.glue import MISSING_DATA
 from metrics.glue_tasks import TASKS
 
 MEAN = "glue"
@@ -43,12 +44,18 @@ def table(rows: list[dict]):
         entry = entries.setdefault(key, {"label": r.get("label") or r["method"], "group": r.get("group", 9), "cells": {}})
         sub = r.get("submetric")
         if r.get("status") != "ok":
-            metric = r["metric"]
+            metric, note = r["metric"], r.get("note") or ""
+            if note.startswith(MISSING_DATA):  # no task of this metric had data
+                for k in _missing_tasks(note[len(MISSING_DATA):]):
+                    entry["cells"].setdefault(f"glue:{k}", {"status": "missing"})
+                    present.add(f"glue:{k}")
+                notes.append(f"{r['model']} / {entry['label']}: missing tasks — {note[len(MISSING_DATA):]}")
+                continue
             targets = [metric] if metric.startswith("glue:") else [f"glue:{k}" for k in TASKS] + [MEAN]
             for t in targets:
                 entry["cells"].setdefault(t, {"status": "n/a"})
-            if r.get("note"):
-                notes.append(f"{r['model']} / {entry['label']}: n/a ({r['note']})")
+            if note:
+                notes.append(f"{r['model']} / {entry['label']}: n/a ({note})")
             continue
         if sub == MISSING:
             for k in _missing_tasks(r.get("note")):
@@ -120,7 +127,8 @@ def render(rows: list[dict], fmt: str = "md") -> str:
     best = _best(body, columns)
     if fmt == "md":
         headers = ["model", "method"] + [" ".join(_header(c)) for c in columns]
-        lines = [[model, label] + [_cell(cells.get(c), fmt, (i, c) in best) for c in columns]
+        lines = [[model if i == 0 or body[i - 1][0] != model else "", label]
+                 + [_cell(cells.get(c), fmt, (i, c) in best) for c in columns]
                  for i, (model, label, cells) in enumerate(body)]  # fmt: skip
         out = tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
         legend = "Validation-set scores ×100, mean over fine-tuning seeds, 95 % bootstrap CI in brackets; bold: best per model; †: significant change vs. base."

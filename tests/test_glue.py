@@ -3,10 +3,8 @@ and scipy, bootstrap statistics, missing tasks, caching/resume, runner rows and 
 from __future__ import annotations
 
 import functools
-import os
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -398,3 +396,16 @@ def test_glue_data_found_in_the_runs_data_dir_when_the_model_brings_its_own(tiny
     assert GLUE.glue_data_dir(ctx) == glue_ctx.data_dir
     assert metric.data_files(ctx) == [glue_ctx.data_dir / "glue" / "SST-2" / "train.tsv", glue_ctx.data_dir / "glue" / "SST-2" / "dev.tsv"]
     assert "glue:sst2" in metric.score(tiny, ctx).estimates
+
+
+def test_a_task_metric_without_data_is_marked_missing(tiny, glue_ctx):
+    from bench.api import NotApplicable
+    from metrics.glue import GlueQQP
+    from reports.glue_table import render
+
+    with pytest.raises(NotApplicable, match="^missing data: qqp: no folder") as info:
+        GlueQQP(**GlueQQP.quick).score(tiny, glue_ctx)
+    row = dict(model="m", method="base", label="Base", group=0, metric="glue:qqp", submetric=None, status="n/a",
+               value=None, note=str(info.value))  # fmt: skip
+    md = render([row], "md")
+    assert "QQP" in md.splitlines()[0] and "| missing" in md and "n/a" not in md

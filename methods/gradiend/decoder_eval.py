@@ -61,7 +61,7 @@ def name_weights(tokenizer, data: GradiendData) -> torch.Tensor:
         by_name.setdefault(info.name.lower(), info)
     w = torch.zeros(len(tokenizer), 2, dtype=torch.float64)
     for i, tok in enumerate(vocab_strings(tokenizer)):
-        info = by_name.get(tok.lstrip("Ġ").lower()) if tok else None
+        info = by_name.get(tok.lstrip("Ġ▁").lower()) if tok else None
         if info is None or i in tokenizer.all_special_ids:
             continue
         if info.gender == "F":

@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from bench.errors import DataError
@@ -143,7 +144,7 @@ def encode_masked(tokenizer, texts: list[str], labels: list[list[int]], counter:
 # ---- training (SPEC §1.2 with decision §0.4) ---------------------------------------------------------------
 class TrainBatches:
     """Deterministic GENTER training batches: batch k takes the `batch_size` consecutive templates from a
-    start drawn from a `Random(42)` permutation; its gender is `Random(k).choice(['M', 'F'])`; every example
+    start drawn from a seeded permutation of range(batch_size * N) (mod N, as the paper's code); its gender is `Random(k).choice(['M', 'F'])`; every example
     gets its own name, drawn with a seed of (name_seed, k) from the NAMExact split of the templates."""
 
     def __init__(self, templates: list[Template], names: dict[str, list[str]], tokenizer, *, roberta: bool,
@@ -153,9 +154,7 @@ class TrainBatches:
         self.templates, self.tokenizer, self.roberta = templates, tokenizer, roberta
         self.names = usable_names(tokenizer, names, roberta)
         self.batch_size, self.max_length, self.name_seed = batch_size, max_length, name_seed
-        n = len(templates)
-        self._starts = list(range(batch_size * n))
-        random.Random(order_seed).shuffle(self._starts)
+        self._starts = np.random.default_rng(order_seed).permutation(batch_size * len(templates))
 
     def __len__(self) -> int:
         """Steps of one epoch (SPEC §1.2.7)."""
@@ -166,7 +165,7 @@ class TrainBatches:
 
     def examples(self, k: int) -> list[MaskedExample]:
         n = len(self.templates)
-        start = self._starts[k % len(self._starts)] % n
+        start = int(self._starts[k % len(self._starts)]) % n
         gender = self.gender(k)
         rng = random.Random(f"gradiend-names:{self.name_seed}:{k}")
         templates = [self.templates[(start + o) % n].masked for o in range(self.batch_size)]

@@ -1,0 +1,57 @@
+"""The shipped suites: every name resolves, and `paper` is the paper's main table (SPEC §2.7, ICLR row order)."""
+from __future__ import annotations
+
+import pytest
+
+from bench.models import parse_model_name
+from bench.registry import METRICS, make_method, make_metric, method_chain
+from bench.runner import RunRequest
+from bench.suite import load_suite, suite_names
+
+# SPEC §2.7: row groups of the ICLR main table, RLACE and LEACE left out.
+ICLR_ROWS = [
+    ["base"],
+    ["gradiend-bpi", "gradiend-fpi", "gradiend-mpi"],
+    ["cda", "dropout", "inlp", "self-debias", "sentence-debias"],
+    ["gradiend-bpi+inlp", "gradiend-bpi+sentence-debias", "cda+inlp", "dropout+sentence-debias",
+     "cda+sentence-debias", "dropout+inlp"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["demo", "paper", "ci"])
+def test_suite_resolves(name):
+    assert name in suite_names()
+    suite = load_suite(name)
+    assert suite["description"]
+    for model in suite["models"]:
+        parse_model_name(model)
+    for spec in suite["methods"]:
+        for part in method_chain(spec):
+            make_method(part, suite.get("options", {}).get(part))
+    for metric in suite["metrics"]:
+        make_metric(metric, suite.get("options", {}).get(metric))
+    RunRequest(models=suite["models"], methods=suite["methods"], metrics=suite["metrics"]).normalised()
+
+
+def test_paper_suite_is_the_papers_main_table():
+    suite = load_suite("paper")
+    assert suite["models"] == ["bert-base", "bert-large", "distilbert", "roberta-large"]
+    assert suite["methods"] == [m for group in ICLR_ROWS for m in group]
+    assert suite["metrics"] == ["stereoset", "seat", "crows", "glue"]
+    assert not suite.get("options"), "the paper suite runs every plugin with its (paper) defaults"
+    # the leaderboard groups rows by method group, in request order within a group: base, GRADIEND,
+    # baselines, combinations, exactly as the paper's row groups
+    from bench.registry import METHODS
+
+    def group(spec):
+        parts = spec.split("+")
+        return 3 if len(parts) > 1 else METHODS.get(parts[0]).group
+
+    assert [group(m) for m in suite["methods"]] == [i for i, g in enumerate(ICLR_ROWS) for _ in g]
+
+
+def test_demo_suite_is_the_readme_demo():
+    suite = load_suite("demo")
+    assert suite["models"] == ["synthetic"] and suite["methods"] == ["base"]
+    assert suite["metrics"] == ["stereoset", "seat", "crows"]
+    assert all(m in METRICS for m in suite["metrics"])
