@@ -35,14 +35,17 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 
 def code_hash(obj: Any) -> str:
-    """Hash of the code that computes a plugin's result: the plugin's module (its whole package when it is one)
-    plus the core computation modules it builds on. A change to any of them invalidates the cache entries."""
+    """Hash of the code that computes a plugin's result: every module of the plugin's top-level package (so
+    shared helpers such as methods/projection.py count) plus the core computation modules. A change to any of
+    them invalidates the plugin's cache entries."""
     try:
         path = Path(inspect.getsourcefile(obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)))
     except (TypeError, OSError):
         return "unknown"
-    in_own_package = (path.parent / "__init__.py").is_file() and path.parent.name not in ("methods", "metrics")
-    files = sorted(path.parent.glob("*.py")) if in_own_package else [path]
+    top = path.parent
+    while (top.parent / "__init__.py").is_file():
+        top = top.parent
+    files = sorted(top.rglob("*.py")) if (top / "__init__.py").is_file() else [path]
     core = Path(__file__).resolve().parent
     files += [core / f for f in CORE_COMPUTATION if (core / f).is_file()]
     h = hashlib.sha256()
