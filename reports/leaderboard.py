@@ -183,3 +183,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
     write_text(out / "leaderboard.md", render_markdown(rows) + "\n")
     write_text(out / "leaderboard.tex", render_latex(rows) + "\n")
     write_text(out / "results_full.md", render_full(rows, "md") + "\n")
+    from reports import glue_table
+
+    if any(glue_table.is_glue_row(r) for r in rows):
+        glue_table.write_tables(rows, out)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.api import ALL_CAPABILITIES, Column, Debiaser, Metric, Scores
+from bench.api import ALL_CAPABILITIES, Column, Debiaser, Metric, NotApplicable, Scores
 from bench.registry import METHODS, METRICS
 from bench.stats import StatsConfig, interval
 
@@ -84,7 +84,10 @@ def test_metric_behaviour_on_synthetic(name, synthetic):
     cls = METRICS.get(name)
     runner = Runner(RunRequest(models=["synthetic"], methods=[], metrics=[name], device="cpu",
                                options={name: dict(cls.quick)}, progress=False), echo=lambda m: None)  # fmt: skip
-    scores = cls(**cls.quick).score(synthetic, runner.context(synthetic))
+    try:
+        scores = cls(**cls.quick).score(synthetic, runner.context(synthetic))
+    except NotApplicable as e:  # e.g. a GLUE task whose data is not in the data directory
+        pytest.skip(f"{name}: {e}")
     assert isinstance(scores, Scores)
     for col in cls.columns:
         assert col.submetric in scores.estimates
