@@ -32,6 +32,12 @@ class Registry:
 
         return deco(obj) if obj is not None else deco
 
+    def unregister(self, name: str) -> None:
+        """Remove a name and its aliases (tests register throw-away plugins and must leave no trace)."""
+        self._items.pop(name, None)
+        for a in [a for a, n in self._aliases.items() if n == name]:
+            del self._aliases[a]
+
     def _load_entry_points(self):
         if self._loaded:
             return

@@ -280,7 +280,12 @@ def train_mlm(
                     (loss / cfg.grad_accum).backward()
                     step_loss += loss.item() / cfg.grad_accum
                 if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    if not torch.isfinite(norm):
+                        raise TrainingDiverged(
+                            f"{desc}: the gradient norm became {norm.item()} at step {step + 1}; "
+                            f"lower the learning rate (lr={cfg.lr}) or use precision='fp32'"
+                        )
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -74,9 +74,16 @@ class MeanHidden(Metric):
         return Scores("test-mean-hidden", {"mean_hidden": Estimate((len(values),), functools.partial(_mean_hidden, values))})
 
 
-METHODS.register("test-second", RecordingSecond)
-METHODS.register("test-identity", IdentityInDisguise)
-METRICS.register("test-mean-hidden", MeanHidden)
+@pytest.fixture(autouse=True)
+def test_plugins():
+    """Registered only while a test of this module runs, so the conformance suite never sees them."""
+    plugins = [(METHODS, "test-second", RecordingSecond), (METHODS, "test-identity", IdentityInDisguise),
+               (METRICS, "test-mean-hidden", MeanHidden)]  # fmt: skip
+    for registry, name, obj in plugins:
+        registry.register(name, obj)
+    yield
+    for registry, name, _ in plugins:
+        registry.unregister(name)
 
 TINY_CDA = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "max_seq_length": 32, "lr": 1e-3, "max_lines": 40}
 

@@ -25,6 +25,18 @@ from methods.gradiend.encoder_eval import analyse
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread while these tests run (restored after): on a shared 2-core machine two threads per
+    small forward/backward pass oversubscribe the cores and run ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ctx(synthetic):
     return Context(data_dir=Path(synthetic.data_dir), cache_dir=Path(os.environ["BENCH_CACHE_DIR"]), progress=False)

@@ -35,7 +35,9 @@ def test_defaults_paper_and_synthetic():
     synthetic = dataclasses.replace(paper, meta={"synthetic": True})
     assert m.resolved(paper) == PAPER_DEFAULTS and m.resolved(synthetic) == SYNTHETIC_DEFAULTS
     cfg = m.train_config(paper)
-    assert (cfg.seeds, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.eval_every, cfg.max_steps) == ((0, 1, 2), 1e-5, 1e-2, 32, 250, None)
+    assert (cfg.seeds, cfg.lr, cfg.eps, cfg.weight_decay, cfg.batch_size, cfg.eval_every, cfg.max_steps) == (
+        (0, 1, 2), 1e-5, 1e-8, 1e-2, 32, 250, None)
+    assert m.train_config(synthetic).eps == SYNTHETIC_DEFAULTS["eps"]
     assert len(m.h_values) == 15 and len(m.alpha_values) == 16
     assert GradiendBPI(lr=5e-5).train_config(synthetic).lr == 5e-5  # explicit arguments win
     assert GradiendBPI(**GradiendBPI().config()).config() == GradiendBPI().config()
