@@ -16,7 +16,7 @@ Both sides run in the same process, interleaved round by round, so that other lo
 alike; the ratio is the median over rounds. Both use the same torch thread count: the default (all cores)
 unless BENCH_THREADS says otherwise; the run prints which. Run with
 `pytest tests/benchmarks/test_scoring_throughput.py --benchmark-enable -s`
-(BENCH_THROUGHPUT_STRIDE=4 for a larger sample, BENCH_THREADS=1 for the single-thread comparison).
+(BENCH_THROUGHPUT_STRIDE=1 for the full data sets, BENCH_THREADS=1 for the single-thread comparison).
 """
 from __future__ import annotations
 
@@ -36,11 +36,12 @@ import reference_scorers as ref
 from bench.api import Context
 from bench.models import load_subject
 from metrics.crows import CrowS
-from metrics.seat import GENDER_TESTS, SEAT, SETS, test_file
+from metrics.seat import GENDER_TESTS, SEAT, SETS
+from metrics.seat import test_file as seat_file
 from metrics.stereoset import StereoSet
 from tests.test_seat import ref_effect_size, ref_embed
 
-STRIDE = int(os.environ.get("BENCH_THROUGHPUT_STRIDE", "16"))
+STRIDE = int(os.environ.get("BENCH_THROUGHPUT_STRIDE", "4"))
 ROUNDS = int(os.environ.get("BENCH_THROUGHPUT_ROUNDS", "2"))
 
 
@@ -71,10 +72,10 @@ def subset_data(data_dir: Path, folder: Path) -> dict:
         writer.writerows(rows)
     seat = {}
     for name in GENDER_TESTS:
-        obj = json.loads((data_dir / test_file(name)).read_text())
+        obj = json.loads((data_dir / seat_file(name)).read_text())
         for key in SETS:
             obj[key]["examples"] = obj[key]["examples"][::STRIDE]
-        path = folder / test_file(name)
+        path = folder / seat_file(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(obj))
         seat[name] = obj
@@ -141,8 +142,11 @@ def test_stereoset_crows_seat_throughput(benchmark, bert_base, data_dir, tmp_pat
     if not flips:
         assert ours_out["crows"].estimates["crows"].point() == pytest.approx(ref.crows_aggregate(ref_out["crows"])["crows"])
     ref_d, distinct = ref_out["seat"]
+    # tests/test_seat.py checks d to 1e-6 on the full sets (measured max 8.5e-7); on these 1/STRIDE subsets
+    # (14-28 sentences per set at STRIDE 4) the means of a few cosines magnify the float32 difference between a padded
+    # batched forward and an unpadded single one (measured up to 1.3e-6), hence 5e-6 here.
     for name in GENDER_TESTS:
-        assert ours_out["seat"].estimates[f"d:{name}"].point() == pytest.approx(ref_d[name], abs=1e-6)
+        assert ours_out["seat"].estimates[f"d:{name}"].point() == pytest.approx(ref_d[name], abs=5e-6)
 
     def ratio(keys):
         return statistics.median(
