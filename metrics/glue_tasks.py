@@ -234,10 +234,30 @@ def _hub_allowed() -> bool:
     return _hub_failed is None
 
 
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> str | None:
+    """None if a TCP connection to the hub opens within `timeout`, else why not. Checked before `datasets` is
+    asked, whose own retries take ~30 s per task on a machine without network."""
+    import os
+    import socket
+
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None  # offline mode: datasets reads its local cache without touching the network
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        return (f"{host} not reachable ({type(e).__name__}); put the task's files under <data-dir>/glue/<TASK>/ "
+                f"or set HF_DATASETS_OFFLINE=1 to use a datasets cache")  # fmt: skip
+    return None
+
+
 def _load_hub(task: GlueTask) -> TaskData:
     global _hub_failed
     if _hub_failed is not None:
         raise TaskUnavailable(f"not in the data directory, and the hub failed earlier ({_hub_failed})")
+    why = _hub_reachable()
+    if why is not None:
+        _hub_failed = why
+        raise TaskUnavailable(f"not in the data directory, and {why}")
     try:
         import datasets
 

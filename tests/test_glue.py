@@ -116,6 +116,7 @@ def test_hub_layout_is_converted(monkeypatch):
     seen = []
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config: seen.append((name, config)) or fake)
     monkeypatch.setattr(glue_tasks, "_hub_failed", None)
+    monkeypatch.setattr(glue_tasks, "_hub_reachable", lambda: None)
     data = load_task(TASKS["mnli"], None, source="hub")
     assert seen == [("nyu-mll/glue", "mnli")]
     assert [s.name for s in data.evals] == ["matched", "mismatched"] and [len(s) for s in data.evals] == [5, 4]
@@ -134,11 +135,29 @@ def test_unreachable_hub_makes_the_task_missing(monkeypatch, tmp_path):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     monkeypatch.setattr(glue_tasks, "_hub_failed", None)
+    monkeypatch.setattr(glue_tasks, "_hub_reachable", lambda: None)  # the probe passes, datasets then fails
     with pytest.raises(TaskUnavailable, match="no network"):
         load_task(TASKS["qqp"], tmp_path, source="auto")
     with pytest.raises(TaskUnavailable, match="failed earlier|not reachable"):
         load_task(TASKS["mnli"], tmp_path, source="auto")
     assert len(calls) == 1  # the second task does not wait for the same failure again
+
+
+def test_hub_probe_failure_skips_datasets_and_says_what_to_do(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(glue_tasks, "_hub_failed", None)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def refused(address, timeout):
+        raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr("socket.create_connection", refused)
+    with pytest.raises(TaskUnavailable, match=r"not reachable.*<data-dir>/glue/<TASK>/.*HF_DATASETS_OFFLINE=1"):
+        load_task(TASKS["qqp"], tmp_path, source="auto")
+    assert calls == []
 
 
 # ---- metrics -------------------------------------------------------------------------------------------------
