@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from methods.gradiend.data import load
-from methods.gradiend.decoder_eval import (DecoderEvaluator, WeightEdit, heatmap, point_metrics, run_grid, select,
+from methods.gradiend.decoder_eval import (DecoderEvaluator, WeightEdit, edit_delta, heatmap, point_metrics, run_grid, select,
                                            selection_table)  # fmt: skip
 from methods.gradiend.model import Gradiend
 from methods.gradiend.params import ParamSet
@@ -91,6 +91,11 @@ def test_edit_is_theta_plus_alpha_dec_and_undone_exactly(setup):
     edit.apply(g, -1.0, 0.1)  # every point starts from theta0, not from the previous point
     want = before["bert.encoder.layer.1.output.dense.bias"] + 0.1 * (-1.0 * params.views(g.W_d)[-3] + params.views(g.b_d)[-3])
     assert torch.allclose(subject.model.bert.encoder.layer[1].output.dense.bias, want, rtol=0, atol=1e-6)
+    edit.apply(g, -1.0, -0.2)  # same h, another alpha: the kept dec(h) gives bit-for-bit edit_delta's weights
+    want = params.flatten().clone()
+    edit.restore()
+    params.write_sum(params.flatten(), edit_delta(g, -1.0, -0.2))
+    assert torch.equal(params.flatten(), want)
     edit.restore()
     after = subject.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -131,15 +131,21 @@ class DecoderEvaluator:
 
 class WeightEdit:
     """theta0 + alpha * dec(h) written into the model's selected tensors in place; `restore` puts theta0 back
-    exactly (from a flat copy, not by subtracting)."""
+    exactly (from a flat copy, not by subtracting). dec(h) is kept between calls with the same h (the grid
+    runs 16 alphas per h), so an edit is two passes over n numbers instead of three, with the arithmetic of
+    `edit_delta` unchanged (one more length-n buffer)."""
 
     def __init__(self, params: ParamSet):
         self.params = params
         self.original = params.flatten()
         self.delta = params.empty()
+        self.decoded, self.decoded_h = None, None
 
     def apply(self, gradiend: Gradiend, h: float, alpha: float) -> None:
-        edit_delta(gradiend, h, alpha, out=self.delta)
+        if self.decoded_h != (id(gradiend), float(h)):
+            self.decoded = gradiend.decode(h, out=self.decoded if self.decoded is not None else self.params.empty())
+            self.decoded_h = (id(gradiend), float(h))
+        torch.mul(self.decoded, float(alpha), out=self.delta)  # = edit_delta(gradiend, h, alpha)
         self.params.write_sum(self.original, self.delta)
 
     def restore(self) -> None:
