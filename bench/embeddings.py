@@ -2,14 +2,17 @@
 
 A sentence embedding is the mean over *all* token positions of the sentence, special tokens included
 (SPEC §3.2), of the last hidden state that `Subject.hidden_states` returns — so representation transforms
-(INLP, SentenceDebias) are applied. Sentences are deduplicated, sorted by token length and run in padded
-batches; the attention-masked mean over a padded row equals the mean of the sentence run alone.
+(INLP, SentenceDebias) are applied. Sentences are deduplicated and grouped into forward passes by
+`bench.batching.token_batches` (one length per pass where possible); where a pass is padded, the
+attention-masked mean over a padded row equals the mean of the sentence run alone.
 """
 from __future__ import annotations
 
 from typing import Iterator, Sequence
 
 import torch
+
+from bench.batching import batch_limits, token_batches
 
 DEFAULT_MAX_LENGTH = 512
 _Batch = tuple[list[int], torch.Tensor, torch.Tensor]  # (row indices, hidden states, attention mask)
@@ -25,10 +28,10 @@ def _max_length(subject, max_length: int | None) -> int:
 
 
 def tokenize_sorted(subject, sentences: Sequence[str], max_length: int | None = None):
-    """Token ids of the distinct sentences, sorted by length (longest first).
+    """Token ids of the distinct sentences, sorted by length (shortest first).
 
     Returns (unique_sentences, inverse, ids, order): `sentences[i] == unique_sentences[inverse[i]]`,
-    `ids[k]` are the token ids of `unique_sentences[k]`, and `order` lists unique indices longest first.
+    `ids[k]` are the token ids of `unique_sentences[k]`, and `order` lists unique indices shortest first.
     """
     unique: dict[str, int] = {}
     inverse = [unique.setdefault(s, len(unique)) for s in sentences]
@@ -37,7 +40,7 @@ def tokenize_sorted(subject, sentences: Sequence[str], max_length: int | None = 
         return texts, inverse, [], []
     enc = subject.tokenizer(texts, truncation=True, max_length=_max_length(subject, max_length))
     ids = enc["input_ids"]
-    order = sorted(range(len(texts)), key=lambda k: -len(ids[k]))
+    order = sorted(range(len(texts)), key=lambda k: len(ids[k]))
     return texts, inverse, ids, order
 
 
@@ -51,23 +54,31 @@ def _pad_batch(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return input_ids.to(device), mask.to(device)
 
 
-def _unique_batches(subject, ids, order, batch_size: int, ctx) -> Iterator[_Batch]:
-    """(unique-sentence indices, hidden states, attention mask) per padded, length-sorted batch."""
+def _unique_batches(subject, ids, order, batch_size, batch_tokens, ctx) -> Iterator[_Batch]:
+    """(unique-sentence indices, hidden states, attention mask) per forward pass, the longest pass first."""
     pad_id = subject.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else pad_id
     device = subject.device
-    starts = range(0, len(order), batch_size)
+    max_rows, max_tokens = batch_limits(device, batch_size, batch_tokens)
+    batches = token_batches([len(ids[k]) for k in order], max_rows, max_tokens)
+    # longest first (a pass too large for the device's memory fails at once)
+    batches = [[order[i] for i in reversed(b)] for b in reversed(batches)]
     if ctx is not None:
-        starts = ctx.bar(starts, total=len(starts), desc="embedding sentences", unit="batch")
+        batches = ctx.bar(batches, total=len(batches), desc="embedding sentences", unit="batch")
     with torch.inference_mode():
-        for start in starts:
-            rows = order[start : start + batch_size]
+        for rows in batches:
             input_ids, mask = _pad_batch([ids[k] for k in rows], pad_id, device)
             yield rows, subject.hidden_states(input_ids, mask), mask
 
 
 def hidden_states_batched(
-    subject, sentences: Sequence[str], *, batch_size: int = 64, max_length: int | None = None, ctx=None
+    subject,
+    sentences: Sequence[str],
+    *,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
+    max_length: int | None = None,
+    ctx=None,
 ) -> Iterator[_Batch]:
     """Yield (indices into `sentences`, last hidden states (b, L, d), attention mask (b, L)) per batch.
 
@@ -79,12 +90,18 @@ def hidden_states_batched(
     first: dict[int, int] = {}
     for i, u in enumerate(inverse):
         first.setdefault(u, i)
-    for rows, hidden, mask in _unique_batches(subject, ids, order, batch_size, ctx):
+    for rows, hidden, mask in _unique_batches(subject, ids, order, batch_size, batch_tokens, ctx):
         yield [first[k] for k in rows], hidden, mask
 
 
 def sentence_embeddings(
-    subject, sentences: Sequence[str], *, batch_size: int = 64, max_length: int | None = None, ctx=None
+    subject,
+    sentences: Sequence[str],
+    *,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
+    max_length: int | None = None,
+    ctx=None,
 ) -> torch.Tensor:
     """Mean-pooled last hidden states, shape (len(sentences), d), float32 on the CPU.
 
@@ -94,7 +111,7 @@ def sentence_embeddings(
     texts, inverse, ids, order = tokenize_sorted(subject, list(sentences), max_length)
     config = subject.model.config
     unique_emb = torch.zeros((len(texts), getattr(config, "hidden_size", None) or config.dim), dtype=torch.float32)
-    for rows, hidden, mask in _unique_batches(subject, ids, order, batch_size, ctx):
+    for rows, hidden, mask in _unique_batches(subject, ids, order, batch_size, batch_tokens, ctx):
         m = mask.unsqueeze(-1).to(torch.float32)
         pooled = (hidden.float() * m).sum(dim=1) / m.sum(dim=1)
         unique_emb[torch.tensor(rows, dtype=torch.long)] = pooled.cpu()

@@ -5,7 +5,8 @@ holds the mask token). `masked_log_probs` answers many queries at once:
 
 - identical inputs are run once (StereoSet's first masked input is the same for its three candidates), and all
   queried positions of one input go through the MLM head together;
-- inputs are sorted by length and padded per batch (attention mask), so little is wasted on padding;
+- inputs are grouped into forward passes by `bench.batching.token_batches`: bounded in rows and in tokens,
+  one length per pass where possible, padded (attention mask) only where lengths are too rare to fill one;
 - everything runs under `torch.inference_mode()` on the subject's device, in eval mode;
 - the logits come from `Subject.mlm_logits`, so representation transforms (INLP, SentenceDebias) and output
   transforms (SelfDebias) are respected; the log-probabilities are `log_softmax` of what it returns.
@@ -19,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-DEFAULT_BATCH_SIZE = 64
+from bench.batching import batch_limits, token_batches
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,6 @@ def _group(queries: Sequence[MaskedQuery]) -> dict[tuple[int, ...], dict[int, li
     return grouped
 
 
-def length_batches(ordered: list, batch_size: int) -> list[list]:
-    """Consecutive batches of inputs sorted by length, as equal in size as possible (at most `batch_size`):
-    72 inputs with batch size 64 become 36 + 36, not 64 + 8, so a batch spans a narrower range of lengths
-    and wastes less on padding."""
-    n_batches = -(-len(ordered) // batch_size)
-    bounds = np.linspace(0, len(ordered), n_batches + 1).round().astype(int)
-    return [ordered[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
 def _vocab_size(subject) -> int | None:
     head = subject.model.get_output_embeddings()
     return None if head is None else int(head.weight.shape[0])
@@ -85,22 +77,25 @@ def masked_log_probs(
     subject,
     queries: Sequence[MaskedQuery],
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
     bar: Callable | None = None,
     desc: str = "masked LM",
 ) -> np.ndarray:
     """log P(query.target | query.input_ids) at query.position for every query, in query order (float64
     array holding the float32 values the model computes).
 
-    `batch_size` counts distinct inputs per forward pass; `bar` is a tqdm-like factory such as `ctx.bar`.
+    `batch_size` bounds the distinct inputs and `batch_tokens` the padded tokens per forward pass (None: the
+    device's defaults, `bench.batching.DEFAULT_LIMITS`); `bar` is a tqdm-like factory such as `ctx.bar`.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    max_rows, max_tokens = batch_limits(subject.device, batch_size, batch_tokens)
     out = np.full(len(queries), np.nan)
     if not queries:
         return out
     grouped = _group(queries)
-    batches = length_batches(sorted(grouped, key=len), batch_size)
+    inputs = sorted(grouped, key=len)
+    batches = [[inputs[i] for i in b] for b in token_batches([len(x) for x in inputs], max_rows, max_tokens)]
+    batches.reverse()  # longest first: a pass too large for the device's memory fails at once
     vocab = _vocab_size(subject)
     pad_id = subject.tokenizer.pad_token_id if subject.tokenizer.pad_token_id is not None else 0
     device = subject.device
@@ -108,7 +103,7 @@ def masked_log_probs(
 
     with torch.inference_mode(), eval_mode(subject.model):
         for batch in batches:
-            width = len(batch[-1])  # sorted by length: the last input is the longest
+            width = max(len(key) for key in batch)
             ids = np.full((len(batch), width), pad_id, dtype=np.int64)
             attention = np.zeros((len(batch), width), dtype=np.int64)
             rows, cols, head_row, target, query_index = [], [], [], [], []

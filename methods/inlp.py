@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from bench.api import Debiaser
+from bench.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import FEMALE, MALE, NEUTRAL, corpus_sentences, gendered_sentences, load_swapper
 from methods.projection import SubspaceRemoval, nullspace_projection, orthonormal_basis
@@ -104,7 +105,7 @@ class INLP(Debiaser):
     def __init__(
         self, n_iterations: int = 80, per_class: int = 10000, max_removed_fraction: float | None = PAPER_REMOVED_FRACTION,
         min_tokens: int = 5, min_accuracy: float = 0.0, balance: bool = True, corpus: str | None = None,
-        batch_size: int = 64, max_length: int | None = None,
+        batch_size: int | None = None, max_length: int | None = None,
     ):  # fmt: skip
         self.n_iterations = n_iterations
         self.per_class = per_class
@@ -113,7 +114,7 @@ class INLP(Debiaser):
         self.min_accuracy = min_accuracy
         self.balance = balance
         self.corpus = corpus
-        self.batch_size = batch_size
+        self.batch_size = optional_int(batch_size)
         self.max_length = max_length
 
     def data_files(self, ctx) -> list:

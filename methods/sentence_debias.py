@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from bench.api import Debiaser
+from bench.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import corpus_sentences, counterfactual_pairs, load_swapper
 from methods.projection import SubspaceRemoval
@@ -53,13 +54,13 @@ class SentenceDebias(Debiaser):
 
     def __init__(
         self, n_components: int = 1, max_pairs: int | None = None, lowercase: bool = True, corpus: str | None = None,
-        batch_size: int = 64, max_length: int = 128,
+        batch_size: int | None = None, max_length: int = 128,
     ):  # fmt: skip
         self.n_components = n_components
         self.max_pairs = max_pairs
         self.lowercase = lowercase
         self.corpus = corpus
-        self.batch_size = batch_size
+        self.batch_size = optional_int(batch_size)
         self.max_length = max_length
 
     def data_files(self, ctx) -> list:

@@ -36,7 +36,8 @@ import pandas as pd
 from bench.api import MLM, Column, Estimate, Metric, Scores
 from bench.data import read_csv_rows, require_file
 from bench.errors import BenchError, DataError
-from bench.scoring import DEFAULT_BATCH_SIZE, MaskedQuery, encode, masked_log_probs, max_input_length
+from bench.batching import optional_int
+from bench.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
 
 VARIANTS = ("likelihood", "pll")
 DIRECTIONS = ("stereo", "antistereo")
@@ -120,14 +121,15 @@ class CrowS(Metric):
         file: str = "crows_pairs/crows_pairs_anonymized.csv",
         bias_type: str = "gender",
         variant: str = "likelihood",
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
+        batch_tokens: int | None = None,
     ):
         if variant not in VARIANTS:
             raise BenchError(f"CrowS variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         self.file = file
         self.bias_type = bias_type
         self.variant = variant
-        self.batch_size = int(batch_size)
+        self.batch_size, self.batch_tokens = optional_int(batch_size), optional_int(batch_tokens)
 
     def data_files(self, ctx) -> list:
         return [resolve_file(ctx, self.file, "CrowS-Pairs file")]
@@ -162,7 +164,8 @@ class CrowS(Metric):
         path = resolve_file(ctx, self.file, "CrowS-Pairs file")
         pairs = load_pairs(path, self.bias_type)
         queries, owner = self.build_queries(subject, pairs, path)
-        log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, bar=ctx.bar, desc="CrowS-Pairs")
+        log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, batch_tokens=self.batch_tokens,
+                                     bar=ctx.bar, desc="CrowS-Pairs")
         n_sentences = 2 * len(pairs)
         total = np.bincount(owner, weights=log_probs, minlength=n_sentences)
         count = np.bincount(owner, minlength=n_sentences)

@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.api import EMBED, Column, Context, Estimate, Metric, Scores
+from bench.batching import optional_int
 from bench.data import read_json, require_file
 from bench.errors import BenchError, DataError
 
@@ -205,7 +206,8 @@ class SEAT(Metric):
         tests: Sequence[str] = GENDER_TESTS,
         n_permutations: int = 100_000,
         bootstrap: str = "sentences",
-        batch_size: int = 64,
+        batch_size: int | None = None,
+        batch_tokens: int | None = None,
     ):
         if isinstance(tests, str):
             tests = (tests,)
@@ -218,7 +220,7 @@ class SEAT(Metric):
             raise BenchError(f"seat: n_permutations must be >= 1, got {n_permutations!r}")
         self.n_permutations = int(n_permutations)
         self.bootstrap = bootstrap
-        self.batch_size = int(batch_size)
+        self.batch_size, self.batch_tokens = optional_int(batch_size), optional_int(batch_tokens)
 
     def data_files(self, ctx: Context) -> list:
         return [require_file(ctx.data_dir, test_file(t), "SEAT test") for t in self.tests]
@@ -228,7 +230,8 @@ class SEAT(Metric):
 
         tests = [load_test(ctx.data_dir, name) for name in self.tests]
         texts = list(dict.fromkeys(s for t in tests for group in t.sentences for s in group))
-        emb = unit_rows(sentence_embeddings(subject, texts, batch_size=self.batch_size, ctx=ctx).numpy())
+        emb = unit_rows(sentence_embeddings(subject, texts, batch_size=self.batch_size,
+                                             batch_tokens=self.batch_tokens, ctx=ctx).numpy())
         row = {s: i for i, s in enumerate(texts)}
         sets = [tuple(emb[[row[s] for s in group]] for group in t.sentences) for t in tests]
 

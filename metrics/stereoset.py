@@ -37,7 +37,8 @@ import pandas as pd
 from bench.api import MLM, Column, Estimate, Metric, Scores
 from bench.data import read_json, require_file
 from bench.errors import DataError
-from bench.scoring import DEFAULT_BATCH_SIZE, MaskedQuery, encode, masked_log_probs, max_input_length
+from bench.batching import optional_int
+from bench.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
 
 BLANK = "BLANK"
 LABELS = ("stereotype", "anti-stereotype", "unrelated")
@@ -275,9 +276,11 @@ class StereoSet(Metric):
     aliases = ("ss", "lms", "icat")
     columns = (Column("SS", "ss_gender", "50", 10), Column("LMS", "lms", "max", 40))
 
-    def __init__(self, file: str = "stereoset/dev.json", batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self, file: str = "stereoset/dev.json", batch_size: int | None = None, batch_tokens: int | None = None
+    ):
         self.file = file
-        self.batch_size = int(batch_size)
+        self.batch_size, self.batch_tokens = optional_int(batch_size), optional_int(batch_tokens)
 
     def data_files(self, ctx) -> list:
         return [resolve_file(ctx, self.file, "StereoSet file")]
@@ -286,7 +289,8 @@ class StereoSet(Metric):
         path = resolve_file(ctx, self.file, "StereoSet file")
         examples = load_examples(path)
         queries, owner = build_queries(subject, examples, path)
-        log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, bar=ctx.bar, desc="StereoSet")
+        log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, batch_tokens=self.batch_tokens,
+                                     bar=ctx.bar, desc="StereoSet")
         n_sentences = 3 * len(examples)
         # sentence score = arithmetic mean of its sub-token probabilities (not of log-probabilities)
         total = np.bincount(owner, weights=np.exp(log_probs), minlength=n_sentences)

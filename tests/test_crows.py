@@ -197,7 +197,8 @@ def test_representation_transform_is_respected(data_dir, subset, tmp_path):
 def test_options_registry_and_pickling(data_dir, subset, tmp_path):
     path = write_crows(tmp_path / "few.csv", subset[:5])
     metric = make_metric("crows", {"file": str(path), "variant": "pll"})
-    assert metric.config() == {"file": str(path), "bias_type": "gender", "variant": "pll", "batch_size": 64}
+    assert metric.config() == {"file": str(path), "bias_type": "gender", "variant": "pll", "batch_size": None,
+                               "batch_tokens": None}
     scores = metric.score(bert_subject(str(data_dir)), ctx_for(data_dir, tmp_path))
     again = pickle.loads(pickle.dumps(scores))
     cfg = StatsConfig(resamples=50)

@@ -71,8 +71,12 @@ def test_equals_direct_forward_in_float64(subject):
     wide = subject.with_model(copy.deepcopy(subject.model).double())
     queries = make_queries(subject.tokenizer, seed=2)
     expected = np.array([direct_log_prob(wide.model, q) for q in queries])
-    got = masked_log_probs(wide, queries, batch_size=4)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    lengths = sorted(len(ids) for ids in {q.input_ids for q in queries})
+    assert len(set(lengths)) > 1 and len(lengths) > len(set(lengths))
+    # padded passes of mixed lengths, passes of one length (no padding), and one input per pass
+    for batch_size, batch_tokens in ((4, None), (64, None), (64, 2 * lengths[-1]), (1, None)):
+        got = masked_log_probs(wide, queries, batch_size=batch_size, batch_tokens=batch_tokens)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 def test_identical_inputs_run_once(data_dir):

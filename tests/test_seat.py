@@ -287,7 +287,7 @@ def test_bad_options():
         SEAT(n_permutations=0)
     assert SEAT(tests="sent-weat6").tests == ("sent-weat6",)
     assert SEAT().config() == {"tests": GENDER_TESTS, "n_permutations": 100_000, "bootstrap": "sentences",
-                               "batch_size": 64}  # fmt: skip
+                               "batch_size": None, "batch_tokens": None}  # fmt: skip
 
 
 # ---- (e) the synthetic planted-bias world -----------------------------------------------------------------

@@ -311,7 +311,7 @@ def test_registry_aliases_options_and_pickling(data_dir, subset, tmp_path):
     assert METRICS.canonical("ss") == METRICS.canonical("lms") == METRICS.canonical("icat") == "stereoset"
     path = write_stereoset(tmp_path / "few.json", subset[:6])
     metric = make_metric("ss", {"file": str(path), "batch_size": 8})
-    assert metric.config() == {"file": str(path), "batch_size": 8}
+    assert metric.config() == {"file": str(path), "batch_size": 8, "batch_tokens": None}
     ctx = ctx_for(data_dir, tmp_path)
     assert metric.data_files(ctx) == [path]
     scores = metric.score(bert_subject(str(data_dir)), ctx)

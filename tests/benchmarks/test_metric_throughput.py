@@ -3,7 +3,7 @@
 Model: random weights of the real bert-base-uncased config and tokenizer (`random:bert-base-uncased`).
 Reference: tests/reference_scorers.py (batch size 1, one masked input per forward pass, full-vocabulary head at
 every position, StereoSet's shared first input run once per candidate). Ours: `StereoSet.score` and
-`CrowS.score` (deduplicated, length-sorted, padded batches, MLM head only at the masks).
+`CrowS.score` (deduplicated, batched by `bench.batching`, MLM head only at the masks).
 
 Both sides are timed in the same run, interleaved round by round, so that load from other users of the
 machine hits both alike; the reported ratio is the median over rounds. Both run with one intra-op thread
@@ -28,7 +28,7 @@ import torch
 import reference_scorers as ref
 from bench.api import Context
 from bench.models import load_subject
-from bench.scoring import DEFAULT_BATCH_SIZE, length_batches
+from bench.batching import batch_limits, padded_tokens as batch_tokens, token_batches
 from metrics.crows import CrowS, load_pairs
 from metrics.stereoset import StereoSet, build_queries, load_examples
 
@@ -67,10 +67,10 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-def padded_tokens(queries, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
-    """Tokens (padding included) of the batches `masked_log_probs` runs for these queries."""
+def padded_tokens(queries) -> int:
+    """Tokens (padding included) of the forward passes `masked_log_probs` runs for these queries on the CPU."""
     lengths = sorted(len(ids) for ids in {q.input_ids for q in queries})
-    return sum(len(b) * b[-1] for b in length_batches(lengths, batch_size))
+    return batch_tokens(lengths, token_batches(lengths, *batch_limits("cpu")))
 
 
 def workload(subject, stereoset_file: Path, crows_file: Path) -> dict[str, float]:
