@@ -45,6 +45,51 @@ def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     raise TypeError(f"cannot find the MLM head of {type(model).__name__}")
 
 
+def last_layer_tail(model: nn.Module) -> nn.Module | None:
+    """The first module of the last layer after which every operation is position-wise, or None.
+
+    BERT/RoBERTa: the attention output block (`attention.output`: projection, residual, LayerNorm), after which
+    come the feed-forward and its LayerNorm. DistilBERT: `sa_layer_norm` (its input is the attention output
+    plus the residual), then the feed-forward and its LayerNorm. Rows that nobody reads need not go through
+    this tail; only self-attention mixes positions, and it has already run. Unknown layouts (or a chunked
+    feed-forward, which splits along the sequence) give None.
+    """
+    layers = getattr(encoder_module(model), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        return None
+    last = layers[-1]
+    if getattr(last, "chunk_size_feed_forward", 0):
+        return None
+    attention_output = getattr(getattr(last, "attention", None), "output", None)
+    if isinstance(attention_output, nn.Module) and hasattr(last, "intermediate") and hasattr(last, "output"):
+        return attention_output
+    if isinstance(getattr(last, "sa_layer_norm", None), nn.Module) and hasattr(last, "ffn"):
+        return last.sa_layer_norm
+    return None
+
+
+@contextlib.contextmanager
+def tail_only_at(model: nn.Module, rows: torch.Tensor, cols: torch.Tensor):
+    """Run the last layer's position-wise tail only at (rows, cols): the model then returns last hidden states
+    of shape (len(rows), d) in that order. Yields False (and changes nothing) where the layout is unknown."""
+    tail = last_layer_tail(model)
+    if tail is None:
+        yield False
+        return
+
+    def pick(x):
+        return x[rows, cols] if isinstance(x, torch.Tensor) and x.dim() == 3 else x
+
+    def pre_hook(_module, args, kwargs):
+        return tuple(pick(a) for a in args), {k: pick(v) for k, v in kwargs.items()}
+
+    handle = tail.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield True
+    finally:
+        handle.remove()
+
+
 def _replace_first_output(output, new_hidden):
     if isinstance(output, torch.Tensor):
         return new_hidden
@@ -128,11 +173,20 @@ class Subject:
         finally:
             handle.remove()
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states (transforms applied), shape (batch, length, d)."""
-        with self.hooks():
-            out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)
-        return out[0]
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: tuple | None = None
+    ) -> torch.Tensor:
+        """Last hidden states (transforms applied), shape (batch, length, d); with positions=(rows, cols), only
+        those, shape (len(rows), d), and the last layer's position-wise tail runs only there (exact: it is the
+        same computation on fewer rows). Representation transforms must be position-wise (they are maps of
+        one hidden vector), so they apply to the selected rows alike."""
+        if positions is None:
+            with self.hooks():
+                return self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+        rows, cols = positions
+        with tail_only_at(self.model, rows, cols) as selected, self.hooks():
+            h = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+        return h if selected else h[rows, cols]
 
     def mlm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
@@ -142,8 +196,8 @@ class Subject:
         Only those positions go through the MLM head. An output transform (SelfDebias) may replace the
         logits by debiased log-probabilities; softmax/log_softmax of the result is what metrics use.
         """
-        h = self.hidden_states(input_ids, attention_mask)
-        logits = mlm_head(self.model)(h[rows, cols])
+        h = self.hidden_states(input_ids, attention_mask, positions=(rows, cols))
+        logits = mlm_head(self.model)(h)
         if self.logits_transform is not None:
             logits = self.logits_transform(self, input_ids, attention_mask, rows, cols, logits)
         return logits

@@ -98,8 +98,9 @@ class SelfDebiasLogits:
             input_ids, attention_mask, rows, cols, self.prompt_ids, 0 if pad_id is None else pad_id,
             _max_positions(subject.model),
         )  # fmt: skip
-        hidden = subject.hidden_states(ids, mask)  # the subject's representation transforms, not this one
-        prompted = mlm_head(subject.model)(hidden[brows.reshape(-1), bcols.reshape(-1)])
+        # the subject's representation transforms, not this output transform
+        hidden = subject.hidden_states(ids, mask, positions=(brows.reshape(-1), bcols.reshape(-1)))
+        prompted = mlm_head(subject.model)(hidden)
         prompted = prompted.reshape(len(self.prompt_ids), len(rows), -1)
         return self_debias_log_probs(logits, prompted, self.decay_constant, self.epsilon)
 

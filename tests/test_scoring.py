@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.scoring import MaskedQuery, masked_log_probs
-from bench.subject import encoder_module
+from bench.subject import encoder_module, last_layer_tail
 from tiny_mlms import SUBJECTS, bert_subject, single_thread  # noqa: F401 (autouse)
 
 SENTENCES = [
@@ -83,7 +83,10 @@ def test_identical_inputs_run_once(data_dir):
     subject = bert_subject(str(data_dir))
     queries = make_queries(subject.tokenizer)
     seen = []
-    handle = encoder_module(subject.model).register_forward_hook(lambda m, i, o: seen.append(o[0].shape[0]))
+    def count_rows(_module, args, kwargs):
+        seen.append((args[0] if args else kwargs["hidden_states"]).shape[0])
+
+    handle = encoder_module(subject.model).register_forward_pre_hook(count_rows, with_kwargs=True)
     try:
         masked_log_probs(subject, queries, batch_size=4)
     finally:
@@ -181,3 +184,22 @@ def test_progress_bar_and_edge_cases(data_dir):
         masked_log_probs(subject, [MaskedQuery((101, 103, 102), 1, 10**6)])
     with pytest.raises(ValueError, match="batch_size"):
         masked_log_probs(subject, queries, batch_size=0)
+
+
+def test_last_layer_tail_runs_only_at_the_queried_positions(subject):
+    """The MLM path computes the last layer's position-wise tail at the queried rows only: found for every
+    family, and (in float64) the same hidden states as the full forward pass gathered afterwards."""
+    assert last_layer_tail(subject.model) is not None
+    wide = subject.with_model(copy.deepcopy(subject.model).double())
+    enc = wide.tokenizer(SENTENCES[:3], padding=True, return_tensors="pt")
+    rows, cols = torch.tensor([0, 2, 2, 1]), torch.tensor([1, 3, 1, 2])
+    tail_rows = []
+    handle = last_layer_tail(wide.model).register_forward_hook(lambda m, args, out: tail_rows.append(out.shape))
+    try:
+        with torch.no_grad():
+            full = wide.hidden_states(enc["input_ids"], enc["attention_mask"])
+            picked = wide.hidden_states(enc["input_ids"], enc["attention_mask"], positions=(rows, cols))
+    finally:
+        handle.remove()
+    assert tail_rows == [full.shape, (len(rows), full.shape[-1])]
+    torch.testing.assert_close(picked, full[rows, cols], rtol=0, atol=1e-12)
