@@ -154,16 +154,20 @@ def check(run_dir, baseline, tolerance):
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(["methods", "metrics", "models", "suites"]))
 def list_(what):
-    """List registered methods, metrics, model names or suites."""
+    """List registered methods, metrics, model names or suites (with the aliases that name them too)."""
     from bench.registry import METHODS, METRICS
+
+    def also(registry, name):
+        aliases = registry.aliases_of(name)
+        return f"  [also: {', '.join(aliases)}]" if aliases else ""
 
     if what == "methods":
         for name, cls in METHODS.items():
-            click.echo(f"{name:28s} {cls.label or ''}  ({cls.changes})")
+            click.echo(f"{name:28s} {cls.label or ''}  ({cls.changes}){also(METHODS, name)}")
     elif what == "metrics":
         for name, cls in METRICS.items():
             subs = ", ".join(c.label for c in cls.columns)
-            click.echo(f"{name:28s} needs {cls.requires}; columns: {subs or '-'}")
+            click.echo(f"{name:28s} needs {cls.requires}; columns: {subs or '-'}{also(METRICS, name)}")
     elif what == "models":
         from bench.models import available_models
 

@@ -64,6 +64,11 @@ class Registry:
     def get(self, name: str) -> Any:
         return self._items[self.canonical(name)]
 
+    def aliases_of(self, name: str) -> list[str]:
+        """Other names that resolve to `name`."""
+        self._load_entry_points()
+        return sorted(a for a, n in self._aliases.items() if n == name)
+
     def names(self) -> list[str]:
         self._load_entry_points()
         return sorted(self._items)

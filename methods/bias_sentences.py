@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from methods.counterfactual import MALE as SIDE_MALE
@@ -43,6 +44,15 @@ def load_swapper(data_dir) -> CounterfactualSwapper:
     from bench.data import attribute_words
 
     return CounterfactualSwapper(attribute_words(data_dir, "gender"))
+
+
+def corpus_data_files(ctx, corpus: str | None) -> list:
+    """The files a corpus-reading method needs: the attribute word list and the chosen corpus file (None: every
+    `text_corpus/*.txt`)."""
+    files = [ctx.data_path("bias_attribute_words/bias_attribute_words.json", "attribute word list")]
+    if corpus is not None:
+        return files + [ctx.data_path(f"text_corpus/{corpus}", "text corpus")]
+    return files + sorted((Path(ctx.data_dir) / "text_corpus").glob("*.txt"))
 
 
 def corpus_sentences(lines: Iterable[str], min_tokens: int = 1) -> list[str]:

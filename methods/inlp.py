@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +31,8 @@ import torch
 from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
-from methods.bias_sentences import FEMALE, MALE, NEUTRAL, corpus_sentences, gendered_sentences, load_swapper
+from methods.bias_sentences import (FEMALE, MALE, NEUTRAL, corpus_data_files, corpus_sentences, gendered_sentences,
+                                    load_swapper)
 from methods.projection import SubspaceRemoval, nullspace_projection, orthonormal_basis
 
 PAPER_REMOVED_FRACTION = 240 / 768  # 80 iterations x 3 classes on a 768-dimensional model
@@ -118,10 +118,7 @@ class INLP(Debiaser):
         self.max_length = max_length
 
     def data_files(self, ctx) -> list:
-        files = [ctx.data_path("bias_attribute_words/bias_attribute_words.json", "attribute word list")]
-        if self.corpus is not None:
-            return files + [ctx.data_path(f"text_corpus/{self.corpus}", "text corpus")]
-        return files + sorted((Path(ctx.data_dir) / "text_corpus").glob("*.txt"))
+        return corpus_data_files(ctx, self.corpus)
 
     def sentences(self, ctx):
         from bench.data import text_corpus

@@ -14,7 +14,6 @@ split without nltk; bias-bench drops the last incomplete batch of 32 pairs, all 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ import torch
 from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
-from methods.bias_sentences import corpus_sentences, counterfactual_pairs, load_swapper
+from methods.bias_sentences import corpus_data_files, corpus_sentences, counterfactual_pairs, load_swapper
 from methods.projection import SubspaceRemoval
 
 MIN_PAIRS = 4
@@ -64,10 +63,7 @@ class SentenceDebias(Debiaser):
         self.max_length = max_length
 
     def data_files(self, ctx) -> list:
-        files = [ctx.data_path("bias_attribute_words/bias_attribute_words.json", "attribute word list")]
-        if self.corpus is not None:
-            return files + [ctx.data_path(f"text_corpus/{self.corpus}", "text corpus")]
-        return files + sorted((Path(ctx.data_dir) / "text_corpus").glob("*.txt"))
+        return corpus_data_files(ctx, self.corpus)
 
     def pairs(self, ctx) -> list[tuple[str, str]]:
         from bench.data import text_corpus

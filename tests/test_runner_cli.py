@@ -274,6 +274,8 @@ def test_list_commands(capsys):
     for what, expected in [("methods", "base"), ("metrics", "norm"), ("models", "bert-base"), ("suites", "")]:
         code, stdout, _ = _bench(["list", what], capsys)
         assert code == 0 and expected in stdout
+    _, stdout, _ = _bench(["list", "methods"], capsys)
+    assert "[also: gradiend]" in next(line for line in stdout.splitlines() if line.startswith("gradiend-bpi"))
 
 
 def test_help_explains(capsys):
