@@ -46,6 +46,16 @@ def require_file(data_dir, relative: str, what: str = "data file") -> Path:
     return path
 
 
+def resolve_file(data_dir, file: str, what: str = "data file") -> Path:
+    """A metric's file option: an absolute path as given, otherwise relative to the data directory."""
+    path = Path(file).expanduser()
+    if path.is_absolute():
+        if not path.is_file():
+            raise DataError(f"missing {what}: {path}")
+        return path
+    return require_file(data_dir, file, what)
+
+
 def fingerprint(paths: Iterable[Path]) -> str:
     """Content hash of data files (part of every cache key)."""
     h = hashlib.sha256()

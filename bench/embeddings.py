@@ -72,14 +72,9 @@ def _unique_batches(subject, ids, order, batch_size, batch_tokens, ctx) -> Itera
 
 
 def hidden_states_batched(
-    subject,
-    sentences: Sequence[str],
-    *,
-    batch_size: int | None = None,
-    batch_tokens: int | None = None,
-    max_length: int | None = None,
-    ctx=None,
-) -> Iterator[_Batch]:
+    subject, sentences: Sequence[str], *, batch_size: int | None = None, batch_tokens: int | None = None,
+    max_length: int | None = None, ctx=None,
+) -> Iterator[_Batch]:  # fmt: skip
     """Yield (indices into `sentences`, last hidden states (b, L, d), attention mask (b, L)) per batch.
 
     Batches are length-sorted over the distinct sentences; `indices` gives, for each batch row, the first
@@ -95,14 +90,9 @@ def hidden_states_batched(
 
 
 def sentence_embeddings(
-    subject,
-    sentences: Sequence[str],
-    *,
-    batch_size: int | None = None,
-    batch_tokens: int | None = None,
-    max_length: int | None = None,
-    ctx=None,
-) -> torch.Tensor:
+    subject, sentences: Sequence[str], *, batch_size: int | None = None, batch_tokens: int | None = None,
+    max_length: int | None = None, ctx=None,
+) -> torch.Tensor:  # fmt: skip
     """Mean-pooled last hidden states, shape (len(sentences), d), float32 on the CPU.
 
     Row i is the mean over every token position of sentences[i] (special tokens included) of the last

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bench.api import MLM, Column, Estimate, Metric, Scores
-from bench.data import read_csv_rows, require_file
+from bench.data import read_csv_rows, resolve_file
 from bench.errors import BenchError, DataError
 from bench.batching import optional_int
 from bench.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
@@ -100,16 +100,6 @@ def crows_estimates(items: pd.DataFrame) -> dict[str, Estimate]:
     return out
 
 
-def resolve_file(ctx, file: str, what: str) -> Path:
-    """An absolute path as given, otherwise relative to the data directory."""
-    path = Path(file).expanduser()
-    if path.is_absolute():
-        if not path.is_file():
-            raise DataError(f"missing {what}: {path}")
-        return path
-    return require_file(ctx.data_dir, file, what)
-
-
 class CrowS(Metric):
     """CrowS-Pairs (gender subset by default): % of pairs where the more stereotypical sentence scores higher."""
 
@@ -132,7 +122,7 @@ class CrowS(Metric):
         self.batch_size, self.batch_tokens = optional_int(batch_size), optional_int(batch_tokens)
 
     def data_files(self, ctx) -> list:
-        return [resolve_file(ctx, self.file, "CrowS-Pairs file")]
+        return [resolve_file(ctx.data_dir, self.file, "CrowS-Pairs file")]
 
     def build_queries(self, subject, pairs: list[Pair], path: Path):
         """Masked queries for every pair; owner[q] = 2 * pair + (0 for sent1, 1 for sent2)."""
@@ -161,7 +151,7 @@ class CrowS(Metric):
         return queries, np.asarray(owner, dtype=np.int64)
 
     def score(self, subject, ctx) -> Scores:
-        path = resolve_file(ctx, self.file, "CrowS-Pairs file")
+        path = resolve_file(ctx.data_dir, self.file, "CrowS-Pairs file")
         pairs = load_pairs(path, self.bias_type)
         queries, owner = self.build_queries(subject, pairs, path)
         log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, batch_tokens=self.batch_tokens,

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench.api import MLM, Column, Estimate, Metric, Scores
-from bench.data import read_json, require_file
+from bench.data import read_json, resolve_file
 from bench.errors import DataError
 from bench.batching import optional_int
 from bench.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
@@ -257,18 +257,6 @@ def stereoset_estimates(items: pd.DataFrame) -> dict[str, Estimate]:
 
 
 # ---- the metric ---------------------------------------------------------------------------------------------
-
-
-def resolve_file(ctx, file: str, what: str) -> Path:
-    """An absolute path as given, otherwise relative to the data directory."""
-    path = Path(file).expanduser()
-    if path.is_absolute():
-        if not path.is_file():
-            raise DataError(f"missing {what}: {path}")
-        return path
-    return require_file(ctx.data_dir, file, what)
-
-
 class StereoSet(Metric):
     """StereoSet intrasentence SS (gender domain), LMS and ICAT (overall), per domain and overall."""
 
@@ -283,10 +271,10 @@ class StereoSet(Metric):
         self.batch_size, self.batch_tokens = optional_int(batch_size), optional_int(batch_tokens)
 
     def data_files(self, ctx) -> list:
-        return [resolve_file(ctx, self.file, "StereoSet file")]
+        return [resolve_file(ctx.data_dir, self.file, "StereoSet file")]
 
     def score(self, subject, ctx) -> Scores:
-        path = resolve_file(ctx, self.file, "StereoSet file")
+        path = resolve_file(ctx.data_dir, self.file, "StereoSet file")
         examples = load_examples(path)
         queries, owner = build_queries(subject, examples, path)
         log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, batch_tokens=self.batch_tokens,

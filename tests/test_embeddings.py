@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from bench.api import Context
 from bench.embeddings import hidden_states_batched, sentence_embeddings
 from tests.tokenizers_fixture import (  # noqa: F401  (fixtures)
+    RemoveDirection,
     bert_subject,
     bert_tokenizer,
     roberta_subject,
@@ -36,18 +36,6 @@ def sentences(data_dir):
     picked = obj["targ1"]["examples"][:6] + obj["attr1"]["examples"][:6] + obj["attr2"]["examples"][-4:]
     # varied lengths, a duplicate, and a long sentence that forces padding in its batch
     return picked + [picked[2], "x", " ".join(obj["attr2"]["examples"][:5])]
-
-
-class Projection(nn.Module):
-    """Removes one direction from hidden states (an INLP-style transform)."""
-
-    def __init__(self, direction: torch.Tensor):
-        super().__init__()
-        u = direction / direction.norm()
-        self.register_buffer("P", torch.eye(len(u)) - torch.outer(u, u))
-
-    def forward(self, h):
-        return h @ self.P
 
 
 @pytest.mark.parametrize("which", ["bert_subject", "roberta_subject"])
@@ -84,7 +72,7 @@ def test_roberta_tokenizer_is_byte_level_with_roberta_framing(roberta_tokenizer)
 
 def test_transform_is_applied(bert_subject, sentences):
     torch.manual_seed(1)
-    proj = Projection(torch.randn(bert_subject.model.config.hidden_size))
+    proj = RemoveDirection(torch.randn(bert_subject.model.config.hidden_size))
     debiased = bert_subject.with_transform(proj)
     base = sentence_embeddings(bert_subject, sentences)
     emb = sentence_embeddings(debiased, sentences)

@@ -10,7 +10,6 @@ import statistics
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from bench.api import Context
 from bench.errors import BenchError, DataError
@@ -27,6 +26,7 @@ from metrics.seat import (
     unit_rows,
 )
 from tests.tokenizers_fixture import (  # noqa: F401  (fixtures)
+    RemoveDirection,
     bert_subject,
     bert_tokenizer,
     roberta_subject,
@@ -222,16 +222,6 @@ def test_bootstrap_ci_contains_point_and_scores_pickle(unit, bert_subject, data_
 
 
 # ---- (d) representation transforms are respected --------------------------------------------------------
-class Projection(nn.Module):
-    def __init__(self, direction: torch.Tensor):
-        super().__init__()
-        u = direction / direction.norm()
-        self.register_buffer("P", torch.eye(len(u)) - torch.outer(u, u))
-
-    def forward(self, h):
-        return h @ self.P
-
-
 def test_projection_transform_changes_seat(bert_subject, data_dir, tmp_path):
     tests = ("sent-weat6b",)
     metric = SEAT(tests=tests, n_permutations=200)
@@ -241,7 +231,7 @@ def test_projection_transform_changes_seat(bert_subject, data_dir, tmp_path):
     obj = json.loads((data_dir / "seat" / "sent-weat6b.jsonl").read_text())
     m = np.mean([ref_embed(bert_subject.model, bert_subject.tokenizer, s) for s in obj["targ1"]["examples"]], 0)
     f = np.mean([ref_embed(bert_subject.model, bert_subject.tokenizer, s) for s in obj["targ2"]["examples"]], 0)
-    proj = Projection(torch.tensor(m - f, dtype=torch.float32))
+    proj = RemoveDirection(torch.tensor(m - f, dtype=torch.float32))
     debiased = metric.score(bert_subject.with_transform(proj), ctx_for(data_dir, tmp_path))
     d_base, d_debiased = base.estimates["d:sent-weat6b"].point(), debiased.estimates["d:sent-weat6b"].point()
     assert abs(d_debiased - d_base) > 1e-3

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 ROBERTA_SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4 as in roberta-base
 
@@ -104,3 +105,15 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class RemoveDirection(torch.nn.Module):
+    """A representation transform for tests: removes one direction from every hidden state (INLP-style)."""
+
+    def __init__(self, direction: torch.Tensor):
+        super().__init__()
+        u = direction / direction.norm()
+        self.register_buffer("P", torch.eye(len(u)) - torch.outer(u, u))
+
+    def forward(self, h):
+        return h @ self.P
