@@ -18,7 +18,8 @@ from typing import Sequence
 import torch
 
 # (rows, padded tokens) per forward pass. CPU: the fastest range measured for bert-base on 2 cores
-# (tests/benchmarks/test_scoring_throughput.py); CUDA: large passes keep the GPU busy and stay far below its memory.
+# (tests/benchmarks/test_scoring_throughput.py); CUDA: chosen, not yet measured (no GPU lent so far): passes large
+# enough to keep a GPU busy whose activations (bert-large: ~0.3 GB per layer at most) stay far below its memory.
 DEFAULT_LIMITS = {"cpu": (64, 1024), "cuda": (256, 16384)}
 
 
