@@ -58,8 +58,3 @@ def token_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> lis
     if current:
         batches.append(current)
     return batches
-
-
-def padded_tokens(lengths: Sequence[int], batches: list[list[int]]) -> int:
-    """Token-steps the batches run, padding included."""
-    return sum(len(b) * max(lengths[i] for i in b) for b in batches)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import math
 import time
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError, TrainingDiverged
-from bench.store import Cache, stable_hash
+from bench.store import Cache, source_hash, stable_hash
 
 
 @dataclass(frozen=True)
@@ -301,13 +300,6 @@ def predict(clf, data: Encoded, pad_id: int, device, batch_size: int = 128) -> n
 # The fine-tuning results depend on this module and on how subjects attach their transforms; not on the rest
 # of the package (an edit to the CLI must not discard hours of GPU fine-tuning).
 _CODE_FILES = (Path(__file__), Path(__file__).with_name("subject.py"))
-
-
-def source_hash(*paths) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(Path(p).read_bytes())
-    return h.hexdigest()[:12]
 
 
 class FinetuneJob:

@@ -107,7 +107,8 @@ class Runner:
             if method.changes == "nothing":
                 continue
             cfg = {"method": name, "config": method.config(), "seed": ctx.seed}
-            data = fingerprint(method.data_files(ctx)) if method.data_files(ctx) else ""
+            files = method.data_files(ctx)
+            data = fingerprint(files) if files else ""
             key = stable_hash({**cfg, "subject": subject.identity, "data": data, "code": code_hash(method)})
             t0 = time.perf_counter()
             artifact, cached = self.cache.get_or_create(

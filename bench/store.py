@@ -34,6 +34,14 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+def source_hash(*paths) -> str:
+    """Hash of the contents of source files, in the order given."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def code_hash(obj: Any) -> str:
     """Hash of the code that computes a plugin's result: every module of the plugin's top-level package (so
     shared helpers such as methods/projection.py count) plus the core computation modules. A change to any of
@@ -48,13 +56,10 @@ def code_hash(obj: Any) -> str:
     files = sorted(top.rglob("*.py")) if (top / "__init__.py").is_file() else [path]
     core = Path(__file__).resolve().parent
     files += [core / f for f in CORE_COMPUTATION if (core / f).is_file()]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:12]
+    return source_hash(*files)
 
 
-CORE_COMPUTATION = ("subject.py", "scoring.py", "embeddings.py", "finetune.py", "models.py")
+CORE_COMPUTATION = ("subject.py", "scoring.py", "batching.py", "embeddings.py", "finetune.py", "models.py")
 
 
 @contextlib.contextmanager

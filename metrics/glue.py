@@ -29,8 +29,8 @@ import pandas as pd
 
 from bench.api import FINETUNE, Column, Estimate, Metric, NotApplicable, Scores
 from bench.errors import BenchError
-from bench.finetune import FinetuneConfig, FinetuneJob, source_hash
-from bench.store import Cache, stable_hash
+from bench.finetune import FinetuneConfig, FinetuneJob
+from bench.store import Cache, source_hash, stable_hash
 from metrics import glue_tasks
 from metrics.glue_tasks import TASKS, TaskUnavailable, load_task, mean_statistic, predictions_from_logits, task_statistic
 
