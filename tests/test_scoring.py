@@ -83,6 +83,7 @@ def test_identical_inputs_run_once(data_dir):
     subject = bert_subject(str(data_dir))
     queries = make_queries(subject.tokenizer)
     seen = []
+
     def count_rows(_module, args, kwargs):
         seen.append((args[0] if args else kwargs["hidden_states"]).shape[0])
 

@@ -45,7 +45,6 @@ def train_roberta_tokenizer(data_dir: Path, out_dir: Path, vocab_size: int = 300
 
 
 def tiny_bert(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0):
-    import torch
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(seed)
@@ -55,7 +54,6 @@ def tiny_bert(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0):
 
 
 def tiny_roberta(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0):
-    import torch
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     torch.manual_seed(seed)
@@ -99,8 +97,6 @@ def single_thread():
     forward pass oversubscribes the cores: measured 3 ms vs 200 ms per tiny-BERT forward under load.
     Use with `pytestmark = pytest.mark.usefixtures("single_thread")`.
     """
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
