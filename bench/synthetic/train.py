@@ -55,12 +55,31 @@ def bert_config(vocab_size: int, tokenizer, size: ModelSize = ModelSize()):
 
 
 def new_model(config, seed: int):
-    """A randomly initialised BertForMaskedLM; the global RNG is left untouched."""
+    """A randomly initialised BertForMaskedLM, the same on every machine; the global RNG is left untouched.
+
+    BERT's initialisation (weight matrices and embeddings ~ N(0, initializer_range), biases 0, LayerNorm 1/0,
+    padding embedding 0), but the normal draws come from numpy's PCG64 generator in float64, rounded to float32:
+    torch's CPU `normal_` takes a vectorised path whose values depend on the CPU capability (AVX2/AVX-512 vs.
+    the default kernels), so it would give another random-weight control on another machine.
+    """
+    import numpy as np
     from transformers import BertForMaskedLM
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
+    rng = np.random.default_rng([seed, 0x5EED])
+    std = config.initializer_range
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # tied weights are listed once
+            if p.ndim >= 2:
+                p.copy_(torch.from_numpy(rng.standard_normal(tuple(p.shape)) * std))
+            elif name.endswith("LayerNorm.weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+        if config.pad_token_id is not None:
+            model.get_input_embeddings().weight[config.pad_token_id].zero_()
     return model.eval()
 
 

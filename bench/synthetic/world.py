@@ -6,8 +6,12 @@ A world is a folder `<cache>/synthetic/<key>/` (key = hash of the options and GE
   data/        evaluation and training sets in the layout of a bench data directory (README.md there)
   world.json   options, sizes and training figures; written last
 It is built once, inside a temporary folder renamed into place (an interrupted build leaves nothing), under a
-file lock so that concurrent processes wait for one build instead of racing. Training runs TRAIN's steps and
-then, while `probe.learned` says the planted signal is not yet there, up to MAX_EXTRA_ROUNDS more rounds.
+file lock so that concurrent processes wait for one build instead of racing.
+
+The default world (bias 0.8, seed 0) is pinned (`bench.synthetic.pinned`): its text and data sets are generated
+here, its weights come with the package, so it is the same model on every machine and needs no training. Other
+options are trained here: TRAIN's steps and then, while `probe.learned` says the planted signal is not yet
+there, up to MAX_EXTRA_ROUNDS more rounds (float32 training: on another CPU it lands on another model).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from bench.errors import BenchError
 from bench.store import atomic_dir, stable_hash
 from bench.synthetic import evalsets as E
 from bench.synthetic import gradiend_data as D
+from bench.synthetic import pinned
 from bench.synthetic import vocab as V
 from bench.synthetic.grammar import Grammar
 from bench.synthetic.probe import learned
@@ -30,7 +35,7 @@ from bench.synthetic.tokenizer import build_vocab, write_tokenizer
 from bench.synthetic.train import ModelSize, TrainConfig, bert_config, new_model, train_mlm
 
 # Bump whenever the generator, the tokenizer or the training recipe changes: it is part of the cache key.
-GENERATOR_VERSION = "3"  # "1" and "2" were used by development builds
+GENERATOR_VERSION = "4"  # 4: machine-independent random init; 1-3 were earlier builds
 N_CORPUS = 60_000
 N_TEXT_CORPUS = 5_000  # lines of text_corpus/synthetic.txt (CDA, INLP, SentenceDebias)
 MODEL_SIZE = ModelSize()
@@ -68,12 +73,15 @@ def check_options(bias, seed) -> tuple[float, int]:
     return bias, int(seed)
 
 
-def world_key(bias: float, seed: int) -> str:
-    return stable_hash({"bias": bias, "seed": seed, "generator": GENERATOR_VERSION})
+def world_key(bias: float, seed: int, weights: str = "trained") -> str:
+    """`weights`: the pinned weights' sha256, or "trained" for a world trained on this machine."""
+    return stable_hash({"bias": bias, "seed": seed, "generator": GENERATOR_VERSION, "weights": weights})
 
 
-def source_string(bias: float, seed: int, init: str) -> str:
-    return f"synthetic:bias={bias},init={init},seed={seed},generator={GENERATOR_VERSION}"
+def source_string(bias: float, seed: int, init: str, weights: str = "trained") -> str:
+    """The subject's identity in cache keys: a new pin (another sha256) never meets the old pin's cached fits."""
+    tail = "" if init == "random" else f",weights={weights[:16]}"
+    return f"synthetic:bias={bias},init={init},seed={seed},generator={GENERATOR_VERSION}{tail}"
 
 
 # ---- generation (no training) -----------------------------------------------------------------------------
@@ -85,11 +93,11 @@ def generate_corpus(bias: float, seed: int, n: int = N_CORPUS) -> list[str]:
 def generate(folder: Path, bias: float, seed: int, progress: bool = True):
     """Write corpus.txt, the tokenizer (model/) and every data file (data/) into `folder`; returns
     (corpus lines, tokenizer). Deterministic: the same options give byte-identical files."""
-    from tqdm.auto import tqdm
+    from bench.progress import bar
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=4, desc="synthetic world: generating", disable=not progress, leave=False)
+    steps = bar(total=4, desc="synthetic world: generating", enabled=progress, leave=False)
     lines = generate_corpus(bias, seed)
     (folder / "corpus.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     steps.update(1)
@@ -164,12 +172,14 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_world(bias: float = 0.8, seed: int = 0, cache_dir=None, progress: bool = True) -> World:
-    """The world for these options: loaded from the cache, or generated, trained and cached (a few minutes)."""
+def build_world(bias: float = 0.8, seed: int = 0, cache_dir=None, progress: bool = True, train: bool = False) -> World:
+    """The world for these options: loaded from the cache, or generated and cached with the pinned weights
+    (seconds), or generated, trained and cached (a few minutes). `train=True` trains even where a pin exists."""
     from bench.data import default_cache_dir
 
     bias, seed = check_options(bias, seed)
-    key = world_key(bias, seed)
+    pin = None if train else pinned.pins(bias, seed, GENERATOR_VERSION)
+    key = world_key(bias, seed, pin["weights_sha256"] if pin else "trained")
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = base / "synthetic" / key
     if (root / "world.json").is_file():
@@ -177,14 +187,30 @@ def build_world(bias: float = 0.8, seed: int = 0, cache_dir=None, progress: bool
     with _locked(base / "synthetic" / f".{key}.lock"):
         if (root / "world.json").is_file():  # another process built it while we waited
             return World.at(root)
-        print(f"building the synthetic world (bias={bias}, seed={seed}) in {root}", file=sys.stderr)
+        how = "generating the pinned" if pin else "building (training) the"
+        print(f"{how} synthetic world (bias={bias}, seed={seed}) in {root}", file=sys.stderr)
         with atomic_dir(root) as tmp:
-            _build(tmp, bias, seed, progress)
+            if pin:
+                _from_pin(tmp, bias, seed, pin, progress)
+            else:
+                _build(tmp, bias, seed, progress)
     return World.at(root)
 
 
+def _from_pin(folder: Path, bias: float, seed: int, pin: dict, progress: bool) -> None:
+    start = time.perf_counter()
+    generate(folder, bias, seed, progress)
+    pinned.install(folder, pin)
+    info = {
+        "options": {"bias": bias, "seed": seed}, "generator": GENERATOR_VERSION,
+        "pinned": {k: pin[k] for k in ("weights_sha256", "generated_sha256", "made_by")},
+        **pin["training"], "seconds": {"generate": round(time.perf_counter() - start, 1)},
+    }
+    (folder / "world.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
 def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from bench.progress import bar
 
     start, cpu = time.perf_counter(), time.process_time()
     lines, tokenizer = generate(folder, bias, seed, progress)
@@ -193,8 +219,8 @@ def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
     losses, rounds = [], 0
     for rounds, cfg in enumerate([TRAIN] + [EXTRA_TRAIN] * MAX_EXTRA_ROUNDS):
         desc = "synthetic world: training" + (f" (extra round {rounds})" if rounds else "")
-        with tqdm(total=cfg.steps, desc=desc, disable=not progress, leave=False) as bar:
-            losses += train_mlm(model, tokenizer, lines, cfg, seed + rounds, bar, boost_words=V.signal_words())
+        with bar(total=cfg.steps, desc=desc, enabled=progress, leave=False) as steps:
+            losses += train_mlm(model, tokenizer, lines, cfg, seed + rounds, steps, boost_words=V.signal_words())
         ok, figures = learned(model, tokenizer, bias)
         if ok:
             break
@@ -234,6 +260,7 @@ def load(spec, data_dir=None, cache_dir=None):
     if init not in ("trained", "random"):
         raise BenchError(f"synthetic: init must be 'trained' or 'random', got {init!r}")
     world = build_world(bias, seed, cache_dir)
+    weights = world.info.get("pinned", {}).get("weights_sha256", "trained")
     tokenizer = BertTokenizerFast.from_pretrained(str(world.model_dir))
     if init == "trained":
         model = BertForMaskedLM.from_pretrained(str(world.model_dir))
@@ -242,6 +269,7 @@ def load(spec, data_dir=None, cache_dir=None):
         model = new_model(config, seed)
     model.eval()
     return Subject(
-        model=model, tokenizer=tokenizer, name=spec.name, source=source_string(bias, seed, init),
-        data_dir=world.data_dir, meta={"synthetic": True, "bias": bias, "seed": seed, "init": init},
+        model=model, tokenizer=tokenizer, name=spec.name, source=source_string(bias, seed, init, weights),
+        data_dir=world.data_dir,
+        meta={"synthetic": True, "bias": bias, "seed": seed, "init": init, "pinned": weights != "trained"},
     )
