@@ -24,7 +24,13 @@ ALL_CAPABILITIES = frozenset({MLM, EMBED, FINETUNE})
 
 
 class _Configurable:
-    """Hyperparameters are the constructor's keyword arguments, stored as attributes of the same name."""
+    """Hyperparameters are the constructor's keyword arguments, stored as attributes of the same name.
+
+    Given options are checked before construction against the constructor's type annotations (or, unannotated,
+    the type of the default) and `bounds`: {"param": (low, high)} inclusive, None for open (bench.registry).
+    """
+
+    bounds: ClassVar[dict[str, tuple]] = {}
 
     def config(self) -> dict[str, Any]:
         params = inspect.signature(type(self).__init__).parameters
@@ -55,7 +61,10 @@ class Debiaser(_Configurable, abc.ABC):
 
     @abc.abstractmethod
     def fit(self, subject, ctx: "Context") -> Any:
-        """Learn what the method needs from `subject`; returns a picklable artifact (cached by the runner)."""
+        """Learn what the method needs from `subject`; returns an artifact that is data (cached by the runner):
+        with the default `save_artifact`, None / JSON scalars / tensors / numpy arrays / DataFrames in (nested)
+        dicts, lists, tuples or dataclasses of the plugin's own package. Anything else (a model, an object):
+        override `save_artifact` / `load_artifact` (helpers in bench.serialize). Never pickle."""
 
     @abc.abstractmethod
     def apply(self, subject, artifact: Any):
@@ -65,16 +74,23 @@ class Debiaser(_Configurable, abc.ABC):
         """Files `fit` depends on (their content is part of the artifact's cache key)."""
         return []
 
-    # Artifacts are stored with torch.save by default; override for large or special artifacts.
+    # Artifacts are data, never pickles: by default a folder of JSON + safetensors + npz (bench.serialize.save_data);
+    # override both for other artifacts (e.g. a model: save_pretrained / from_pretrained(use_safetensors=True)).
     def save_artifact(self, artifact: Any, path) -> None:
-        import torch
+        from bench.serialize import plugin_packages, save_data
 
-        torch.save(artifact, path)
+        try:
+            save_data(artifact, path, allowed=plugin_packages(self))
+        except BenchError as e:
+            raise BenchError(
+                f"{type(self).__name__}: the default save_artifact cannot store this artifact ({e}); override "
+                "save_artifact/load_artifact (bench.serialize has save_tensors_and_json / load_tensors_and_json)"
+            ) from None
 
     def load_artifact(self, path) -> Any:
-        import torch
+        from bench.serialize import load_data, plugin_packages
 
-        return torch.load(path, weights_only=False)
+        return load_data(path, allowed=plugin_packages(self))
 
 
 @dataclass(frozen=True)
@@ -113,8 +129,9 @@ class Estimate:
 
     strata:    sizes of independently resampled groups of items (StereoSet: one stratum of examples;
                SEAT: every X/Y/A/B set of every test is its own stratum).
-    statistic: maps one (R, n_s) index array per stratum to R values. Must be picklable
-               (a module-level function or a functools.partial of one).
+    statistic: maps one (R, n_s) index array per stratum to R values. Must be storable as data
+               (bench.serialize): a module-level function of the metric's own package, or a functools.partial
+               of one whose arguments are arrays, JSON scalars, tuples/lists/dicts of them or such partials.
     """
 
     strata: tuple[int, ...]
@@ -159,11 +176,11 @@ class Context:
         return require_file(self.data_dir, relative, what)
 
     def bar(self, iterable=None, **kwargs):
-        from tqdm.auto import tqdm
+        """A tqdm bar on a terminal; one line per finished stage in a log (bench.progress)."""
+        from bench.progress import bar
 
         kwargs.setdefault("leave", False)
-        kwargs.setdefault("dynamic_ncols", True)
-        return tqdm(iterable, disable=not self.progress, **kwargs)
+        return bar(iterable, enabled=self.progress, **kwargs)
 
 
 class NotApplicable(BenchError):

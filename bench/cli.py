@@ -95,13 +95,15 @@ def run(models, methods, metrics, suite, out, seed, device, data_dir, cache_dir,
     stats = dict(spec.get("stats", {}))
     if resamples is not None:
         stats["resamples"] = resamples
+    from bench.models import split_model_names
+
     request = RunRequest(
-        models=_split(models) or spec.get("models") or [],
+        models=(split_model_names(models) if models else []) or spec.get("models") or [],
         methods=_split(methods) or spec.get("methods") or ["base"],
         metrics=_split(metrics) or spec.get("metrics") or ["stereoset", "seat", "crows"],
         seed=seed if seed is not None else spec.get("seed", 0),
         device=device, data_dir=str(data_dir) if data_dir else None, cache_dir=str(cache_dir) if cache_dir else None,
-        options=opts, stats=stats, progress=not no_progress and sys.stderr.isatty(),
+        options=opts, stats=stats, progress=not no_progress,
     )  # fmt: skip
     if not request.models:
         raise BenchError("no models given: pass --models (e.g. --models synthetic) or --suite")
@@ -137,18 +139,41 @@ def report(run_dir, fmt, table):
 @click.option("--baseline", type=click.Path(path_type=Path), required=True,
               help="A results.jsonl (or run directory) of a trusted run; rows may carry a 'tolerance'.")
 @click.option("--tolerance", type=float, default=1e-6, show_default=True,
-              help="Allowed absolute difference for rows without their own tolerance.")
+              help="Allowed absolute difference (finite, >= 0) for rows without their own tolerance.")
 def check(run_dir, baseline, tolerance):
-    """Exit non-zero when a metric of RUN_DIR leaves its tolerance around the baseline (for CI)."""
-    from bench.check import compare_runs
+    """Exit non-zero when a metric of RUN_DIR leaves its tolerance around the baseline (for CI).
+
+    \b
+    Exit status:
+      0  every baseline value is present and within its tolerance
+      1  regression: a value left its tolerance or is missing from the run
+      2  bad usage (a missing file, a bad --tolerance)
+      3  nothing comparable: the baseline has no row with status ok and a value
+      4  malformed baseline or run (a row that is not JSON or lacks model/method/metric, a non-numeric value)
+    """
+    import math
+
+    from bench.check import EXIT_MALFORMED, EXIT_NOTHING, EXIT_REGRESSION, Malformed, compare_runs
+    from bench.errors import DataError
     from bench.store import read_rows
 
-    failures, checked = compare_runs(read_rows(run_dir), read_rows(baseline), tolerance)
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise BenchError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    try:
+        run_rows, base_rows = read_rows(run_dir), read_rows(baseline)
+        failures, checked = compare_runs(run_rows, base_rows, tolerance)
+    except (DataError, Malformed) as e:
+        click.echo(f"error: malformed baseline or run: {e}", err=True)
+        sys.exit(EXIT_MALFORMED)
+    if checked == 0:
+        click.echo(f"error: no comparable values: none of the {len(base_rows)} rows of {baseline} has status ok "
+                   "and a value, so nothing was checked", err=True)  # fmt: skip
+        sys.exit(EXIT_NOTHING)
     for f in failures:
         click.echo(f"FAIL {f}")
     click.echo(f"{checked - len(failures)} of {checked} values within tolerance")
     if failures:
-        sys.exit(1)
+        sys.exit(EXIT_REGRESSION)
 
 
 @cli.command(name="list")
@@ -178,6 +203,15 @@ def list_(what):
 
         for name in suite_names():
             click.echo(f"{name:28s} {load_suite(name).get('description', '')}")
+
+
+def _add_core_groups():
+    from bench.synthetic.cli import synthetic
+
+    cli.add_command(synthetic)
+
+
+_add_core_groups()
 
 
 def main(argv=None):

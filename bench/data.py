@@ -9,6 +9,7 @@ row of a malformed record.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -67,9 +68,62 @@ def fingerprint(paths: Iterable[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def not_text(path, encoding: str = "utf-8") -> DataError:
+    """The DataError for a file that is not valid `encoding` text: names the file and the first bad byte."""
+    try:
+        data = Path(path).read_bytes()
+        data.decode(encoding)
+        where = ""
+    except UnicodeDecodeError as e:
+        where = f" at byte offset {e.start} (0x{data[e.start]:02x})"
+    except OSError:
+        where = ""
+    codec = "UTF-8" if encoding.lower().replace("_", "-").startswith("utf-8") else encoding
+    return DataError(f"{path}: not valid {codec} text{where}; re-save the file as {codec}")
+
+
+@contextlib.contextmanager
+def open_text(path, encoding: str = "utf-8", newline: str | None = None):
+    """`open(path)` for reading text; a decoding error anywhere in the block becomes a DataError naming the file
+    and byte offset (every reader of data files uses this, never a bare `open`)."""
+    try:
+        with open(path, encoding=encoding, newline=newline) as f:
+            yield f
+    except UnicodeDecodeError:
+        raise not_text(path, encoding) from None
+
+
+def read_text(path, encoding: str = "utf-8") -> str:
+    with open_text(path, encoding) as f:
+        return f.read()
+
+
+_FILE_HASHES: dict[tuple, str] = {}
+
+
+def file_fingerprints(paths: Iterable[Path]) -> dict[str, str]:
+    """{resolved path: content hash} of each file (a folder: all files under it), remembered per process by
+    (path, size, mtime) so that a run hashes each file once. What a run directory's manifest records."""
+    out = {}
+    for p in paths:
+        p = Path(p).resolve()
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat()
+            key = (str(f), st.st_size, st.st_mtime_ns)
+            if key not in _FILE_HASHES:
+                h = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+                _FILE_HASHES[key] = h.hexdigest()[:16]
+            out[str(f)] = _FILE_HASHES[key]
+    return out
+
+
 def read_json(path: Path):
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_text(path) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
@@ -79,7 +133,7 @@ def read_csv_rows(path: Path, required: Iterable[str], delimiter: str = ",") -> 
     """Rows of a CSV/TSV as dicts; raises DataError naming file and row for a missing column or empty value."""
     required = list(required)
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open_text(path, newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
@@ -119,7 +173,7 @@ def text_corpus(data_dir, name: str | None = None, max_lines: int | None = None)
             raise DataError(f"no text corpus: expected *.txt files in {folder} (pass --data-dir or set {ENV_DATA_DIR})")
     lines = []
     for p in paths:
-        with open(p, encoding="utf-8") as f:
+        with open_text(p) as f:
             for line in f:
                 line = line.strip()
                 if line and not line.startswith("="):  # WikiText section headings

@@ -38,6 +38,21 @@ class ModelSpec:
     options: dict = field(default_factory=dict)
 
 
+def split_model_names(value: str) -> list[str]:
+    """`--models a,synthetic:bias=0.8,seed=0,b` -> ['a', 'synthetic:bias=0.8,seed=0', 'b']: a comma starts a new
+    model name unless what follows is a `key=value` option of the previous `kind:...` name."""
+    names: list[str] = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        key, eq, _ = part.partition("=")
+        if names and eq and ":" in names[-1] and key.strip().isidentifier():
+            names[-1] += "," + part
+        else:
+            names.append(part)
+    return names
+
+
 def parse_model_name(name: str) -> ModelSpec:
     if name in ALIASES:
         return ModelSpec(name, "hf", ALIASES[name])

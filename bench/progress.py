@@ -13,8 +13,8 @@ class StageLine:
     """The tqdm calls bench uses (update, set_postfix, set_description, iteration, context manager, close),
     printing one line when the stage is done."""
 
-    def __init__(self, iterable=None, total=None, desc: str = "", stream=None, **_ignored):
-        self.iterable, self.desc, self.n = iterable, desc, 0
+    def __init__(self, iterable=None, total=None, desc: str = "", initial: int = 0, stream=None, **_ignored):
+        self.iterable, self.desc, self.n = iterable, desc, initial
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.total, self.postfix, self.stream = total, "", stream or sys.stderr

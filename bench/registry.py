@@ -113,16 +113,156 @@ def method_chain(spec: str) -> list[str]:
 
 def make_method(name: str, options: dict | None = None):
     cls = METHODS.get(name)
-    return _construct(cls, options or {}, f"method {name!r}")
+    return _construct(cls, options or {}, f"method {name!r}", METHODS.canonical(name))
 
 
 def make_metric(name: str, options: dict | None = None):
     cls = METRICS.get(name)
-    return _construct(cls, options or {}, f"metric {name!r}")
+    return _construct(cls, options or {}, f"metric {name!r}", METRICS.canonical(name))
 
 
-def _construct(cls, options: dict, what: str):
+def _construct(cls, options: dict, what: str, prefix: str | None = None):
+    options = check_options(cls, options, what, prefix or getattr(cls, "name", "") or cls.__name__)
     try:
         return cls(**options)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise BenchError(f"bad options for {what}: {e}") from None
+
+
+# ---- option checking -----------------------------------------------------------------------------------
+# A plugin's options are its constructor's keyword arguments. Before the constructor runs, every given value is
+# checked against the parameter's type annotation (int, float, bool, str, Optional[...], X | None, list[...],
+# tuple[...], Sequence[...], Literal[...], dict); an unannotated parameter takes the type of its default when
+# that is a bool, int, float or str. bools are never ints; ints are accepted for floats. For an optional
+# integer (`int | None`) the string "auto" means None (the device or paper default).
+# Ranges: a plugin declares `bounds = {"param": (low, high)}` as a class attribute (inclusive; None for
+# unbounded, inherited by subclasses); a value outside is refused. Anything further is checked in
+# `__init__` by raising BenchError. Every message names the option as the user writes it (PLUGIN.PARAM).
+
+_MISSING = object()
+
+
+def _type_name(hint) -> str:
+    import typing
+
+    origin = typing.get_origin(hint)
+    if hint is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if _is_union(hint):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
+    base = origin or hint
+    if base in names:
+        return names[base]
+    if base in (list, tuple) or getattr(base, "__name__", "") in ("Sequence", "Iterable", "Collection"):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return f"a list of {_type_name(args[0]).removeprefix('an ').removeprefix('a ')}s" if args else "a list"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _is_union(hint) -> bool:
+    import types
+    import typing
+
+    return typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType)
+
+
+def _conforms(value, hint) -> bool:
+    import collections.abc as cabc
+    import math
+    import typing
+
+    if hint is typing.Any or hint is _MISSING or hint is inspect_empty():
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(hint))
+    if _is_union(hint):
+        return any(_conforms(value, a) for a in typing.get_args(hint))
+    base = origin or hint
+    if base is bool:
+        return isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if base is str:
+        return isinstance(value, str)
+    if base is dict or base is cabc.Mapping:
+        return isinstance(value, dict)
+    if base in (list, tuple, cabc.Sequence, cabc.Iterable, cabc.Collection):
+        if isinstance(value, str):
+            return base in (cabc.Sequence, cabc.Iterable, cabc.Collection) and all(
+                _conforms(value, a) for a in typing.get_args(hint)[:1])  # a lone string for Sequence[str]
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return not args or all(_conforms(v, args[0]) for v in value)
+    if isinstance(base, type):
+        return isinstance(value, base) or base.__module__ not in ("builtins", "typing", "collections.abc")
+    return True  # a type this checker does not know: left to the constructor
+
+
+def inspect_empty():
+    import inspect
+
+    return inspect.Parameter.empty
+
+
+def _hints(cls) -> dict:
+    import inspect
+    import typing
+
+    init = cls.__init__
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # an annotation that does not resolve: check by defaults only
+        hints = {}
+    out = {}
+    for name, p in inspect.signature(init).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        hint = hints.get(name, _MISSING)
+        if hint is _MISSING and type(p.default) in (bool, int, float, str):
+            hint = float if type(p.default) is float else type(p.default)
+        out[name] = hint
+    return out
+
+
+def check_options(cls, options: dict, what: str, prefix: str) -> dict:
+    """Type- and range-checks `options` for `cls`'s constructor; returns them with "auto" turned into None
+    where that is what it means. Raises BenchError naming PLUGIN.PARAM."""
+    import inspect
+    import math
+    import typing
+
+    if not isinstance(options, dict):
+        raise BenchError(f"options for {what} must be a table of PARAM = VALUE, got {options!r}")
+    params = inspect.signature(cls.__init__).parameters
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    hints = _hints(cls)
+    unknown = [k for k in options if k not in hints]
+    if unknown and not open_ended:
+        valid = ", ".join(sorted(hints)) or "none"
+        raise BenchError(f"bad options for {what}: unknown option(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; "
+                         f"valid: {valid}")  # fmt: skip
+    bounds = getattr(cls, "bounds", None) or {}
+    out = {}
+    for key, value in options.items():
+        hint = hints.get(key, _MISSING)
+        if (value == "auto" and hint is not _MISSING and _is_union(hint) and type(None) in typing.get_args(hint)
+                and not _conforms(value, hint)):  # fmt: skip
+            value = None
+        if hint is not _MISSING and not _conforms(value, hint):
+            raise BenchError(f"{prefix}.{key} must be {_type_name(hint)}, got {value!r}")
+        if key in bounds and isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high = bounds[key]
+            if math.isnan(value) or (low is not None and value < low) or (high is not None and value > high):
+                rng = (f">= {low}" if high is None else f"<= {high}" if low is None else f"between {low} and {high}")
+                raise BenchError(f"{prefix}.{key} must be {rng}, got {value!r}")
+        out[key] = value
+    return out

@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench import __version__
+from bench import __version__, serialize
 from bench.api import Context, NotApplicable, Scores
-from bench.data import default_cache_dir, default_data_dir, fingerprint
+from bench.data import default_cache_dir, default_data_dir, file_fingerprints, fingerprint
 from bench.errors import BenchError, IdenticalSubject
 from bench.models import load_subject, resolve_device
-from bench.registry import METHODS, METRICS, make_method, make_metric, method_chain
+from bench.registry import METHODS, METRICS, check_options, make_method, make_metric, method_chain
 from bench.stats import StatsConfig, compare, interval
-from bench.store import Cache, RunStore, code_hash, stable_hash
+from bench.store import Cache, RunStore, code_hash, request_hash, stable_hash
 from bench.subject import Subject
 
 log = logging.getLogger("bench")
@@ -40,30 +40,86 @@ class RunRequest:
     progress: bool = True
 
     def normalised(self) -> "RunRequest":
-        """Canonical names, `base` first, duplicates removed; unknown names raise listing the valid ones."""
-        methods = ["base"] + [m for m in ("+".join(method_chain(s)) for s in self.methods) if m != "base"]
-        metrics = [METRICS.canonical(m) for m in self.metrics]
+        """Canonical names, `base` first, duplicates removed, `base` dropped inside a chain (base+inlp == inlp);
+        options, seed and stats type- and range-checked. Every bad input raises BenchError here, before any
+        model is loaded; unknown names raise listing the valid ones."""
         from bench.models import parse_model_name
 
+        chains = []
+        for spec in self.methods:
+            if not isinstance(spec, str):
+                raise BenchError(f"methods must be names, got {spec!r}")
+            chains.append("+".join([m for m in method_chain(spec) if m != "base"]) or "base")
+        methods = ["base"] + [c for c in chains if c != "base"]
+        metrics = [METRICS.canonical(m) for m in self.metrics]
         for m in self.models:
             parse_model_name(m)
-        for plugin in self.options:
-            if plugin not in METHODS and plugin not in METRICS:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise BenchError(f"seed must be a non-negative integer (--seed or a suite's `seed`), got {self.seed!r}")
+        stats = check_stats(self.stats, self.seed)
+        if not isinstance(self.options, dict):
+            raise BenchError(f"options must be a table of PLUGIN -> {{PARAM: VALUE}}, got {self.options!r}")
+        options: dict = {}
+        for plugin, values in self.options.items():
+            if plugin in METHODS:
+                name = METHODS.canonical(plugin)
+            elif plugin in METRICS:
+                name = METRICS.canonical(plugin)
+            else:
                 raise BenchError(f"option for unknown plugin {plugin!r}; options are given as METHOD.PARAM or METRIC.PARAM")
-        for chain in methods:  # bad options fail here, before any model is loaded
+            if not isinstance(values, dict):
+                raise BenchError(f"options for {plugin!r} must be a table of PARAM = VALUE, got {values!r}")
+            options.setdefault(name, {}).update(values)
+        for name, values in options.items():  # bad options fail here, before any model is loaded
+            registry, kind = (METHODS, "method") if name in METHODS else (METRICS, "metric")
+            options[name] = check_options(registry.get(name), values, f"{kind} {name!r}", name)
+        for chain in methods:
             for name in chain.split("+"):
-                make_method(name, self.options.get(name))
+                make_method(name, options.get(name))
         for name in metrics:
-            make_metric(name, self.options.get(name))
+            make_metric(name, options.get(name))
         return RunRequest(
             models=list(dict.fromkeys(self.models)), methods=list(dict.fromkeys(methods)),
             metrics=list(dict.fromkeys(metrics)), seed=self.seed, device=self.device, data_dir=self.data_dir,
-            cache_dir=self.cache_dir, options=self.options, stats=self.stats, progress=self.progress,
+            cache_dir=self.cache_dir, options=options, stats=stats, progress=self.progress,
         )  # fmt: skip
 
     def manifest(self) -> dict:
+        """What the run directory records. The hash ignores the order of models, methods and metrics (the
+        order given only sets the order of the tables), so the same run asked for in another order resumes."""
         request = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "progress", "device")}
-        return {"request": request, "request_hash": stable_hash(request), "bench": __version__}
+        return {"request": request, "request_hash": request_hash(request), "bench": __version__}
+
+
+def check_stats(stats: dict, seed: int = 0) -> dict:
+    """A suite's [stats] table or --resamples: only StatsConfig fields, typed and in range."""
+    import dataclasses
+    import math
+    import typing
+
+    from bench.registry import _conforms, _type_name
+
+    if not isinstance(stats, dict):
+        raise BenchError(f"[stats] must be a table of StatsConfig fields, got {stats!r}")
+    hints = typing.get_type_hints(StatsConfig)
+    fields = [f.name for f in dataclasses.fields(StatsConfig) if f.name != "seed"]
+    for key, value in stats.items():
+        if key == "seed":
+            raise BenchError("[stats] seed: the bootstrap uses the run's seed; set it with `seed =` or --seed")
+        if key not in fields:
+            raise BenchError(f"[stats] unknown key {key!r}; allowed: {', '.join(fields)}")
+        if not _conforms(value, hints[key]):
+            name = "--resamples" if key == "resamples" else f"[stats] {key}"
+            raise BenchError(f"{name} must be {_type_name(hints[key])}, got {value!r}")
+    if "resamples" in stats and stats["resamples"] < 1:
+        raise BenchError(f"--resamples (or [stats] resamples) must be >= 1, got {stats['resamples']!r}")
+    if "level" in stats and not (0 < stats["level"] < 1 and math.isfinite(stats["level"])):
+        raise BenchError(f"[stats] level must be between 0 and 1 (exclusive), got {stats['level']!r}")
+    try:
+        StatsConfig(seed=seed, **stats)
+    except (TypeError, ValueError) as e:
+        raise BenchError(f"[stats]: {e}") from None
+    return dict(stats)
 
 
 def versions() -> dict:
@@ -86,6 +142,22 @@ class Runner:
         self.rows: list[dict] = []
         self.errors: list[str] = []
         self._versions = versions()
+
+    def record_data(self, subject: Subject, ctx: Context) -> None:
+        """Fingerprints of every data file the run's plugins read for this model (and the model's own data
+        directory, e.g. the synthetic world's) into the manifest; a changed file refuses the resume."""
+        if self.store is None:
+            return
+        paths = [Path(subject.data_dir)] if subject.data_dir and Path(subject.data_dir).is_dir() else []
+        names = [("method", n) for chain in self.request.methods for n in chain.split("+")]
+        for kind, name in names + [("metric", n) for n in self.request.metrics]:
+            try:
+                make = make_method if kind == "method" else make_metric
+                files = make(name, self.request.options.get(name)).data_files(ctx)
+                paths += [p for p in files if Path(p).is_file() and Path(p).suffix != ".py"]  # code: see code_hash
+            except BenchError:  # missing data: the job that needs it reports it
+                continue
+        self.store.record_data(file_fingerprints(paths))
 
     # ---- contexts and subjects -----------------------------------------------------------------------
     def context(self, subject: Subject) -> Context:
@@ -112,7 +184,8 @@ class Runner:
             key = stable_hash({**cfg, "subject": subject.identity, "data": data, "code": code_hash(method)})
             t0 = time.perf_counter()
             artifact, cached = self.cache.get_or_create(
-                "artifacts", name, key, lambda: method.fit(subject, ctx), method.save_artifact, method.load_artifact
+                "artifacts", name, key, lambda: method.fit(subject, ctx), method.save_artifact, method.load_artifact,
+                warn=self._cache_warning,
             )
             self.echo(f"  {name}: {'cached artifact' if cached else f'fitted in {time.perf_counter() - t0:.1f}s'}")
             new = method.apply(subject, artifact)
@@ -131,9 +204,18 @@ class Runner:
         key = stable_hash({
             "metric": metric_name, "config": metric.config(), "subject": subject.identity,
             "data": fingerprint(files) if files else "", "code": code_hash(metric), "seed": ctx.seed,
+            "format": serialize.FORMAT,
         })  # fmt: skip
-        scores, _ = self.cache.pickled("scores", metric_name, key, lambda: metric.score(subject, ctx))
+        allowed = serialize.plugin_packages(metric)  # the statistics resolve only to the metric's own code (or bench)
+        scores, _ = self.cache.get_or_create(
+            "scores", metric_name, key, lambda: metric.score(subject, ctx),
+            lambda v, p: serialize.save_scores(v, p, allowed), lambda p: serialize.load_scores(p, allowed),
+            warn=self._cache_warning,
+        )  # fmt: skip
         return scores
+
+    def _cache_warning(self, message: str) -> None:
+        self.echo(f"  warning: {message}")
 
     # ---- rows --------------------------------------------------------------------------------------------
     def _rows(self, model, subject, metric_name, scores, base_scores, runtime, note="") -> list[dict]:
@@ -151,7 +233,7 @@ class Runner:
             return [dict(common, submetric=None, status="n/a", value=None, ci_low=None, ci_high=None, n=None,
                          resamples=None, delta=None, delta_low=None, delta_high=None, significant=None)]  # fmt: skip
         rows = []
-        notes = getattr(scores, "notes", None) or {}  # Scores pickled before `notes` existed lack it
+        notes = scores.notes or {}
         for sub, est in scores.estimates.items():
             iv = interval(est, self.stats)
             row = dict(common, submetric=sub, status="ok", value=iv.value, ci_low=iv.low, ci_high=iv.high, n=iv.n,
@@ -180,6 +262,7 @@ class Runner:
         for model in req.models:
             base = self.load_model(model)
             ctx = self.context(base)
+            self.record_data(base, ctx)
             base_scores: dict[str, Scores | None] = {}
             for chain in req.methods:
                 todo = [m for m in req.metrics if not (self.store and self.store.done(model, chain, m, req.seed))]

@@ -34,7 +34,9 @@ def suite_names() -> list[str]:
 def load_suite(name: str) -> dict:
     path = Path(name)
     if path.suffix == ".toml" and path.is_file():
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        from bench.data import read_text
+
+        text, where = read_text(path), str(path)
     else:
         entry = resources.files("suites") / f"{name}.toml"
         if not entry.is_file():
@@ -50,4 +52,19 @@ def load_suite(name: str) -> dict:
     for key in ("models", "methods", "metrics"):
         if key in suite and not (isinstance(suite[key], list) and all(isinstance(x, str) for x in suite[key])):
             raise BenchError(f"{where}: {key} must be a list of strings")
+    seed = suite.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise BenchError(f"{where}: seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(suite.get("stats", {}), dict):
+        raise BenchError(f"{where}: [stats] must be a table")
+    options = suite.get("options", {})
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise BenchError(f"{where}: options must be tables, e.g. [options.inlp] with n_iterations = 20")
+    if "stats" in suite:
+        from bench.runner import check_stats
+
+        try:
+            check_stats(suite["stats"], seed)
+        except BenchError as e:
+            raise BenchError(f"{where}: {e}") from None
     return suite

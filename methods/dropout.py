@@ -79,6 +79,7 @@ class Dropout(MLMTrainingDebiaser):
     label = "Dropout"
     group = 2
     quick = {"max_steps": 20}  # conformance suite: a short fit on the synthetic world
+    bounds = {**MLMTrainingDebiaser.bounds, "hidden_dropout": (0.0, 1.0), "attention_dropout": (0.0, 1.0)}
 
     def __init__(
         self,

@@ -101,6 +101,8 @@ class INLP(Debiaser):
     group = 2
     changes = "representation"
     quick = {"n_iterations": 4, "per_class": 150}
+    bounds = {"n_iterations": (1, None), "per_class": (1, None), "max_removed_fraction": (0.0, 1.0), "min_tokens": (0, None),
+              "min_accuracy": (0.0, 1.0), "batch_size": (1, None), "max_length": (1, None)}  # fmt: skip
 
     def __init__(
         self, n_iterations: int = 80, per_class: int = 10000, max_removed_fraction: float | None = PAPER_REMOVED_FRACTION,

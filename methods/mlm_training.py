@@ -202,10 +202,32 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    from bench.store import atomic_path
+    """Resumable training state as data (safetensors + JSON, bench.serialize), never a pickle."""
+    from bench.serialize import save_data
+    from bench.store import atomic_dir
 
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_dir(path) as tmp:
+        save_data(payload, tmp)
+
+
+def _load_checkpoint(path: Path, desc: str) -> dict | None:
+    """The checkpoint at `path`, or None (reported and removed) when it cannot be read."""
+    import logging
+
+    from bench.serialize import load_data
+    from bench.store import remove_dir
+
+    try:
+        state = load_data(path)
+        if not isinstance(state, dict):
+            raise ValueError("not a training state")
+        return state
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint: start over
+        logging.getLogger("bench").warning(
+            f"{desc}: damaged checkpoint {path} ({type(e).__name__}: {str(e)[:200]}); removed, training from the start"
+        )
+        remove_dir(path)
+        return None
 
 
 def train_mlm(
@@ -236,7 +258,7 @@ def train_mlm(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=cfg.max_steps)
     data_key = _data_key(data, cfg)
-    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
+    ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir is not None else None
     per_step = cfg.batch_size * cfg.grad_accum
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -248,8 +270,8 @@ def train_mlm(
     with torch.random.fork_rng(devices=fork_devices):  # dropout randomness, without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         start = 0
-        if ckpt is not None and ckpt.is_file():
-            state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = _load_checkpoint(ckpt, desc) if ckpt is not None and ckpt.exists() else None
+        if state is not None:
             if state.get("data_key") == data_key:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
@@ -382,6 +404,8 @@ class MLMTrainingDebiaser(Debiaser):
     """
 
     changes = "weights"
+    bounds = {"max_steps": (1, None), "batch_size": (1, None), "grad_accum": (1, None), "max_seq_length": (1, None), "lr": (0.0, None),
+              "checkpoint_every": (1, None), "max_lines": (1, None)}  # fmt: skip
 
     # Subclasses list every constructor argument explicitly (they are the method's config) and call this.
     def _init_training(self, *, max_steps, batch_size, grad_accum, max_seq_length, lr, line_by_line, seed, precision,
@@ -472,6 +496,6 @@ class MLMTrainingDebiaser(Debiaser):
         from transformers import AutoModelForMaskedLM
 
         path = Path(path)
-        model = AutoModelForMaskedLM.from_pretrained(path).eval()
+        model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True).eval()  # never a pickled .bin
         history = json.loads((path / "training_history.json").read_text(encoding="utf-8"))
         return FittedWeights(model=model, history=history)

@@ -111,6 +111,7 @@ class SelfDebias(Debiaser):
     changes = "output"
     serves = frozenset({MLM})
     quick: dict = {}
+    bounds = {"decay_constant": (0.0, None), "epsilon": (0.0, None)}
 
     def __init__(self, prompts: tuple[str, ...] | list[str] | str = (GENDER_PROMPT,), decay_constant: float = 50.0,
                  epsilon: float = 0.01):  # fmt: skip

@@ -50,6 +50,7 @@ class SentenceDebias(Debiaser):
     group = 2
     changes = "representation"
     quick = {"max_pairs": 300}
+    bounds = {"n_components": (1, None), "max_pairs": (1, None), "batch_size": (1, None), "max_length": (1, None)}
 
     def __init__(
         self, n_components: int = 1, max_pairs: int | None = None, lowercase: bool = True, corpus: str | None = None,

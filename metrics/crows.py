@@ -9,13 +9,19 @@ N. CrowS = 100 * #biased / N (ideal 50). Bootstrap unit: the pairs (one stratum)
 Variants (option `variant`):
 - "likelihood" (default; Meade et al. 2022, bias-bench): the positions in the non-"equal" opcodes (the tokens
   that differ) are masked one at a time; score = mean log P(original token). A sentence without any
-  differing token (possible only when one sentence is the other plus insertions) has no score (NaN), so its
-  pair is neither biased nor neutral but counts in N — as in bias-bench.
+  differing token (one sentence is the other plus insertions, or the two are identical) has no score. Option
+  `no_diff` says what happens to such a pair:
+  - "skip" (default, as bias-bench: `if not template1 or not template2: continue` before `N += 1` in
+    McGill-NLP/bias-bench bias_bench/benchmark/crows/crows.py): the pair counts neither in N nor in the score
+    and is left out of the items; `extras["skipped"]` says how many were left out;
+  - "count" (this project's earlier rule): the pair stays, with a NaN score, neither biased nor neutral, so it
+    counts in N as not biased.
+  The real file's gender rows have no such pair; some rows of other bias types do.
 - "pll" (Nangia et al. 2020, the original CrowS-Pairs metric, "pseudo-log-likelihood"): the tokens the two
   sentences share (the "equal" opcodes), apart from special tokens, are masked one at a time, in each sentence
   with its own modified tokens left visible; score = sum of log P(original token) — i.e. the probability of the
   unmodified tokens conditioned on the modified ones, so the comparison is not biased by how frequent the
-  modified words themselves are.
+  modified words themselves are. Every pair has a score here (`no_diff` does not apply).
 
 RoBERTa-style (byte-level BPE) tokenizers encode " " + sentence, so the first word has the same leading-space
 form as every other word (SPEC §0.5); bias-bench encodes the sentence as it is.
@@ -40,6 +46,7 @@ from bench.batching import optional_int
 from bench.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
 
 VARIANTS = ("likelihood", "pll")
+NO_DIFF_RULES = ("skip", "count")
 DIRECTIONS = ("stereo", "antistereo")
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 
@@ -105,6 +112,7 @@ class CrowS(Metric):
 
     requires = MLM
     columns = (Column("CrowS", "crows", "50", 30),)
+    bounds = {"batch_size": (1, None), "batch_tokens": (1, None)}
 
     def __init__(
         self,
@@ -113,9 +121,13 @@ class CrowS(Metric):
         variant: str = "likelihood",
         batch_size: int | None = None,
         batch_tokens: int | None = None,
+        no_diff: str = "skip",
     ):
         if variant not in VARIANTS:
             raise BenchError(f"CrowS variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        if no_diff not in NO_DIFF_RULES:
+            raise BenchError(f"CrowS no_diff must be one of {', '.join(NO_DIFF_RULES)}, got {no_diff!r}")
+        self.no_diff = no_diff
         self.file = file
         self.bias_type = bias_type
         self.variant = variant
@@ -186,5 +198,12 @@ class CrowS(Metric):
                 "neutral": more == less,
             }
         )
-        extras = {"neutral": float(100.0 * items["neutral"].mean())}  # % of tied pairs
+        extras = {}
+        if self.variant == "likelihood" and self.no_diff == "skip":
+            lacking = (count == 0).any(axis=1)  # a sentence without differing tokens: bias-bench skips the pair
+            extras["skipped"] = float(lacking.sum())
+            if lacking.all():
+                raise DataError(f"{path}: no pair of bias_type {self.bias_type!r} has differing tokens in both sentences")
+            items = items[~lacking].reset_index(drop=True)
+        extras["neutral"] = float(100.0 * items["neutral"].mean())  # % of tied pairs
         return Scores(metric=self.name or "crows", estimates=crows_estimates(items), items=items, extras=extras)

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.data import open_text
 from bench.errors import BenchError, DataError
 
 HUB_DATASET = "nyu-mll/glue"
@@ -183,7 +184,7 @@ def read_tsv(task: GlueTask, path: Path, split: str) -> Split:
     """One classic glue_data TSV (tab-separated, no quoting); DataError names file and row of a bad record."""
     texts: list[list[str]] = [[] for _ in task.text_columns]
     labels: list = []
-    with open(path, encoding="utf-8-sig", newline="") as f:  # MRPC files start with a byte-order mark
+    with open_text(path, encoding="utf-8-sig", newline="") as f:  # MRPC files start with a byte-order mark
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if task.header:
             header = next(reader, None) or []

@@ -202,6 +202,7 @@ class SEAT(Metric):
     requires = EMBED
     columns = (Column("SEAT", "seat", "0", 20),)
     quick = {"n_permutations": 1000}
+    bounds = {"n_permutations": (1, None), "batch_size": (1, None), "batch_tokens": (1, None)}
 
     def __init__(
         self,

@@ -263,6 +263,7 @@ class StereoSet(Metric):
     requires = MLM
     aliases = ("ss", "lms", "icat")
     columns = (Column("SS", "ss_gender", "50", 10), Column("LMS", "lms", "max", 40))
+    bounds = {"batch_size": (1, None), "batch_tokens": (1, None)}
 
     def __init__(
         self, file: str = "stereoset/dev.json", batch_size: int | None = None, batch_tokens: int | None = None

@@ -285,7 +285,7 @@ def test_training_is_deterministic_and_resumes_exactly(tokenizer, tmp_path):
     ckpt = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
         run(ckpt, stop_at=3)  # a checkpoint after step 2, then interrupted
-    assert (ckpt / "checkpoint.pt").is_file()
+    assert (ckpt / "checkpoint" / "data.json").is_file()
     resumed, history = run(ckpt)
     assert history.resumed_from == 2
     assert history.losses == pytest.approx(ref_history.losses, abs=0)

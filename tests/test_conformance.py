@@ -16,6 +16,7 @@ import torch
 from bench.api import ALL_CAPABILITIES, Column, Debiaser, Metric, NotApplicable, Scores
 from bench.registry import METHODS, METRICS
 from bench.stats import StatsConfig, interval
+from stored_scores import assert_identical, round_trip
 
 METHOD_NAMES = METHODS.names()
 METRIC_NAMES = METRICS.names()
@@ -63,8 +64,9 @@ def _param_snapshot(model):
 def test_method_behaviour_on_synthetic(name, synthetic, tmp_path):
     from bench.runner import Runner, RunRequest
 
+    lines: list[str] = []
     runner = Runner(RunRequest(models=["synthetic"], methods=[name], metrics=[], device="cpu",
-                               options={name: dict(METHODS.get(name).quick)}, progress=False), echo=lambda m: None)  # fmt: skip
+                               options={name: dict(METHODS.get(name).quick)}, progress=False), echo=lines.append)  # fmt: skip
     ctx = runner.context(synthetic)
     before = _param_snapshot(synthetic.model)
     out = runner.debias(synthetic, name, ctx)  # raises IdenticalSubject if nothing changed
@@ -74,6 +76,12 @@ def test_method_behaviour_on_synthetic(name, synthetic, tmp_path):
     assert not out.same_as(synthetic)
     assert out.capabilities <= METHODS.get(name).serves
     assert out.method == name and out.identity != synthetic.identity
+    # the artifact is stored as data (never a pickle) and loads back from the cache to the same subject
+    again = runner.debias(synthetic, name, ctx)
+    assert f"  {name}: cached artifact" in lines and not any("damaged" in line for line in lines), lines
+    assert again.identity == out.identity and not again.same_as(synthetic)
+    if METHODS.get(name).changes == "weights":
+        assert again.same_as(out)
 
 
 @pytest.mark.slow
@@ -91,7 +99,9 @@ def test_metric_behaviour_on_synthetic(name, synthetic):
     assert isinstance(scores, Scores)
     for col in cls.columns:
         assert col.submetric in scores.estimates
-    scores = pickle.loads(pickle.dumps(scores))
+    again = round_trip(scores)  # the runner caches Scores as data (bench.serialize), never a pickle
+    assert_identical(scores, again)
+    scores = again
     cfg = StatsConfig(resamples=50)
     for sub, est in scores.estimates.items():
         point = est.point()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from bench.api import Context
 from bench.errors import BenchError, DataError
 from bench.registry import make_metric
 from bench.stats import StatsConfig, interval
+from stored_scores import assert_identical, round_trip
 from metrics.crows import CrowS, crows_estimates, load_pairs, masked_positions
 from tiny_mlms import SUBJECTS, bert_subject, roberta_subject, single_thread  # noqa: F401 (autouse)
 
@@ -147,7 +147,7 @@ def test_direction_ties_and_aggregation(data_dir, tmp_path):
     path = write_crows(tmp_path / "hand.csv", [
         {"sent_more": m, "sent_less": l, "stereo_antistereo": d, "bias_type": "gender"} for m, l, d in rows
     ])  # fmt: skip
-    scores = CrowS(file=str(path)).score(scripted, ctx_for(data_dir, tmp_path))
+    scores = CrowS(file=str(path), no_diff="count").score(scripted, ctx_for(data_dir, tmp_path))
     assert list(scores.items["biased"]) == [True, False, True, False, False, False]
     assert list(scores.items["neutral"]) == [False, False, False, False, True, False]
     assert np.isnan(scores.items["raw_more"][5]) and scores.items["masked_more"][5] == 0
@@ -158,6 +158,45 @@ def test_direction_ties_and_aggregation(data_dir, tmp_path):
     # PLL scores the shared tokens instead: identical sentences tie; here "good" vs "bad" are not scored at all
     pll = CrowS(file=str(path), variant="pll").score(scripted, ctx_for(data_dir, tmp_path))
     assert pll.items["neutral"].all() and list(pll.items["masked_more"]) == [3, 3, 3, 3, 3, 4]
+
+
+def test_pairs_without_differing_tokens_skipped_as_bias_bench_or_counted(data_dir, tmp_path):
+    """bias-bench (McGill-NLP/bias-bench, benchmark/crows/crows.py) skips a pair when either sentence has no
+    differing token (`if not template1 or not template2: continue`, before `N += 1`): it counts neither in N nor
+    in the score. That is the default (no_diff="skip"); no_diff="count" keeps it in N as not biased."""
+    subject = bert_subject(str(data_dir))
+    tok = subject.tokenizer
+    fixed = torch.zeros(subject.model.config.vocab_size)
+    fixed[tok.convert_tokens_to_ids("good")], fixed[tok.convert_tokens_to_ids("bad")] = 10.0, -10.0
+    scripted = subject.with_logits_transform(lambda s, i, a, rows, c, logits: fixed.expand(len(rows), -1))
+    rows = [
+        ("it is good .", "it is bad .", "stereo"),  # biased
+        ("it is bad .", "it is good .", "stereo"),  # not biased
+        ("we are good .", "we are bad .", "antistereo"),  # biased
+        ("it is good .", "it is very good .", "stereo"),  # sent_more is sent_less minus an insertion: no diff
+        ("it was fine .", "it was fine .", "antistereo"),  # identical: no differing token in either
+    ]
+    path = write_crows(tmp_path / "nodiff.csv", [
+        {"sent_more": m, "sent_less": l, "stereo_antistereo": d, "bias_type": "gender"} for m, l, d in rows
+    ])  # fmt: skip
+    assert masked_positions((1, 2, 3), (1, 2, 9, 3), differing=True) == ([], [2])
+    ctx = ctx_for(data_dir, tmp_path)
+    skip = CrowS(file=str(path)).score(scripted, ctx)
+    assert list(skip.items["row"]) == [2, 3, 4] and skip.extras["skipped"] == 2
+    assert skip.estimates["crows"].point() == pytest.approx(100 * 2 / 3)  # N = 3
+    assert skip.estimates["crows_stereo"].point() == pytest.approx(100 * 1 / 2)
+    assert skip.estimates["crows_antistereo"].point() == pytest.approx(100.0)
+    count = CrowS(file=str(path), no_diff="count").score(scripted, ctx)
+    assert len(count.items) == 5 and "skipped" not in count.extras
+    assert list(count.items["biased"]) == [True, False, True, False, False]
+    assert count.estimates["crows"].point() == pytest.approx(100 * 2 / 5)  # N = 5
+    assert count.estimates["crows_antistereo"].point() == pytest.approx(100 * 1 / 2)
+    # PLL scores the shared tokens, which every pair has: nothing is skipped
+    assert len(CrowS(file=str(path), variant="pll").score(scripted, ctx).items) == 5
+    only = write_crows(tmp_path / "only.csv", [{"sent_more": "a b .", "sent_less": "a b .",
+                                                "stereo_antistereo": "stereo", "bias_type": "gender"}])  # fmt: skip
+    with pytest.raises(DataError, match="differing tokens"):
+        CrowS(file=str(only)).score(scripted, ctx)
 
 
 def test_bootstrap_statistic_is_vectorised_correctly():
@@ -194,17 +233,20 @@ def test_representation_transform_is_respected(data_dir, subset, tmp_path):
 # ---- plugin plumbing and bad input ---------------------------------------------------------------------------
 
 
-def test_options_registry_and_pickling(data_dir, subset, tmp_path):
+def test_options_registry_and_stored_scores(data_dir, subset, tmp_path):
     path = write_crows(tmp_path / "few.csv", subset[:5])
     metric = make_metric("crows", {"file": str(path), "variant": "pll"})
     assert metric.config() == {"file": str(path), "bias_type": "gender", "variant": "pll", "batch_size": None,
-                               "batch_tokens": None}
+                               "batch_tokens": None, "no_diff": "skip"}
     scores = metric.score(bert_subject(str(data_dir)), ctx_for(data_dir, tmp_path))
-    again = pickle.loads(pickle.dumps(scores))
+    again = round_trip(scores, tmp_path / "stored")  # the runner caches Scores as data, never a pickle
+    assert_identical(scores, again)
     cfg = StatsConfig(resamples=50)
     assert interval(again.estimates["crows"], cfg) == interval(scores.estimates["crows"], cfg)
     with pytest.raises(BenchError, match="variant"):
         CrowS(variant="nangia")
+    with pytest.raises(BenchError, match="no_diff"):
+        CrowS(no_diff="drop")
 
 
 def test_bias_type_selection(data_dir, tmp_path):

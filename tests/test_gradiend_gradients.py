@@ -24,15 +24,27 @@ def _hf_grad(subject, params, batch, labels):
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params.params)])
 
 
+# These tests state mathematical identities (two ways of computing the same gradient), so the models run in
+# float64: in float32 the two summation orders differ by rounding that depends on the CPU's vector width and the
+# thread count (3.3124 vs 3.3125 was seen at rtol 1e-5). In float64 the differences are ~1e-13 relative or
+# less (measured <= 1.1e-13 on AMD EPYC AVX-512 with 1 or 3 threads and ATEN_CPU_CAPABILITY=default), so a
+# tolerance of TOL = 1e-9 (relative to the largest gradient entry) holds with a margin ~1e4 on any
+# machine, while any real error (a missed term, a wrong sign, a wrong label) is O(1) relative.
+TOL = 1e-9
+
+
 @pytest.fixture(scope="module")
 def bert():
-    return tiny_subject(hidden=32, layers=2)
+    subject = tiny_subject(hidden=32, layers=2)
+    subject.model.double()
+    return subject
 
 
 @pytest.fixture(scope="module")
 def roberta(tmp_path_factory):
     tok = train_roberta_tokenizer(SHARED_DATA, tmp_path_factory.mktemp("bpe"), vocab_size=800, max_lines=600)
-    return Subject(model=tiny_roberta(tok, hidden=32, layers=2), tokenizer=tok, name="tiny-roberta", source="test:roberta")
+    model = tiny_roberta(tok, hidden=32, layers=2).double()
+    return Subject(model=model, tokenizer=tok, name="tiny-roberta", source="test:roberta")
 
 
 @pytest.mark.parametrize("which", ["bert", "roberta"])
@@ -48,8 +60,9 @@ def test_one_forward_two_backward_equals_two_passes(which, request):
         g_pos = _hf_grad(subject, params, batch, batch.labels)
         g_neg = _hf_grad(subject, params, batch, batch.counter)
         scale = g_pos.abs().max()
-        assert torch.allclose(x, g_pos, rtol=0, atol=1e-6 * scale)
-        assert torch.allclose(t, g_pos - g_neg, rtol=0, atol=1e-6 * scale)
+        assert x.dtype == torch.float64
+        assert torch.allclose(x, g_pos, rtol=0, atol=TOL * scale)
+        assert torch.allclose(t, g_pos - g_neg, rtol=0, atol=TOL * scale)
         assert x.data_ptr() == pair.x.data_ptr()  # the preallocated buffers, every step
     assert all(p.grad is None for p in subject.model.parameters())
     assert all(p.requires_grad for p in subject.model.parameters())
@@ -75,7 +88,7 @@ def test_directional_derivatives_equal_per_example_gradients(which, request):
     params = ParamSet.select(subject.model)
     rows = gender_rows(TRAIN[:4], NAMES["test"], subject.tokenizer, roberta=which == "roberta")
     batch = collate([r.example for r in rows], subject.tokenizer.pad_token_id)
-    direction = torch.randn(params.n, generator=torch.Generator().manual_seed(0))
+    direction = torch.randn(params.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     impl = subject.model.config._attn_implementation
     got = directional_derivatives(subject, params, direction, batch)
     assert subject.model.config._attn_implementation == impl
@@ -85,4 +98,5 @@ def test_directional_derivatives_equal_per_example_gradients(which, request):
         want.append(torch.dot(_hf_grad(subject, params, one, one.labels), direction))
     want = torch.stack(want)
     assert got.shape == (len(rows),)
-    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * want.abs().max())
+    assert got.dtype == torch.float64
+    assert torch.allclose(got, want, rtol=TOL, atol=TOL * want.abs().max())

@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import pickle
 import statistics
 
 import numpy as np
@@ -15,6 +14,7 @@ from bench.api import Context
 from bench.errors import BenchError, DataError
 from bench.registry import METRICS
 from bench.stats import StatsConfig, bootstrap_indices, interval
+from stored_scores import assert_identical, round_trip
 from metrics.seat import (
     GENDER_TESTS,
     SEAT,
@@ -204,7 +204,7 @@ def test_dimension_bootstrap_equals_explicit_resampling():
 
 
 @pytest.mark.parametrize("unit", ["sentences", "dimensions"])
-def test_bootstrap_ci_contains_point_and_scores_pickle(unit, bert_subject, data_dir, tmp_path):
+def test_bootstrap_ci_contains_point_and_scores_round_trip(unit, bert_subject, data_dir, tmp_path):
     tests = ("sent-weat6", "sent-weat8b")
     scores = SEAT(tests=tests, n_permutations=500, bootstrap=unit).score(bert_subject, ctx_for(data_dir, tmp_path))
     hidden = bert_subject.model.config.hidden_size
@@ -217,8 +217,8 @@ def test_bootstrap_ci_contains_point_and_scores_pickle(unit, bert_subject, data_
     for name in tests:
         ivt = interval(scores.estimates[f"d:{name}"], StatsConfig(resamples=300, seed=0))
         assert ivt.low <= ivt.value <= ivt.high
-    again = pickle.loads(pickle.dumps(scores))  # the runner caches Scores with pickle
-    assert again.estimates["seat"].point() == pytest.approx(est.point(), abs=1e-15)
+    again = round_trip(scores, tmp_path / "stored")  # the runner caches Scores as data, never a pickle
+    assert_identical(scores, again)
 
 
 # ---- (d) representation transforms are respected --------------------------------------------------------

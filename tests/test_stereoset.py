@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 import reference_scorers as ref
+from stored_scores import assert_identical, round_trip
 from bench.api import Context
 from bench.errors import DataError
 from bench.registry import METRICS, make_metric
@@ -307,7 +307,7 @@ def test_representation_transform_changes_scores_as_the_reference_does(data_dir,
 # ---- plugin plumbing -----------------------------------------------------------------------------------------
 
 
-def test_registry_aliases_options_and_pickling(data_dir, subset, tmp_path):
+def test_registry_aliases_options_and_stored_scores(data_dir, subset, tmp_path):
     assert METRICS.canonical("ss") == METRICS.canonical("lms") == METRICS.canonical("icat") == "stereoset"
     path = write_stereoset(tmp_path / "few.json", subset[:6])
     metric = make_metric("ss", {"file": str(path), "batch_size": 8})
@@ -316,7 +316,8 @@ def test_registry_aliases_options_and_pickling(data_dir, subset, tmp_path):
     assert metric.data_files(ctx) == [path]
     scores = metric.score(bert_subject(str(data_dir)), ctx)
     assert scores.metric == "stereoset"
-    again = pickle.loads(pickle.dumps(scores))
+    again = round_trip(scores, tmp_path / "stored")  # the runner caches Scores as data, never a pickle
+    assert_identical(scores, again)
     cfg = StatsConfig(resamples=50)
     assert interval(again.estimates["lms"], cfg) == interval(scores.estimates["lms"], cfg)
     assert [c.submetric for c in StereoSet.columns] == ["ss_gender", "lms"]

@@ -52,6 +52,7 @@ def test_paper_suite_is_the_papers_main_table():
 
 def test_demo_suite_is_the_readme_demo():
     suite = load_suite("demo")
-    assert suite["models"] == ["synthetic"] and suite["methods"] == ["base"]
+    assert suite["models"] == ["synthetic"]
+    assert suite["methods"] == ["base", "gradiend-bpi", "inlp", "gradiend-bpi+inlp"]
     assert suite["metrics"] == ["stereoset", "seat", "crows"]
     assert all(m in METRICS for m in suite["metrics"])

@@ -227,7 +227,7 @@ def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
     else:
         print(f"warning: the synthetic world (bias={bias}, seed={seed}) did not fully learn its planted signal: "
               f"{figures}", file=sys.stderr)
-    model.save_pretrained(str(folder / "model"))
+    _quiet_save(model, folder / "model")
     tail = losses[-100:]
     curve = [round(sum(losses[i : i + 100]) / len(losses[i : i + 100]), 3) for i in range(0, len(losses), 100)]
     info = {
@@ -241,6 +241,19 @@ def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
                     "cpu": round(time.process_time() - cpu, 1)},
     }
     (folder / "world.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _quiet_save(model, folder: Path) -> None:
+    """save_pretrained without transformers' one-shard progress bar (noise in a log)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(str(folder))
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 # ---- the model loader of the registry (entry point bench.models: synthetic) -------------------------------

@@ -42,7 +42,7 @@ def _setup(model: str, device: str, data_dir, options, no_progress: bool):
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     subject = load_subject(model, device=resolve_device(device), data_dir=data_dir, cache_dir=default_cache_dir())
     ctx = Context(data_dir=Path(subject.data_dir) if subject.data_dir else data_dir, cache_dir=default_cache_dir(),
-                  device=str(subject.device), progress=not no_progress and sys.stderr.isatty())  # fmt: skip
+                  device=str(subject.device), progress=not no_progress)  # fmt: skip
     return method, subject, ctx
 
 

@@ -77,6 +77,11 @@ class GradiendDebiaser(Debiaser):
         "seeds": [0], "max_steps": 60, "eval_every": 20, "lr": 1e-2, "eps": 1e-4, "lms_max_sentences": 200,
         "h_values": [-1.0, 1.0], "alpha_values": [-0.05, -0.01, 0.01, 0.05],
     }  # fmt: skip
+    bounds: ClassVar[dict] = {
+        "lr": (0.0, None), "eps": (0.0, None), "weight_decay": (0.0, None), "batch_size": (1, None), "max_length": (1, None),
+        "max_steps": (1, None), "eval_every": (1, None), "eval_max_size": (1, None), "eval_batch_size": (1, None), "lms_max_sentences": (1, None),
+        "grid_batch_size": (1, None),
+    }  # fmt: skip
 
     def __init__(self, seeds=None, lr=None, eps=None, weight_decay=1e-2, batch_size=32, max_length=48, max_steps=None,
                  eval_every=None, eval_max_size=None, eval_batch_size=32, exclude=DEFAULT_EXCLUDE,
@@ -183,24 +188,19 @@ class GradiendDebiaser(Debiaser):
         return subject.with_model(model)
 
     def save_artifact(self, artifact: GradiendArtifact, path) -> None:
-        from safetensors.torch import save_file
+        from bench.serialize import save_tensors_and_json
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"delta": artifact.delta.contiguous()}, str(path / "delta.safetensors"))
-        artifact.grid.to_csv(path / "grid.csv", index=False)
         meta = {"criterion": artifact.criterion, "h": artifact.h, "alpha": artifact.alpha,
-                "signature": artifact.signature, "summary": artifact.summary}  # fmt: skip
-        (path / "artifact.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+                "signature": artifact.signature, "summary": json.loads(json.dumps(artifact.summary, default=str))}  # fmt: skip
+        save_tensors_and_json(path, {"delta": artifact.delta}, meta)
+        artifact.grid.to_csv(Path(path) / "grid.csv", index=False)
 
     def load_artifact(self, path) -> GradiendArtifact:
-        from safetensors.torch import load_file
+        from bench.serialize import load_tensors_and_json
 
-        path = Path(path)
-        meta = json.loads((path / "artifact.json").read_text())
-        delta = load_file(str(path / "delta.safetensors"))["delta"]
-        return GradiendArtifact(meta["criterion"], meta["h"], meta["alpha"], meta["signature"], delta,
-                                pd.read_csv(path / "grid.csv"), meta["summary"])  # fmt: skip
+        tensors, meta = load_tensors_and_json(path)
+        return GradiendArtifact(meta["criterion"], meta["h"], meta["alpha"], meta["signature"], tensors["delta"],
+                                pd.read_csv(Path(path) / "grid.csv"), meta["summary"])  # fmt: skip
 
 
 class GradiendBPI(GradiendDebiaser):
