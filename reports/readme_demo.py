@@ -22,7 +22,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def block(rows: list[dict]) -> str:
-    return f"{BEGIN}\n```\n{render_markdown(rows)}\n```\n{END}"
+    return f"{BEGIN}\n{render_markdown(rows)}\n{END}"
 
 
 def current_block(text: str) -> str:

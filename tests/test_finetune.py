@@ -37,7 +37,9 @@ def _split(texts, labels, name="x"):
     return Split(name, texts, None, np.asarray(labels))
 
 
-FAST = FinetuneConfig(epochs=6, lr=2e-3, batch_size=32, max_seq_length=32)
+# lr 2e-3 / batch 32 / 6 epochs sat on a plateau for some seeds (seeds 4, 5: accuracy 0.51, loss drop 0.006),
+# so whether the test passed depended on float32 rounding. With lr 1e-3, batch 16, 8 epochs every seed learns.
+FAST = FinetuneConfig(epochs=8, lr=1e-3, batch_size=16, max_seq_length=32)
 
 
 def _accuracy(subject, train_labels=None, seed=0):
@@ -50,15 +52,17 @@ def _accuracy(subject, train_labels=None, seed=0):
 
 
 def test_learns_a_separable_task(subject):
+    """Measured over fine-tuning seeds 0-4 (AMD EPYC, 1 thread): accuracy 1.0 for every seed (margin 0.1 over
+    0.9); loss drop from the first to the last epoch 0.567-0.624 (margin >= 0.36 over 0.2)."""
     acc, res = _accuracy(subject)
     assert acc >= 0.9
     assert res.epoch_loss[-1] < res.epoch_loss[0] - 0.2
-    assert res.steps == 6 * 8
+    assert res.steps == 8 * 16
 
 
 def test_chance_level_with_shuffled_labels(subject):
     acc, _ = _accuracy(subject, lambda y: np.random.default_rng(123).permutation(y))
-    assert abs(acc - 0.5) < 0.1  # 400 balanced dev examples: SD of chance accuracy 0.025
+    assert abs(acc - 0.5) < 0.1  # 400 balanced dev examples: SD of chance accuracy 0.025; seeds 0-4: 0.5125
 
 
 def test_deterministic_per_seed_and_caller_rng_untouched(subject):

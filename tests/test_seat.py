@@ -283,7 +283,11 @@ def test_bad_options():
 # ---- (e) the synthetic planted-bias world -----------------------------------------------------------------
 @pytest.mark.slow
 def test_planted_bias_gives_large_seat_random_weights_small(synthetic, synthetic_random, tmp_path):
-    """Measured on the world of generator "3" (seed 0, 1,000 resamples): trained SEAT 1.431 [1.280, 1.516];
+    """Pinned world (generator "4", weights c4e08cc04f5e687d, identical on every machine; 1,000 resamples):
+    trained 0.947 [0.793, 1.068], random-weight control 0.216 [0.154, 0.524], paired difference 0.731 [0.378,
+    0.828], per-test d 0.89-1.02 with p <= 2e-4. Thresholds (value > 0.75, paired low > 0.25, d > 0.5, p < 0.01)
+    leave >= 0.13 each; the old ones (value > 1.0, paired low > 0.5) were tuned on a world trained on one CPU.
+    Earlier, unpinned: on the world of generator "3" (seed 0, 1,000 resamples): trained SEAT 1.431 [1.280, 1.516];
     random weights 0.524 [0.245, 0.651] (mean |d| of random embeddings is not 0: SEAT's word sets have 8-16
     words, so sampling noise alone gives |d| ~ 0.5). The claim is "clearly above": the intervals do not overlap,
     the paired difference's CI lies above 0.5 and the planted model's value is more than twice the control's.
@@ -297,9 +301,9 @@ def test_planted_bias_gives_large_seat_random_weights_small(synthetic, synthetic
     iv_t, iv_r = interval(trained.estimates["seat"], cfg), interval(random.estimates["seat"], cfg)
     print(f"\nSEAT synthetic {iv_t}\nSEAT synthetic random {iv_r}")
     assert iv_t.low > iv_r.high  # the unpaired intervals do not overlap
-    assert iv_t.value > 1.0 and iv_t.value > 2 * iv_r.value
+    assert iv_t.value > 0.75 and iv_t.value > 2 * iv_r.value
     cmp = compare(trained.estimates["seat"], random.estimates["seat"], cfg)  # same sentences, same resamples
-    assert cmp.significant and cmp.low > 0.5
+    assert cmp.significant and cmp.low > 0.25
     for name in GENDER_TESTS:  # the planted direction: male ~ career/math/science in every test
         assert trained.estimates[f"d:{name}"].point() > 0.5
         assert trained.extras[f"p:{name}"] < 0.01

@@ -55,19 +55,28 @@ def bert_config(vocab_size: int, tokenizer, size: ModelSize = ModelSize()):
 
 
 def new_model(config, seed: int):
-    """A randomly initialised BertForMaskedLM, the same on every machine; the global RNG is left untouched.
-
-    BERT's initialisation (weight matrices and embeddings ~ N(0, initializer_range), biases 0, LayerNorm 1/0,
-    padding embedding 0), but the normal draws come from numpy's PCG64 generator in float64, rounded to float32:
-    torch's CPU `normal_` takes a vectorised path whose values depend on the CPU capability (AVX2/AVX-512 vs.
-    the default kernels), so it would give another random-weight control on another machine.
-    """
-    import numpy as np
+    """A BertForMaskedLM with transformers' random initialisation, the starting point of a world's training;
+    the global RNG is left untouched. torch's CPU `normal_` takes a vectorised path whose values depend on the
+    CPU capability, so this start (like the float32 training after it) differs between CPU kinds: the default
+    world is pinned for that reason (bench.synthetic.pinned)."""
     from transformers import BertForMaskedLM
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
+    return model.eval()
+
+
+def random_model(config, seed: int):
+    """The random-weight control (`synthetic:init=random`), the same on every machine.
+
+    BERT's initialisation (weight matrices and embeddings ~ N(0, initializer_range), biases 0, LayerNorm 1/0,
+    padding embedding 0), with the normal draws taken from numpy's PCG64 generator in float64 and rounded to
+    float32 instead of torch's CPU-capability-dependent `normal_`.
+    """
+    import numpy as np
+
+    model = new_model(config, seed)
     rng = np.random.default_rng([seed, 0x5EED])
     std = config.initializer_range
     with torch.no_grad():

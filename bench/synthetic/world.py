@@ -32,10 +32,10 @@ from bench.synthetic import vocab as V
 from bench.synthetic.grammar import Grammar
 from bench.synthetic.probe import learned
 from bench.synthetic.tokenizer import build_vocab, write_tokenizer
-from bench.synthetic.train import ModelSize, TrainConfig, bert_config, new_model, train_mlm
+from bench.synthetic.train import ModelSize, TrainConfig, bert_config, new_model, random_model, train_mlm
 
 # Bump whenever the generator, the tokenizer or the training recipe changes: it is part of the cache key.
-GENERATOR_VERSION = "4"  # 4: machine-independent random init; 1-3 were earlier builds
+GENERATOR_VERSION = "4"  # 4: pinned default world, machine-independent random control; 1-3: earlier builds
 N_CORPUS = 60_000
 N_TEXT_CORPUS = 5_000  # lines of text_corpus/synthetic.txt (CDA, INLP, SentenceDebias)
 MODEL_SIZE = ModelSize()
@@ -279,7 +279,7 @@ def load(spec, data_dir=None, cache_dir=None):
         model = BertForMaskedLM.from_pretrained(str(world.model_dir))
     else:
         config = BertConfig.from_pretrained(str(world.model_dir))
-        model = new_model(config, seed)
+        model = random_model(config, seed)
     model.eval()
     return Subject(
         model=model, tokenizer=tokenizer, name=spec.name, source=source_string(bias, seed, init, weights),
