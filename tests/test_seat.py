@@ -283,15 +283,14 @@ def test_bad_options():
 # ---- (e) the synthetic planted-bias world -----------------------------------------------------------------
 @pytest.mark.slow
 def test_planted_bias_gives_large_seat_random_weights_small(synthetic, synthetic_random, tmp_path):
-    """Pinned world (generator "4", weights c4e08cc04f5e687d, identical on every machine; 1,000 resamples):
-    trained 0.947 [0.793, 1.068], random-weight control 0.216 [0.154, 0.524], paired difference 0.731 [0.378,
-    0.828], per-test d 0.89-1.02 with p <= 2e-4. Thresholds (value > 0.75, paired low > 0.25, d > 0.5, p < 0.01)
-    leave >= 0.13 each; the old ones (value > 1.0, paired low > 0.5) were tuned on a world trained on one CPU.
-    Earlier, unpinned: on the world of generator "3" (seed 0, 1,000 resamples): trained SEAT 1.431 [1.280, 1.516];
-    random weights 0.524 [0.245, 0.651] (mean |d| of random embeddings is not 0: SEAT's word sets have 8-16
-    words, so sampling noise alone gives |d| ~ 0.5). The claim is "clearly above": the intervals do not overlap,
-    the paired difference's CI lies above 0.5 and the planted model's value is more than twice the control's.
-    (Generator "2" gave 0.299 vs 0.343 - no SEAT signal - and fails here.)"""
+    """Pinned world (generator "4", weights 878586a7f3156532, identical on every machine; 1,000 resamples):
+    trained 1.064 [0.910, 1.181], random-weight control 0.216 [0.154, 0.524] (numpy-drawn, also identical
+    everywhere), paired difference 0.847 [0.468, 0.935], per-test d 0.95-1.16 with p <= 1e-5. Thresholds (value
+    > 0.75, paired low > 0.25, d > 0.5, p < 0.01) leave >= 0.2 each, far above float32 inference noise (~1e-6);
+    the old ones (value > 1.0, paired low > 0.5) were tuned on a world trained on one CPU.
+    The control is not 0: SEAT's word sets have 8-16 words, so sampling noise alone gives |d| ~ 0.2-0.5. The
+    claim is "clearly above": the intervals do not overlap, the paired difference's CI lies above 0 by a margin
+    and the planted model's value is more than twice the control's. (Generator "2" gave 0.299 vs 0.343 - no SEAT signal - and fails here.)"""
     from bench.stats import compare
 
     metric = SEAT(n_permutations=10_000)

@@ -18,6 +18,7 @@ import torch
 from bench.errors import BenchError
 from bench.models import ModelSpec, load_subject
 from bench.synthetic import grammar as G
+from bench.synthetic import pinned
 from bench.synthetic import vocab as V
 from bench.synthetic import world as W
 
@@ -422,8 +423,11 @@ def test_subject_fields(synthetic, synthetic_random):
 
     assert isinstance(synthetic.model, BertForMaskedLM) and not synthetic.model.training
     assert synthetic.name == "synthetic" and synthetic.meta == {"synthetic": True, "bias": 0.8, "seed": 0,
-                                                                 "init": "trained"}
-    assert synthetic.source == f"synthetic:bias=0.8,init=trained,seed=0,generator={W.GENERATOR_VERSION}"
+                                                                 "init": "trained", "pinned": True}
+    assert synthetic_random.meta["pinned"] is False
+    weights = pinned.record()["weights_sha256"]
+    assert synthetic.source == f"synthetic:bias=0.8,init=trained,seed=0,generator={W.GENERATOR_VERSION},weights={weights[:16]}"
+    assert pinned.sha256(Path(synthetic.data_dir).parent / "model" / "model.safetensors") == weights
     assert synthetic_random.source != synthetic.source and synthetic_random.data_dir == synthetic.data_dir
     assert (Path(synthetic.data_dir) / "README.md").is_file()
     config = lambda s: {k: v for k, v in s.model.config.to_dict().items() if k != "_name_or_path"}  # noqa: E731
@@ -459,9 +463,9 @@ def name_mass(subject, occupations) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_trained_model_predicts_names_by_the_planted_lean(synthetic):
-    """On the pinned world (weights c4e08cc04f5e687d, the same on every machine) the female share of the name
-    mass is 0.281 higher on female-leaning occupations than on male-leaning ones (planted: 0.9 - 0.1 would be
-    the ceiling); the threshold 0.2 leaves 0.08 for float32 inference noise (~1e-6). The old 0.3 was tuned on a
+    """On the pinned world (weights 878586a7f3156532, the same on every machine) the female share of the name
+    mass is 0.223 higher on female-leaning occupations than on male-leaning ones; the threshold 0.2 leaves 0.02,
+    four orders of magnitude above float32 inference noise (~1e-6) on fixed weights. The old 0.3 was tuned on a
     world trained on another CPU (the unpinned world differed per machine: 0.22 on AMD EPYC, generator 3)."""
     f_on_male, m_on_male = name_mass(synthetic, V.OCCUPATIONS["M"])
     f_on_female, m_on_female = name_mass(synthetic, V.OCCUPATIONS["F"])

@@ -284,5 +284,6 @@ def load(spec, data_dir=None, cache_dir=None):
     return Subject(
         model=model, tokenizer=tokenizer, name=spec.name, source=source_string(bias, seed, init, weights),
         data_dir=world.data_dir,
-        meta={"synthetic": True, "bias": bias, "seed": seed, "init": init, "pinned": weights != "trained"},
+        meta={"synthetic": True, "bias": bias, "seed": seed, "init": init,
+              "pinned": init == "trained" and weights != "trained"},
     )
