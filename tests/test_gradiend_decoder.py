@@ -17,12 +17,19 @@ from methods.gradiend.params import ParamSet
 from tests.gradiend_helpers import tiny_subject, write_data_dir
 
 
+# float64 model and GRADIEND: these tests state equalities (batched evaluation == one sentence per forward
+# pass, edit == theta + alpha dec(h)); in float32 the summation orders differ by CPU-dependent rounding that can
+# also flip near-tied argmax predictions. In float64 a probability of the tiny model is off by ~1e-13 relative
+# or less (~20 stages of <= 128-term dot products: <= 20 * 128 * 2^-53 ~ 3e-13), so rel 1e-6 holds with a
+# margin ~1e6 while a wrong position or edit changes the metrics by >= 1e-2; elementwise edits (<= 4 roundings
+# of values <= ~10) are exact to ~1e-14, checked to 1e-12.
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     subject = tiny_subject(hidden=32, layers=2, seed=3)
+    subject.model.double()
     data = load(write_data_dir(tmp_path_factory.mktemp("gdata")))
     params = ParamSet.select(subject.model)
-    g = Gradiend.initialised(params.n, seed=0)
+    g = Gradiend.initialised(params.n, seed=0, dtype=torch.float64)
     with torch.no_grad():  # big enough for edits to change predictions of the tiny model
         g.W_d.mul_(30)
         g.b_d.mul_(30)
@@ -86,11 +93,12 @@ def test_edit_is_theta_plus_alpha_dec_and_undone_exactly(setup):
     edit = WeightEdit(params)
     edit.apply(g, 0.6, -0.05)
     want = before["bert.embeddings.word_embeddings.weight"] + (-0.05) * (0.6 * params.views(g.W_d)[0] + params.views(g.b_d)[0])
-    assert torch.allclose(subject.model.bert.embeddings.word_embeddings.weight, want, rtol=0, atol=1e-6)
+    assert want.dtype == torch.float64
+    assert torch.allclose(subject.model.bert.embeddings.word_embeddings.weight, want, rtol=0, atol=1e-12)
     assert torch.equal(subject.model.cls.predictions.bias, before["cls.predictions.bias"])  # head untouched
     edit.apply(g, -1.0, 0.1)  # every point starts from theta0, not from the previous point
     want = before["bert.encoder.layer.1.output.dense.bias"] + 0.1 * (-1.0 * params.views(g.W_d)[-3] + params.views(g.b_d)[-3])
-    assert torch.allclose(subject.model.bert.encoder.layer[1].output.dense.bias, want, rtol=0, atol=1e-6)
+    assert torch.allclose(subject.model.bert.encoder.layer[1].output.dense.bias, want, rtol=0, atol=1e-12)
     edit.apply(g, -1.0, -0.2)  # same h, another alpha: the kept dec(h) gives bit-for-bit edit_delta's weights
     want = params.flatten().clone()
     edit.restore()

@@ -59,10 +59,15 @@ def test_metrics_match_straightforward_computation():
 
 
 def test_analyse_encodes_per_example_gradients(tmp_path):
+    # float64: h is a dot product over all n parameters, computed batched by forward mode and here by batch-1
+    # backward passes; in float32 that differs by CPU-dependent rounding. In float64 the gradients agree to ~1e-13
+    # relative (tests/test_gradiend_gradients.py), so |dh| <= 1e-9 * sum |W_e| |grad| (tanh' <= 1) holds with a
+    # margin ~1e4, while a wrong label or position changes h by O(1) relative.
     subject = tiny_subject(hidden=16, layers=1)
+    subject.model.double()
     data = load(write_data_dir(tmp_path / "d"))
     params = ParamSet.select(subject.model)
-    g = Gradiend.initialised(params.n, seed=0)
+    g = Gradiend.initialised(params.n, seed=0, dtype=torch.float64)
     with torch.no_grad():  # a direction with a bigger projection than the tiny random init
         g.W_e.mul_(50)
     report = analyse(subject, g, data, split="test", neutral_max=3)
@@ -79,7 +84,8 @@ def test_analyse_encodes_per_example_gradients(tmp_path):
         lab[one.rows, one.cols] = one.labels
         loss = subject.model(input_ids=one.input_ids, attention_mask=one.attention_mask, labels=lab).loss
         grad = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, params.params)])
-        assert row.h == pytest.approx(float(torch.tanh(g.W_e @ grad + g.b_e[0])), abs=1e-6)
+        tol = 1e-9 * float((g.W_e.abs() * grad.abs()).sum()) + 1e-15
+        assert row.h == pytest.approx(float(torch.tanh(g.W_e @ grad + g.b_e[0])), rel=0, abs=tol)
     assert report.metrics == encoder_metrics(rows)
     table = report.table()
     assert "Cor_GENTER" in table and "Acc_Enc (paper)" in table

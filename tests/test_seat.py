@@ -1,6 +1,7 @@
 """SEAT: effect sizes, permutation p-values and bootstraps against straightforward reference computations."""
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -64,26 +65,64 @@ def ref_exact_p(X, Y, A, B) -> float:
     return hits / total
 
 
-def ref_embed(model, tokenizer, sentence: str) -> np.ndarray:
+def ref_hidden(model, tokenizer, sentence: str, transform=None) -> np.ndarray:
     with torch.no_grad():
         ids = tokenizer(sentence, return_tensors="pt")["input_ids"]
-        return model.base_model(ids).last_hidden_state[0].mean(dim=0).double().numpy()
+        h = model.base_model(ids).last_hidden_state[0]
+        return (h if transform is None else transform(h)).double().numpy()
 
 
-def ref_seat(subject, data_dir, tests=GENDER_TESTS):
-    """One sentence per forward pass (each distinct sentence once); python-loop effect sizes; {test: d}."""
-    out, cache = {}, {}
+def ref_embed(model, tokenizer, sentence: str) -> np.ndarray:
+    return ref_hidden(model, tokenizer, sentence).mean(axis=0)
+
+
+# Equality with the reference is checked on float64 copies of the tiny models (the reference is then exact to
+# ~1e-13), but bench.embeddings returns float32 embeddings by design: it casts each hidden state to float32
+# (error <= u*H, u = 2^-24, H = the sentence's max |h|), sums its L rows in float32 (<= (L-1)*u*L*H, any order)
+# and divides by L, so each coordinate of a sentence's embedding is off by <= delta = (L + 2) * u * H.
+# d_tolerance propagates these bounds through d to first order with d's exact gradient (autograd, float64):
+# |d' - d| <= sum_ij |dd/de_ij| * delta_i, doubled to cover the second-order terms (relative size ~1e-5).
+# ~5e-4 here (observed differences ~1e-7); a wrong d (padding in the mean, a wrong sign, a wrong SD) is off by far more.
+U32 = 2.0**-24
+
+
+def wide(subject):
+    return subject.with_model(copy.deepcopy(subject.model).double())
+
+
+def d_tolerance(hidden: dict, sets) -> float:
+    tensors = [torch.tensor(np.stack([hidden[t].mean(axis=0) for t in ts]), requires_grad=True) for ts in sets]
+    X, Y, A, B = (t / t.norm(dim=1, keepdim=True) for t in tensors)
+
+    def s(w):
+        return (w @ A.T).mean(1) - (w @ B.T).mean(1)
+
+    sx, sy = s(X), s(Y)
+    d = (sx.mean() - sy.mean()) / torch.cat([sx, sy]).std()
+    d.backward()
+    bound = 0.0
+    for t, ts in zip(tensors, sets):
+        delta = torch.tensor([(len(hidden[x]) + 2) * U32 * float(np.abs(hidden[x]).max()) for x in ts])
+        bound += float((t.grad.abs().sum(dim=1) * delta).sum())
+    return 2 * bound + 1e-12
+
+
+def ref_seat(subject, data_dir, tests=GENDER_TESTS, transform=None):
+    """One sentence per forward pass (each distinct sentence once); python-loop effect sizes; {test: d} and
+    {test: tolerance on d} (d_tolerance)."""
+    out, tol, cache = {}, {}, {}
 
     def embed(sentence):
         if sentence not in cache:
-            cache[sentence] = ref_embed(subject.model, subject.tokenizer, sentence)
-        return cache[sentence]
+            cache[sentence] = ref_hidden(subject.model, subject.tokenizer, sentence, transform)
+        return cache[sentence].mean(axis=0)
 
     for name in tests:
         obj = json.loads((data_dir / "seat" / f"{name}.jsonl").read_text())
         X, Y, A, B = ([embed(s) for s in obj[k]["examples"]] for k in ("targ1", "targ2", "attr1", "attr2"))
         out[name] = ref_effect_size(X, Y, A, B)
-    return out
+        tol[name] = d_tolerance(cache, [obj[k]["examples"] for k in ("targ1", "targ2", "attr1", "attr2")])
+    return out, tol
 
 
 def planted(n_x, n_y, n_a, n_b, strength, dim=8, seed=0):
@@ -105,14 +144,15 @@ def ctx_for(data_dir, tmp_path, seed=0):
 # ---- (a) the metric on the real SEAT files equals the reference ------------------------------------------
 @pytest.mark.parametrize("which", ["bert_subject", "roberta_subject"])
 def test_seat_equals_reference_on_real_tests(which, request, data_dir, tmp_path):
-    subject = request.getfixturevalue(which)
+    subject = wide(request.getfixturevalue(which))
     scores = SEAT(n_permutations=2000).score(subject, ctx_for(data_dir, tmp_path))
-    ref = ref_seat(subject, data_dir)
+    ref, tol = ref_seat(subject, data_dir)
     for name in GENDER_TESTS:
-        assert scores.estimates[f"d:{name}"].point() == pytest.approx(ref[name], abs=1e-6)
+        assert scores.estimates[f"d:{name}"].point() == pytest.approx(ref[name], abs=tol[name])
         p = scores.extras[f"p:{name}"]
         assert 1 / 2000 <= p <= 1
-    assert scores.estimates["seat"].point() == pytest.approx(statistics.mean(abs(d) for d in ref.values()), abs=1e-6)
+    want = statistics.mean(abs(d) for d in ref.values())
+    assert scores.estimates["seat"].point() == pytest.approx(want, abs=statistics.mean(tol.values()))
     items = scores.items.set_index("test")
     assert items.loc["sent-weat6", "n_X"] == 64 and items.loc["sent-weat6", "category_A"] == "Career"
     assert not items["p_exact"].any()  # C(128, 64) partitions: always sampled
@@ -205,6 +245,7 @@ def test_dimension_bootstrap_equals_explicit_resampling():
 
 @pytest.mark.parametrize("unit", ["sentences", "dimensions"])
 def test_bootstrap_ci_contains_point_and_scores_round_trip(unit, bert_subject, data_dir, tmp_path):
+    bert_subject = wide(bert_subject)
     tests = ("sent-weat6", "sent-weat8b")
     scores = SEAT(tests=tests, n_permutations=500, bootstrap=unit).score(bert_subject, ctx_for(data_dir, tmp_path))
     hidden = bert_subject.model.config.hidden_size
@@ -212,8 +253,8 @@ def test_bootstrap_ci_contains_point_and_scores_round_trip(unit, bert_subject, d
     assert est.strata == ((hidden,) if unit == "dimensions" else (64, 64, 101, 112, 56, 56, 64, 64))
     iv = interval(est, StatsConfig(resamples=300, seed=0))
     assert iv.low <= iv.value <= iv.high and iv.high > iv.low
-    ref = ref_seat(bert_subject, data_dir, tests)
-    assert iv.value == pytest.approx(statistics.mean(abs(d) for d in ref.values()), abs=1e-6)
+    ref, tol = ref_seat(bert_subject, data_dir, tests)
+    assert iv.value == pytest.approx(statistics.mean(abs(d) for d in ref.values()), abs=statistics.mean(tol.values()))
     for name in tests:
         ivt = interval(scores.estimates[f"d:{name}"], StatsConfig(resamples=300, seed=0))
         assert ivt.low <= ivt.value <= ivt.high
@@ -223,6 +264,7 @@ def test_bootstrap_ci_contains_point_and_scores_round_trip(unit, bert_subject, d
 
 # ---- (d) representation transforms are respected --------------------------------------------------------
 def test_projection_transform_changes_seat(bert_subject, data_dir, tmp_path):
+    bert_subject = wide(bert_subject)
     tests = ("sent-weat6b",)
     metric = SEAT(tests=tests, n_permutations=200)
     base = metric.score(bert_subject, ctx_for(data_dir, tmp_path))
@@ -231,18 +273,13 @@ def test_projection_transform_changes_seat(bert_subject, data_dir, tmp_path):
     obj = json.loads((data_dir / "seat" / "sent-weat6b.jsonl").read_text())
     m = np.mean([ref_embed(bert_subject.model, bert_subject.tokenizer, s) for s in obj["targ1"]["examples"]], 0)
     f = np.mean([ref_embed(bert_subject.model, bert_subject.tokenizer, s) for s in obj["targ2"]["examples"]], 0)
-    proj = RemoveDirection(torch.tensor(m - f, dtype=torch.float32))
+    proj = RemoveDirection(torch.tensor(m - f, dtype=torch.float64))
     debiased = metric.score(bert_subject.with_transform(proj), ctx_for(data_dir, tmp_path))
     d_base, d_debiased = base.estimates["d:sent-weat6b"].point(), debiased.estimates["d:sent-weat6b"].point()
     assert abs(d_debiased - d_base) > 1e-3
     # reference for the debiased subject: project every hidden state, then mean
-    with torch.no_grad():
-        def embed(s):
-            ids = bert_subject.tokenizer(s, return_tensors="pt")["input_ids"]
-            return proj(bert_subject.model.base_model(ids).last_hidden_state[0]).mean(0).double().numpy()
-
-        X, Y, A, B = ([embed(s) for s in obj[k]["examples"]] for k in ("targ1", "targ2", "attr1", "attr2"))
-    assert d_debiased == pytest.approx(ref_effect_size(X, Y, A, B), abs=1e-6)
+    ref, tol = ref_seat(bert_subject, data_dir, tests, transform=proj)
+    assert d_debiased == pytest.approx(ref["sent-weat6b"], abs=tol["sent-weat6b"])
 
 
 # ---- errors ---------------------------------------------------------------------------------------------

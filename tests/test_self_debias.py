@@ -1,6 +1,7 @@
 """SelfDebias: the decay formula, the prefixed batch, and the transform inside Subject.mlm_logits."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -44,19 +45,22 @@ def test_formula_matches_straightforward_computation():
 
 def test_zero_decay_leaves_scores_unchanged():
     g = torch.Generator().manual_seed(1)
-    logits = torch.randn(4, 20, generator=g)
-    prompted = torch.randn(1, 4, 20, generator=g) * 5
+    logits = torch.randn(4, 20, generator=g, dtype=torch.float64)  # float64: an identity, ~1e-15 rounding
+    prompted = torch.randn(1, 4, 20, generator=g, dtype=torch.float64) * 5
     out = self_debias_log_probs(logits, prompted, decay_constant=0.0, epsilon=0.01)
-    torch.testing.assert_close(out, logits.log_softmax(-1), atol=1e-6, rtol=0)
-    torch.testing.assert_close(out.softmax(-1), logits.softmax(-1), atol=1e-6, rtol=0)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, logits.log_softmax(-1), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out.softmax(-1), logits.softmax(-1), atol=1e-12, rtol=0)
 
 
 def test_lowers_exactly_the_tokens_the_prompt_favours():
-    logits = torch.zeros(1, 8)
+    # float64: the closed forms below are exact up to ~1e-15 relative, so the default tolerances (rel 1e-5,
+    # rel 1e-6) are ~1e9 above the rounding while a wrong factor is off by >= 1e-2
+    logits = torch.zeros(1, 8, dtype=torch.float64)
     logits[0, 0] = 2.0  # the regular distribution likes token 0 most
     prompted = logits.clone().unsqueeze(0)
     favoured = [2, 5]
-    prompted[0, 0, favoured] += torch.tensor([1.5, 0.7])  # the prompted model raises tokens 2 and 5
+    prompted[0, 0, favoured] += torch.tensor([1.5, 0.7], dtype=torch.float64)  # the prompted model raises tokens 2 and 5
     p = logits.softmax(-1)[0]
     p_debiased = self_debias_log_probs(logits, prompted, 50.0, 0.01).exp()[0]
     lowered = [t for t in range(8) if p_debiased[t] < p[t] - 1e-9]
@@ -101,6 +105,17 @@ def distilbert_subject(bert_tokenizer):
                    source="test:tiny-distilbert")  # fmt: skip
 
 
+# The transform tests state equalities (batched == one sentence per forward pass, left == right padding), so
+# they run on float64 copies of the tiny models: log-probabilities of magnitude <= ~15 computed through ~20
+# stages of dot products of <= 128 terms differ by <= ~20 * 128 * 2^-53 * 15 ~ 5e-12 between summation
+# orders, so TOL64 = 1e-10 holds on any CPU; a wrong position or prompt offset is off by >= 1e-2.
+TOL64 = 1e-10
+
+
+def _wide(subject):
+    return subject.with_model(copy.deepcopy(subject.model).double())
+
+
 TEXTS = [
     "The {m} worked as a nurse at the hospital.",
     "{m} was a doctor.",
@@ -138,7 +153,7 @@ def _reference(subject, enc, prompt_ids, decay, eps):
 
 @pytest.mark.parametrize("which", ["bert_subject", "roberta_subject", "distilbert_subject"])
 def test_transform_in_mlm_logits_equals_one_sentence_reference(which, request, tmp_path):
-    subject = request.getfixturevalue(which)
+    subject = _wide(request.getfixturevalue(which))
     method = SelfDebias(prompts=(GENDER_PROMPT, "The following text is biased: "))
     ctx = Context(data_dir=None, cache_dir=tmp_path, progress=False)
     artifact = method.fit(subject, ctx)
@@ -149,22 +164,24 @@ def test_transform_in_mlm_logits_equals_one_sentence_reference(which, request, t
     with torch.inference_mode():
         got = debiased.mlm_logits(ids, mask, rows, cols)
     ref = _reference(subject, enc, artifact["prompt_ids"], 50.0, 0.01)
-    torch.testing.assert_close(got.double(), ref, atol=2e-5, rtol=0)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, ref, atol=TOL64, rtol=0)
     if subject.is_roberta_style:  # the prompt's first word carries its leading space (SPEC §0.5)
         first = subject.tokenizer.convert_ids_to_tokens(artifact["prompt_ids"][0][:1])[0]
         assert first.startswith("Ġ")
 
 
 def test_left_padded_input_gives_the_same_prefixed_logits(bert_subject):
-    subject = bert_subject
+    subject = _wide(bert_subject)
     fn = SelfDebiasLogits([subject.tokenizer(GENDER_PROMPT.strip(), add_special_tokens=False)["input_ids"]], 50.0, 0.01)
     _, ids_r, mask_r, rows_r, cols_r = _batch(subject, TEXTS)
     _, ids_l, mask_l, rows_l, cols_l = _batch(subject, TEXTS, left_pad=True)
-    regular = torch.randn(len(rows_r), subject.model.config.vocab_size, generator=torch.Generator().manual_seed(0))
+    regular = torch.randn(len(rows_r), subject.model.config.vocab_size, generator=torch.Generator().manual_seed(0),
+                          dtype=torch.float64)
     with torch.inference_mode():
         right = fn(subject, ids_r, mask_r, rows_r, cols_r, regular)
         left = fn(subject, ids_l, mask_l, rows_l, cols_l, regular)
-    torch.testing.assert_close(left, right, atol=1e-5, rtol=0)
+    torch.testing.assert_close(left, right, atol=TOL64, rtol=0)
 
 
 def test_prefixed_batch_layout():
@@ -184,13 +201,14 @@ def test_prefixed_batch_layout():
 
 
 def test_zero_decay_subject_scores_like_the_base(bert_subject, tmp_path):
+    bert_subject = _wide(bert_subject)
     method = SelfDebias(decay_constant=0.0)
     debiased = method.apply(bert_subject, method.fit(bert_subject, Context(data_dir=None, cache_dir=tmp_path)))
     _, ids, mask, rows, cols = _batch(bert_subject, TEXTS)
     with torch.inference_mode():
         base = bert_subject.mlm_logits(ids, mask, rows, cols)
         got = debiased.mlm_logits(ids, mask, rows, cols)
-    torch.testing.assert_close(got.softmax(-1), base.softmax(-1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.softmax(-1), base.softmax(-1), atol=TOL64, rtol=0)
 
 
 def test_options_are_validated_and_round_trip():

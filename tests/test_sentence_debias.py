@@ -1,6 +1,9 @@
 """SentenceDebias: counterfactual pairs, the PCA bias direction, and the transform on a model."""
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -55,13 +58,20 @@ def test_removal_leaves_no_component_along_the_direction():
     basis, _ = bias_subspace(male, female, 2)
     assert np.allclose(basis.T @ basis, np.eye(2), atol=1e-10)
     remove = SubspaceRemoval(basis)
-    h = torch.tensor(np.concatenate([male, female]), dtype=torch.float32).reshape(20, 20, 16)  # (..., d) states
+    # float64 states; the module stores U in float32 (by design), so U^T U = I only to within
+    # orth = max|U^T U - I| <= ~2 * 2^-24, and out U = (h U)(I - U^T U) exactly: |out U| <= k * orth * max|h U|
+    # (k = 2; float64 rounding adds ~1e-15). Not removing the direction leaves |out U| of order 1.
+    h = torch.tensor(np.concatenate([male, female]), dtype=torch.float64).reshape(20, 20, 16)  # (..., d) states
     out = remove(h)
-    b = torch.tensor(basis, dtype=torch.float32)
-    assert float((out @ b).abs().max()) < 1e-5
+    assert out.dtype == torch.float64
+    b = remove.basis.double()
+    orth = float((b.T @ b - torch.eye(2, dtype=torch.float64)).abs().max())
+    assert orth <= 4 * 2.0**-24
+    assert float((out @ b).abs().max()) <= 2 * orth * float((h @ b).abs().max()) + 1e-12
     # the orthogonal complement is untouched
     torch.testing.assert_close(out, h - (h @ b) @ b.T)
-    torch.testing.assert_close(remove(out), out, atol=1e-5, rtol=0)
+    # remove(out) - out = -(out U) U^T: |.| <= k * max|out U| * max|U|, bounded as above
+    torch.testing.assert_close(remove(out), out, atol=2 * 2 * orth * float((h @ b).abs().max()) + 1e-12, rtol=0)
 
 
 def test_counterfactual_pairs_swap_one_attribute_pair_at_a_time(data_dir):
@@ -104,22 +114,39 @@ def test_fit_matches_pca_of_the_pair_embeddings(fitted, bert_subject):
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     v = art["basis"][:, 0].double().numpy()
     assert art["basis"].shape == (bert_subject.model.config.hidden_size, 1)
-    assert abs(np.linalg.norm(v) - 1) < 1e-6
+    # v is a float64 unit vector rounded to float32 (each coordinate by <= 2^-24 relative): |norm - 1| <= 2^-24
+    assert abs(np.linalg.norm(v) - 1) <= 2.0**-24 + 1e-12
+    # the fit embeds the same sentences by the same call, so only the float64 SVD-vs-PCA difference (~1e-13 in
+    # angle, entering quadratically) and v's float32 rounding (<= 2^-24) remain: 1e-5 is ~170x above that,
+    # while a wrong direction (no pair centring, wrong normalisation) gives |cos| visibly below 1
     assert abs(abs(float(vt[0] @ v)) - 1) < 1e-5
 
 
 def test_apply_removes_the_direction_from_embeddings_and_mlm_inputs(fitted, bert_subject):
+    """On a float64 copy of the model (the artifact was fitted on the float32 one). bench.embeddings returns
+    float32 embeddings by design: it casts each token's state to float32 and sums L of them in float32, so each
+    coordinate is off by <= delta = (L + 2) * 2^-24 * H (H = max |h|) from the float64 mean; in float64 the
+    projection itself is exact up to |h U| * |I - U^T U| <= ~2 * 2^-24 * H * sqrt(D) (U stored in float32)."""
     method, _, art = fitted
+    bert_subject = bert_subject.with_model(copy.deepcopy(bert_subject.model).double())
     before = {k: v.clone() for k, v in bert_subject.model.state_dict().items()}
     debiased = method.apply(bert_subject, art)
     assert bert_subject.transforms == () and not debiased.same_as(bert_subject)
     assert all(torch.equal(v, bert_subject.model.state_dict()[k]) for k, v in before.items())
-    v = art["basis"][:, 0]
+    v = art["basis"][:, 0].double()
     sentences = ["she is a nurse .", "he is an engineer .", "the weather was fine today ."]
-    emb = sentence_embeddings(debiased, sentences)
-    assert float((emb @ v).abs().max()) < 1e-5
-    base = sentence_embeddings(bert_subject, sentences)
-    torch.testing.assert_close(emb, base - torch.outer(base @ v, v), atol=1e-5, rtol=1e-5)
+    enc = bert_subject.tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        states = bert_subject.model.base_model(**enc).last_hidden_state[enc["attention_mask"].bool()]
+    L, H, D = int(enc["attention_mask"].sum(1).max()), float(states.abs().max()), len(v)
+    delta = (L + 2) * 2.0**-24 * H
+    emb = sentence_embeddings(debiased, sentences).double()
+    # the float32 error along v is <= sqrt(D) * delta (|v| = 1), the projection's <= 2 * 2^-24 * H * sqrt(D)
+    assert float((emb @ v).abs().max()) <= math.sqrt(D) * (delta + 2 * 2.0**-24 * H) + 1e-12
+    base = sentence_embeddings(bert_subject, sentences).double()
+    # both embeddings off by <= delta per coordinate; base's error enters (base @ v) v by <= sqrt(D) * delta
+    tol = (2 + math.sqrt(D)) * delta + 2 * math.sqrt(D) * 2.0**-24 * H + 1e-12
+    torch.testing.assert_close(emb, base - torch.outer(base @ v, v), atol=tol, rtol=0)
     tok = bert_subject.tokenizer
     enc = tok(["the [MASK] is a nurse .", "[MASK] is an engineer ."], padding=True, return_tensors="pt")
     rows, cols = (enc["input_ids"] == tok.mask_token_id).nonzero(as_tuple=True)
@@ -127,7 +154,10 @@ def test_apply_removes_the_direction_from_embeddings_and_mlm_inputs(fitted, bert
         got = debiased.mlm_logits(enc["input_ids"], enc["attention_mask"], rows, cols)
         h = bert_subject.model.base_model(**enc).last_hidden_state[rows, cols]
         ref = mlm_head(bert_subject.model)(h - torch.outer(h @ v, v))
-    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
+    # all float64, logits differ only by summation order: ~20 stages of <= 128-term dot products, |logit| <= ~15
+    # -> <= ~20 * 128 * 2^-53 * 15 ~ 5e-12; a wrong projection or position is off by >= 1e-2
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, ref, atol=1e-10, rtol=0)
 
 
 def test_too_few_pairs_is_a_clear_error(tmp_path, bert_subject):

@@ -112,4 +112,4 @@ class RemoveDirection(torch.nn.Module):
         self.register_buffer("P", torch.eye(len(u)) - torch.outer(u, u))
 
     def forward(self, h):
-        return h @ self.P
+        return h @ self.P.to(h.dtype)  # float64 models in the equality tests
