@@ -94,3 +94,13 @@ def test_random_control_is_the_same_on_every_cpu_kind():
         out[capability or "native"] = run.stdout.split()
     assert out["default"][0] == "DEFAULT"
     assert out["native"][1] == out["default"][1]
+
+
+def test_cli_info_and_pin_only_for_the_default_world(capsys):
+    from bench.cli import main
+
+    main(["synthetic", "info"])
+    assert json.loads(capsys.readouterr().out)["weights_sha256"] == pinned.record()["weights_sha256"]
+    with pytest.raises(SystemExit) as e:
+        main(["synthetic", "build", "--bias", "0.3", "--pin"])
+    assert e.value.code == 2 and "--pin is for the default world" in capsys.readouterr().err
