@@ -1,4 +1,5 @@
-"""Shared fixtures. The synthetic world is built once per cache directory and reused by every test."""
+"""Shared fixtures. The pinned synthetic world is generated once per cache directory (seconds; its weights ship
+with the package, so it is the same model on every machine) and reused by every test."""
 from __future__ import annotations
 
 import os
@@ -31,7 +32,7 @@ def cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic():
-    """The default synthetic planted-bias subject (strong bias), built on first use and cached."""
+    """The pinned default synthetic planted-bias subject (bias 0.8, seed 0): identical weights on every machine."""
     from bench.models import load_subject
 
     return load_subject("synthetic", device="cpu")
