@@ -13,12 +13,17 @@ and keeps capitalisation and punctuation.
 """
 from __future__ import annotations
 
+import csv
+import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
+from bench.errors import DataError
 from methods.counterfactual import MALE as SIDE_MALE
 from methods.counterfactual import CounterfactualSwapper
 
@@ -138,3 +143,38 @@ def counterfactual_pairs(
             if max_pairs is not None and len(pairs) >= max_pairs:
                 return pairs[:max_pairs]
     return pairs
+
+
+def read_bios(path: Path, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Texts and labels (MALE / FEMALE) of a Bias-in-Bios-style file for the concept-erasure methods (LEACE, RLACE):
+    JSON Lines (one object per line) or CSV (header row) with the fields `text` and `gender` ("M" or "F"); the
+    first `limit` rows. Bias-in-Bios itself is not shipped."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+        where = lambda i: f"{path} row {i + 2}"  # noqa: E731  (header is line 1)
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path} line {i + 1}: not JSON ({e})") from None
+        where = lambda i: f"{path} record {i + 1}"  # noqa: E731
+    else:
+        raise DataError(f"bios_file {path}: expected a .jsonl/.json (JSON Lines) or .csv file")
+    if limit is not None:
+        rows = rows[:limit]
+    texts, labels = [], []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or "text" not in row or "gender" not in row:
+            raise DataError(f"{where(i)}: needs the fields 'text' and 'gender'")
+        gender = str(row["gender"]).strip().upper()
+        if gender not in ("M", "F") or not isinstance(row["text"], str) or not row["text"].strip():
+            raise DataError(f"{where(i)}: gender must be 'M' or 'F' and text a non-empty string, got {row!r:.200}")
+        texts.append(row["text"])
+        labels.append(MALE if gender == "M" else FEMALE)
+    return texts, np.array(labels, dtype=np.int64)
