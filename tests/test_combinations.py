@@ -171,7 +171,7 @@ def test_identical_subject_gives_an_error_not_a_row(data_dir, tmp_path, tiny_sub
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chain", ["cda+inlp", "dropout+sentence-debias"])
+@pytest.mark.parametrize("chain", ["cda+inlp", "dropout+sentence-debias", "gradiend-bpi+leace", "cda+rlace"])
 def test_paper_combinations_refit_on_the_debiased_model(chain, synthetic, tmp_path):
     """`cda+inlp`: INLP's projection is estimated on the CDA model (not the base) and applied on top of it."""
     first, second = chain.split("+")
