@@ -98,6 +98,15 @@ def read_text(path, encoding: str = "utf-8") -> str:
         return f.read()
 
 
+def file_sha256(path) -> str:
+    """sha256 (hex) of one file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 _FILE_HASHES: dict[tuple, str] = {}
 
 
@@ -112,11 +121,7 @@ def file_fingerprints(paths: Iterable[Path]) -> dict[str, str]:
             st = f.stat()
             key = (str(f), st.st_size, st.st_mtime_ns)
             if key not in _FILE_HASHES:
-                h = hashlib.sha256()
-                with open(f, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-                _FILE_HASHES[key] = h.hexdigest()[:16]
+                _FILE_HASHES[key] = file_sha256(f)[:16]
             out[str(f)] = _FILE_HASHES[key]
     return out
 

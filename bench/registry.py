@@ -174,7 +174,7 @@ def _conforms(value, hint) -> bool:
     import math
     import typing
 
-    if hint is typing.Any or hint is _MISSING or hint is inspect_empty():
+    if hint is typing.Any or hint is _MISSING:
         return True
     if hint is None or hint is type(None):
         return value is None
@@ -205,12 +205,6 @@ def _conforms(value, hint) -> bool:
     if isinstance(base, type):
         return isinstance(value, base) or base.__module__ not in ("builtins", "typing", "collections.abc")
     return True  # a type this checker does not know: left to the constructor
-
-
-def inspect_empty():
-    import inspect
-
-    return inspect.Parameter.empty
 
 
 def _hints(cls) -> dict:

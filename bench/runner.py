@@ -134,7 +134,8 @@ class Runner:
     def __init__(self, request: RunRequest, out: Path | None = None, echo: Callable[[str], None] = print):
         self.request = request.normalised()
         self.stats = StatsConfig(seed=self.request.seed, **self.request.stats)
-        self.cache = Cache(Path(self.request.cache_dir) if self.request.cache_dir else default_cache_dir())
+        self.cache = Cache(Path(self.request.cache_dir) if self.request.cache_dir else default_cache_dir(),
+                           warn=self._cache_warning)
         self.data_dir = Path(self.request.data_dir) if self.request.data_dir else default_data_dir()
         self.device = resolve_device(self.request.device)
         self.store = RunStore(out, self.request.manifest()) if out is not None else None
@@ -184,8 +185,7 @@ class Runner:
             key = stable_hash({**cfg, "subject": subject.identity, "data": data, "code": code_hash(method)})
             t0 = time.perf_counter()
             artifact, cached = self.cache.get_or_create(
-                "artifacts", name, key, lambda: method.fit(subject, ctx), method.save_artifact, method.load_artifact,
-                warn=self._cache_warning,
+                "artifacts", name, key, lambda: method.fit(subject, ctx), method.save_artifact, method.load_artifact
             )
             self.echo(f"  {name}: {'cached artifact' if cached else f'fitted in {time.perf_counter() - t0:.1f}s'}")
             new = method.apply(subject, artifact)
@@ -210,7 +210,6 @@ class Runner:
         scores, _ = self.cache.get_or_create(
             "scores", metric_name, key, lambda: metric.score(subject, ctx),
             lambda v, p: serialize.save_scores(v, p, allowed), lambda p: serialize.load_scores(p, allowed),
-            warn=self._cache_warning,
         )  # fmt: skip
         return scores
 

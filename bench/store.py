@@ -290,11 +290,10 @@ class Cache:
         return (Path(folder) / "done").is_file()
 
     def get_or_create(self, kind: str, name: str, key: str, create: Callable[[], Any],
-                      save: Callable[[Any, Path], None], load: Callable[[Path], Any],
-                      warn: Callable[[str], None] | None = None) -> tuple[Any, bool]:  # fmt: skip
+                      save: Callable[[Any, Path], None], load: Callable[[Path], Any]) -> tuple[Any, bool]:
         """Load the entry if present, else create it and store it atomically. Returns (value, was_cached).
 
-        `warn` (else the cache's, else logging) receives one line when a damaged entry is found."""
+        The cache's `warn` (else logging) receives one line when a damaged entry is found."""
         folder = self.path(kind, name, key)
         if self.complete(folder):
             try:
@@ -302,7 +301,7 @@ class Cache:
             except Exception as e:  # noqa: BLE001 - any failure to load means the entry is damaged
                 message = (f"damaged cache entry {folder} ({type(e).__name__}: {str(e)[:200]}); "
                            "removed, recomputing")  # fmt: skip
-                (warn or self.warn or _log.warning)(message)
+                (self.warn or _log.warning)(message)
                 remove_dir(folder)
         value = create()
         with atomic_dir(folder, complete=self.complete) as tmp:
@@ -310,15 +309,15 @@ class Cache:
             (tmp / "done").write_text("ok\n")
         return value, False
 
-    def data(self, kind: str, name: str, key: str, create: Callable[[], Any], allowed: Iterable[str] = (),
-             warn: Callable[[str], None] | None = None) -> tuple[Any, bool]:  # fmt: skip
+    def data(self, kind: str, name: str, key: str, create: Callable[[], Any],
+             allowed: Iterable[str] = ()) -> tuple[Any, bool]:
         """`get_or_create` for a value stored with bench.serialize (functions and dataclasses of the packages
         `allowed` and bench only)."""
         from bench.serialize import load_data, save_data
 
         allowed = tuple(allowed)
         return self.get_or_create(kind, name, key, create, lambda v, p: save_data(v, p, allowed),
-                                  lambda p: load_data(p, allowed), warn=warn)  # fmt: skip
+                                  lambda p: load_data(p, allowed))
 
 
 _log = logging.getLogger("bench")

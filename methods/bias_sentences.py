@@ -178,3 +178,41 @@ def read_bios(path: Path, limit: int | None = None) -> tuple[list[str], np.ndarr
         texts.append(row["text"])
         labels.append(MALE if gender == "M" else FEMALE)
     return texts, np.array(labels, dtype=np.int64)
+
+
+MIN_PER_CLASS = 10  # fewer examples of a class than this cannot estimate a gender direction
+
+
+def concept_data_files(ctx, bios_file: str | None, corpus: str | None) -> list:
+    """What a concept-erasure fit (LEACE, RLACE) reads: the Bias-in-Bios-style file when one is given, else the
+    attribute words and the corpus (`corpus_data_files`)."""
+    if bios_file is not None:
+        from bench.data import resolve_file
+
+        return [resolve_file(ctx.data_dir, bios_file, "Bias-in-Bios file")]
+    return corpus_data_files(ctx, corpus)
+
+
+def concept_examples(ctx, method: str, *, bios_file: str | None, max_bios: int | None, corpus: str | None,
+                     per_class: int, min_tokens: int, balance: bool = True, neutral: bool = False):
+    """(texts, labels MALE / FEMALE [/ NEUTRAL], class counts) a concept-erasure method is fitted on: the rows of
+    `bios_file`, else the gendered corpus sentences INLP uses (neutral ones only with `neutral`). Raises
+    DataError naming `method` when a class has fewer than MIN_PER_CLASS examples."""
+    if bios_file is not None:
+        texts, labels = read_bios(concept_data_files(ctx, bios_file, corpus)[0], max_bios)
+        counts = {"male": int(np.sum(labels == MALE)), "female": int(np.sum(labels == FEMALE))}
+        where = f"bios_file {bios_file}"
+    else:
+        from bench.data import text_corpus
+
+        found = gendered_sentences(corpus_sentences(text_corpus(ctx.data_dir, corpus)), load_swapper(ctx.data_dir),
+                                   per_class, seed=ctx.seed, min_tokens=min_tokens, balance=balance)  # fmt: skip
+        extra = found.neutral if neutral else []
+        texts = found.male + found.female + extra
+        labels = np.array([MALE] * len(found.male) + [FEMALE] * len(found.female) + [NEUTRAL] * len(extra),
+                          dtype=np.int64)  # fmt: skip
+        counts = {k: v for k, v in found.counts().items() if neutral or k != "neutral"}
+        where = f"text_corpus/ in {ctx.data_dir}"
+    if min(counts.values()) < MIN_PER_CLASS:
+        raise DataError(f"{method} needs at least {MIN_PER_CLASS} examples per class from {where}; found {counts}")
+    return texts, labels, counts

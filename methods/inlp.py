@@ -35,12 +35,11 @@ import torch
 from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
-from methods.bias_sentences import (FEMALE, MALE, NEUTRAL, corpus_data_files, corpus_sentences, gendered_sentences,
-                                    load_swapper)
+from methods.bias_sentences import (FEMALE, MALE, MIN_PER_CLASS, NEUTRAL, corpus_data_files, corpus_sentences,
+                                    gendered_sentences, load_swapper)
 from methods.projection import SubspaceRemoval, nullspace_projection, orthonormal_basis
 
 PAPER_REMOVED_FRACTION = 240 / 768  # 80 iterations x 3 classes on a 768-dimensional model
-MIN_PER_CLASS = 10
 
 
 @dataclass

@@ -54,11 +54,9 @@ import torch
 from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
-from methods.bias_sentences import (FEMALE, MALE, NEUTRAL, corpus_data_files, corpus_sentences, gendered_sentences, read_bios,
-                                    load_swapper)
+from methods.bias_sentences import FEMALE, MALE, NEUTRAL, concept_data_files, concept_examples
 from methods.projection import AffineErasure
 
-MIN_PER_CLASS = 10
 FORK_BIOS = 100_000  # the fork fits on the first 100,000 biographies
 
 
@@ -115,32 +113,13 @@ class LEACE(Debiaser):
         self.max_length = max_length
 
     def data_files(self, ctx) -> list:
-        if self.bios_file is not None:
-            from bench.data import resolve_file
-
-            return [resolve_file(ctx.data_dir, self.bios_file, "Bias-in-Bios file")]
-        return corpus_data_files(ctx, self.corpus)
+        return concept_data_files(ctx, self.bios_file, self.corpus)
 
     def examples(self, ctx) -> tuple[list[str], np.ndarray, dict]:
         """The texts, their labels (MALE / FEMALE / NEUTRAL) and the class counts the eraser is fitted on."""
-        if self.bios_file is not None:
-            texts, labels = read_bios(self.data_files(ctx)[0], self.max_bios)
-            counts = {"male": int(np.sum(labels == MALE)), "female": int(np.sum(labels == FEMALE))}
-            where = f"bios_file {self.bios_file}"
-        else:
-            from bench.data import text_corpus
-
-            sentences = corpus_sentences(text_corpus(ctx.data_dir, self.corpus))
-            found = gendered_sentences(sentences, load_swapper(ctx.data_dir), self.per_class, seed=ctx.seed,
-                                       min_tokens=self.min_tokens, balance=self.balance)  # fmt: skip
-            neutral = found.neutral if self.neutral_class else []
-            texts = found.male + found.female + neutral
-            labels = np.array([MALE] * len(found.male) + [FEMALE] * len(found.female) + [NEUTRAL] * len(neutral))
-            counts = {k: v for k, v in found.counts().items() if self.neutral_class or k != "neutral"}
-            where = f"text_corpus/ in {ctx.data_dir}"
-        if min(counts.values()) < MIN_PER_CLASS:
-            raise DataError(f"LEACE needs at least {MIN_PER_CLASS} examples per class from {where}; found {counts}")
-        return texts, labels, counts
+        return concept_examples(ctx, "LEACE", bios_file=self.bios_file, max_bios=self.max_bios, corpus=self.corpus,
+                                per_class=self.per_class, min_tokens=self.min_tokens, balance=self.balance,
+                                neutral=self.neutral_class)  # fmt: skip
 
     def fit(self, subject, ctx):
         from sklearn.model_selection import train_test_split

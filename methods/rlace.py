@@ -62,13 +62,11 @@ import torch
 from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
-from methods.bias_sentences import (FEMALE, MALE, corpus_data_files, corpus_sentences, gendered_sentences, load_swapper,
-                                    read_bios)
+from methods.bias_sentences import concept_data_files, concept_examples
 from methods.projection import SubspaceRemoval
 
 PAPER_DEFAULTS = {"n_iterations": 60_000, "evaluate_every": 1_000}
 SYNTHETIC_DEFAULTS = {"n_iterations": 6_000, "evaluate_every": 250}
-MIN_PER_CLASS = 10
 PROBE_ALPHA = 1e-4  # L2 strength of the authors' evaluation probe (SGDClassifier alpha)
 
 
@@ -294,30 +292,13 @@ class RLACE(Debiaser):
         return {k: (defaults[k] if getattr(self, k) is None else getattr(self, k)) for k in defaults}
 
     def data_files(self, ctx) -> list:
-        if self.bios_file is not None:
-            from bench.data import resolve_file
-
-            return [resolve_file(ctx.data_dir, self.bios_file, "Bias-in-Bios file")]
-        return corpus_data_files(ctx, self.corpus)
+        return concept_data_files(ctx, self.bios_file, self.corpus)
 
     def texts_and_labels(self, ctx, per_class: int) -> tuple[list[str], np.ndarray, dict]:
-        if self.bios_file is not None:
-            texts, labels = read_bios(self.data_files(ctx)[0], self.max_bios)
-            counts = {"male": int((labels == MALE).sum()), "female": int((labels == FEMALE).sum())}
-            source = "bios"
-        else:
-            from bench.data import text_corpus
-
-            found = gendered_sentences(corpus_sentences(text_corpus(ctx.data_dir, self.corpus)),
-                                       load_swapper(ctx.data_dir), per_class, seed=ctx.seed,
-                                       min_tokens=self.min_tokens, balance=True)  # fmt: skip
-            texts = found.male + found.female  # neutral sentences are not used (module docstring)
-            labels = np.array([MALE] * len(found.male) + [FEMALE] * len(found.female), dtype=np.int64)
-            counts = {"male": len(found.male), "female": len(found.female)}
-            source = "corpus"
-        if min(counts.values()) < MIN_PER_CLASS:
-            raise DataError(f"RLACE needs at least {MIN_PER_CLASS} examples per class ({source}); found {counts}")
-        return texts, labels, {**counts, "source": source}
+        """Male and female examples (neutral sentences are not used: module docstring) and their counts."""
+        texts, labels, counts = concept_examples(ctx, "RLACE", bios_file=self.bios_file, max_bios=self.max_bios,
+                                                 corpus=self.corpus, per_class=per_class, min_tokens=self.min_tokens)
+        return texts, labels, {**counts, "source": "bios" if self.bios_file is not None else "corpus"}
 
     def fit(self, subject, ctx):
         from sklearn.model_selection import train_test_split

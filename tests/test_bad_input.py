@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
 from bench.cli import main
 from bench.errors import BenchError
 from bench.registry import METHODS, METRICS, register_method, register_metric
+from tests.test_runner_cli import Scale
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
@@ -52,15 +52,6 @@ class OtherNorm(FileNorm):
     columns = (Column("FN2", "fn2", "0", 92),)
 
 
-class _Scale(nn.Module):
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, h):
-        return h * self.factor
-
-
 class Shrink(Debiaser):
     label = "Shrink"
     changes = "representation"
@@ -73,7 +64,7 @@ class Shrink(Debiaser):
         return {"factor": self.factor ** self.n_iterations}
 
     def apply(self, subject, artifact):
-        return subject.with_transform(_Scale(artifact["factor"]))
+        return subject.with_transform(Scale(artifact["factor"]))
 
 
 PLUGINS = {"bad-fn": (METRICS, FileNorm), "bad-fn2": (METRICS, OtherNorm), "bad-shrink": (METHODS, Shrink)}

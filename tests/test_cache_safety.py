@@ -200,8 +200,9 @@ def _scores(value: float = 60.0) -> Scores:
 
 
 def _get_scores(cache: Cache, create, warnings: list):
+    cache.warn = warnings.append
     return cache.get_or_create("scores", "crows", "k", create, lambda v, p: save_scores(v, p, ("metrics",)),
-                               lambda p: load_scores(p, ("metrics",)), warn=warnings.append)  # fmt: skip
+                               lambda p: load_scores(p, ("metrics",)))  # fmt: skip
 
 
 def _plant_file(entry: Path, marker: Path):
@@ -305,14 +306,14 @@ def test_default_artifacts_are_data_and_planted_ones_do_not_run(tmp_path):
     with pytest.raises(BenchError, match="override save_artifact"):
         inlp.save_artifact({"model": torch.nn.Linear(2, 2)}, tmp_path / "bad")
 
-    cache = Cache(tmp_path / "cache")
+    warnings: list[str] = []
+    cache = Cache(tmp_path / "cache", warn=warnings.append)
     entry = cache.path("artifacts", "inlp", "k")
     marker = tmp_path / "PWNED"
     planted_torch(entry / "artifact", marker)  # where torch.save used to put it
     (entry / "done").write_text("ok\n")
-    warnings: list[str] = []
     got, cached = cache.get_or_create("artifacts", "inlp", "k", lambda: artifact, inlp.save_artifact,
-                                      inlp.load_artifact, warn=warnings.append)  # fmt: skip
+                                      inlp.load_artifact)
     assert not marker.exists() and not cached and got is artifact and str(entry) in warnings[0]
     got, cached = cache.get_or_create("artifacts", "inlp", "k", lambda: None, inlp.save_artifact, inlp.load_artifact)
     assert cached and torch.equal(got["projection"], torch.eye(8))

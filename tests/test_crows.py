@@ -124,14 +124,19 @@ def test_roberta_sentences_get_a_leading_space(data_dir, tmp_path):
 # ---- aggregation -------------------------------------------------------------------------------------------
 
 
-def test_direction_ties_and_aggregation(data_dir, tmp_path):
-    """Hand-built outcomes: an output transform replaces the logits by fixed ones, so a sentence's score
-    depends only on its differing tokens ("good" high, "bad" low, everything else equal)."""
+def good_bad_subject(data_dir):
+    """BERT whose MLM logits are replaced by fixed ones: "good" high, "bad" low, every other token equal."""
     subject = bert_subject(str(data_dir))
     tok = subject.tokenizer
     fixed = torch.zeros(subject.model.config.vocab_size)
     fixed[tok.convert_tokens_to_ids("good")], fixed[tok.convert_tokens_to_ids("bad")] = 10.0, -10.0
-    scripted = subject.with_logits_transform(lambda s, i, a, rows, c, logits: fixed.expand(len(rows), -1))
+    return subject.with_logits_transform(lambda s, i, a, rows, c, logits: fixed.expand(len(rows), -1))
+
+
+def test_direction_ties_and_aggregation(data_dir, tmp_path):
+    """Hand-built outcomes: an output transform replaces the logits by fixed ones, so a sentence's score
+    depends only on its differing tokens ("good" high, "bad" low, everything else equal)."""
+    scripted = good_bad_subject(data_dir)
     rows = [
         # stereo: sent_more has "good" -> higher -> biased
         ("it is good .", "it is bad .", "stereo"),
@@ -166,11 +171,7 @@ def test_pairs_without_differing_tokens_skipped_as_bias_bench_or_counted(data_di
     """bias-bench (McGill-NLP/bias-bench, benchmark/crows/crows.py) skips a pair when either sentence has no
     differing token (`if not template1 or not template2: continue`, before `N += 1`): it counts neither in N nor
     in the score. That is the default (no_diff="skip"); no_diff="count" keeps it in N as not biased."""
-    subject = bert_subject(str(data_dir))
-    tok = subject.tokenizer
-    fixed = torch.zeros(subject.model.config.vocab_size)
-    fixed[tok.convert_tokens_to_ids("good")], fixed[tok.convert_tokens_to_ids("bad")] = 10.0, -10.0
-    scripted = subject.with_logits_transform(lambda s, i, a, rows, c, logits: fixed.expand(len(rows), -1))
+    scripted = good_bad_subject(data_dir)
     rows = [
         ("it is good .", "it is bad .", "stereo"),  # biased
         ("it is bad .", "it is good .", "stereo"),  # not biased

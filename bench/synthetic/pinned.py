@@ -23,18 +23,11 @@ import shutil
 import time
 from pathlib import Path
 
+from bench.data import file_sha256 as sha256
 from bench.errors import BenchError
 
 FOLDER = Path(__file__).resolve().parent / "pinned"
 RECORD, WEIGHTS, CONFIG = "pinned.json", "model.safetensors", "config.json"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def generated_files(world_root: Path) -> list[Path]:

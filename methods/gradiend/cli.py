@@ -10,7 +10,6 @@ e.g. `-o max_steps=500 -o seeds=[0]`.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
