@@ -22,6 +22,9 @@ EMBED = "embed"  # last hidden states (sentence embeddings)
 FINETUNE = "finetune"  # can be fine-tuned with a task head (GLUE)
 ALL_CAPABILITIES = frozenset({MLM, EMBED, FINETUNE})
 
+# Bias types a run can choose (`--bias-type`, a suite's `bias_type`); plugins read the choice from the context.
+BIAS_TYPES = ("gender", "race", "religion")
+
 
 class _Configurable:
     """Hyperparameters are the constructor's keyword arguments, stored as attributes of the same name.
@@ -58,6 +61,9 @@ class Debiaser(_Configurable, abc.ABC):
     group: ClassVar[int] = 2
     changes: ClassVar[str] = "weights"
     serves: ClassVar[frozenset[str]] = ALL_CAPABILITIES
+    # Bias types the method can debias (ctx.bias_type); None: it does not depend on the type (base).
+    # A run for another type shows the method's cells as n/a.
+    bias_types: ClassVar[frozenset[str] | None] = frozenset({"gender"})
 
     @abc.abstractmethod
     def fit(self, subject, ctx: "Context") -> Any:
@@ -113,6 +119,8 @@ class Metric(_Configurable, abc.ABC):
     quick: ClassVar[dict] = {}  # options that make scoring fast enough for the conformance suite (tests only)
     requires: ClassVar[str] = MLM
     columns: ClassVar[tuple[Column, ...]] = ()
+    # Bias types the metric measures (ctx.bias_type); None: it does not depend on the type (GLUE).
+    bias_types: ClassVar[frozenset[str] | None] = frozenset({"gender"})
 
     @abc.abstractmethod
     def score(self, subject, ctx: "Context") -> "Scores":
@@ -169,6 +177,7 @@ class Context:
     # The run's data directory (--data-dir / BENCH_DATA_DIR). It differs from `data_dir` when the model brings
     # its own data (the synthetic world); metrics on real data the model lacks (GLUE) fall back to it.
     run_data_dir: Any = None
+    bias_type: str = "gender"  # one of BIAS_TYPES: which items a metric scores, which words a method uses
 
     def data_path(self, relative: str, what: str = "data file"):
         from bench.data import require_file
@@ -181,6 +190,16 @@ class Context:
 
         kwargs.setdefault("leave", False)
         return bar(iterable, enabled=self.progress, **kwargs)
+
+
+def serves_bias_type(plugin_cls, bias_type: str) -> bool:
+    types = getattr(plugin_cls, "bias_types", None)
+    return types is None or bias_type in types
+
+
+def bias_type_note(plugin_cls, bias_type: str) -> str:
+    name = getattr(plugin_cls, "label", "") or plugin_cls.name or plugin_cls.__name__
+    return f"{name} is defined for {', '.join(sorted(plugin_cls.bias_types))} bias, not {bias_type}"
 
 
 class NotApplicable(BenchError):

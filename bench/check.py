@@ -14,7 +14,8 @@ class Malformed(BenchError):
 
 
 def _key(row: dict) -> tuple:
-    return (row["model"], row["method"], row["metric"], row.get("submetric"), row.get("seed", 0))
+    return (row["model"], row["method"], row["metric"], row.get("submetric"), row.get("seed", 0),
+            row.get("bias_type", "gender"))
 
 
 def _number(row: dict, field: str, where: str) -> float:

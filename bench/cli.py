@@ -69,6 +69,9 @@ def cli(verbose):
 @click.option("--suite", help="A suite name from `bench list suites` or a path to a .toml file.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory for results and tables (resumable).")
 @click.option("--seed", type=int, help="Seed for methods, metrics and the bootstrap (default 0).")
+@click.option("--bias-type", type=click.Choice(["gender", "race", "religion"]),
+              help="Which bias the metrics measure and the methods remove (default: the suite's, else gender). "
+                   "Methods defined for one type only (GRADIEND: gender) show n/a for the others.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default: $BENCH_DATA_DIR).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Artifact/score cache (default: $BENCH_CACHE_DIR or ~/.cache/bench).")
@@ -78,7 +81,7 @@ def cli(verbose):
 @click.option("--format", "fmt", type=click.Choice(["md", "tex"]), default="md", show_default=True,
               help="Format of the leaderboard printed at the end.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def run(models, methods, metrics, suite, out, seed, device, data_dir, cache_dir, resamples, options, fmt, no_progress):
+def run(models, methods, metrics, suite, out, seed, bias_type, device, data_dir, cache_dir, resamples, options, fmt, no_progress):
     """Run every (model, method, metric) and print the leaderboard.
 
     Results are stored one row per number in OUT/results.jsonl, with Markdown and LaTeX tables beside them.
@@ -102,6 +105,7 @@ def run(models, methods, metrics, suite, out, seed, device, data_dir, cache_dir,
         methods=_split(methods) or spec.get("methods") or ["base"],
         metrics=_split(metrics) or spec.get("metrics") or ["stereoset", "seat", "crows"],
         seed=seed if seed is not None else spec.get("seed", 0),
+        bias_type=bias_type or spec.get("bias_type", "gender"),
         device=device, data_dir=str(data_dir) if data_dir else None, cache_dir=str(cache_dir) if cache_dir else None,
         options=opts, stats=stats, progress=not no_progress,
     )  # fmt: skip
@@ -121,16 +125,20 @@ def run(models, methods, metrics, suite, out, seed, device, data_dir, cache_dir,
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["md", "tex"]), default="md", show_default=True)
 @click.option("--table", type=click.Choice(["main", "full"]), default="main", show_default=True,
               help="main: the paper's leaderboard; full: every sub-metric of every metric.")
-def report(run_dir, fmt, table):
-    """Render stored results (a run directory or a results.jsonl) as Markdown or LaTeX."""
+def report(run_dirs, fmt, table):
+    """Render stored results (run directories or results.jsonl files) as Markdown or LaTeX.
+
+    Several runs render as one table, e.g. a gender, a race and a religion run of the same models:
+    each (model, bias type) is its own group of rows.
+    """
     from bench.store import read_rows
     from reports.leaderboard import render, render_full
 
-    rows = read_rows(run_dir)
+    rows = [r for run_dir in run_dirs for r in read_rows(run_dir)]
     click.echo(render(rows, fmt) if table == "main" else render_full(rows, fmt))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench import __version__, serialize
-from bench.api import Context, NotApplicable, Scores
+from bench.api import BIAS_TYPES, Context, NotApplicable, Scores, bias_type_note, serves_bias_type
 from bench.data import default_cache_dir, default_data_dir, file_fingerprints, fingerprint
 from bench.errors import BenchError, IdenticalSubject
 from bench.models import load_subject, resolve_device
@@ -32,6 +32,7 @@ class RunRequest:
     methods: list[str]
     metrics: list[str]
     seed: int = 0
+    bias_type: str = "gender"
     device: str = "auto"
     data_dir: str | None = None
     cache_dir: str | None = None
@@ -57,6 +58,9 @@ class RunRequest:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise BenchError(f"seed must be a non-negative integer (--seed or a suite's `seed`), got {self.seed!r}")
         stats = check_stats(self.stats, self.seed)
+        if self.bias_type not in BIAS_TYPES:
+            raise BenchError(f"bias type must be one of {', '.join(BIAS_TYPES)} (--bias-type or a suite's `bias_type`), "
+                             f"got {self.bias_type!r}")  # fmt: skip
         if not isinstance(self.options, dict):
             raise BenchError(f"options must be a table of PLUGIN -> {{PARAM: VALUE}}, got {self.options!r}")
         options: dict = {}
@@ -80,7 +84,7 @@ class RunRequest:
             make_metric(name, options.get(name))
         return RunRequest(
             models=list(dict.fromkeys(self.models)), methods=list(dict.fromkeys(methods)),
-            metrics=list(dict.fromkeys(metrics)), seed=self.seed, device=self.device, data_dir=self.data_dir,
+            metrics=list(dict.fromkeys(metrics)), seed=self.seed, bias_type=self.bias_type, device=self.device, data_dir=self.data_dir,
             cache_dir=self.cache_dir, options=options, stats=stats, progress=self.progress,
         )  # fmt: skip
 
@@ -166,7 +170,7 @@ class Runner:
             data_dir=Path(subject.data_dir) if subject.data_dir else self.data_dir,
             cache_dir=self.cache.root, seed=self.request.seed, device=self.device,
             options=self.request.options, resamples=self.stats.resamples, progress=self.request.progress,
-            run_data_dir=self.data_dir,
+            run_data_dir=self.data_dir, bias_type=self.request.bias_type,
         )  # fmt: skip
 
     def load_model(self, name: str) -> Subject:
@@ -179,7 +183,9 @@ class Runner:
             method = make_method(name, self.request.options.get(name))
             if method.changes == "nothing":
                 continue
-            cfg = {"method": name, "config": method.config(), "seed": ctx.seed}
+            if not serves_bias_type(type(method), ctx.bias_type):
+                raise NotApplicable(bias_type_note(type(method), ctx.bias_type))
+            cfg = {"method": name, "config": method.config(), "seed": ctx.seed, "bias_type": ctx.bias_type}
             files = method.data_files(ctx)
             data = fingerprint(files) if files else ""
             key = stable_hash({**cfg, "subject": subject.identity, "data": data, "code": code_hash(method)})
@@ -200,9 +206,11 @@ class Runner:
 
     def scores(self, subject: Subject, metric_name: str, ctx: Context) -> Scores:
         metric = make_metric(metric_name, self.request.options.get(metric_name))
+        if not serves_bias_type(type(metric), ctx.bias_type):
+            raise NotApplicable(bias_type_note(type(metric), ctx.bias_type))
         files = metric.data_files(ctx)
         key = stable_hash({
-            "metric": metric_name, "config": metric.config(), "subject": subject.identity,
+            "metric": metric_name, "config": metric.config(), "subject": subject.identity, "bias_type": ctx.bias_type,
             "data": fingerprint(files) if files else "", "code": code_hash(metric), "seed": ctx.seed,
             "format": serialize.FORMAT,
         })  # fmt: skip
@@ -225,6 +233,7 @@ class Runner:
         group = 0 if method_spec == "base" else (3 if len(parts) > 1 else classes[0].group)
         common = dict(
             model=model, method=method_spec, label=label, group=group, metric=metric_name, seed=self.request.seed,
+            bias_type=self.request.bias_type,
             runtime_s=round(runtime, 3), config_hash=stable_hash(self.request.options.get(metric_name, {})),
             versions=self._versions, note=note,
         )  # fmt: skip
@@ -271,6 +280,14 @@ class Runner:
                 self.echo(f"[{model}] {chain}")
                 try:
                     subject = self.debias(base, chain, ctx) if chain != "base" else base
+                except NotApplicable as e:  # e.g. a gender-only method in a race run: n/a cells, not an error
+                    self.echo(f"  n/a: {e}")
+                    for metric_name in req.metrics:
+                        done += 1
+                        if not (self.store and self.store.done(model, chain, metric_name, req.seed)):
+                            stamped = base.stamped(chain, "n/a")
+                            self._emit(self._rows(model, stamped, metric_name, None, None, 0.0, str(e)))
+                    continue
                 except BenchError as e:
                     self.errors.append(f"{model} / {chain}: {e}")
                     self.echo(f"  error: {e}")
@@ -292,7 +309,10 @@ class Runner:
                     if chain == "base":
                         base_scores[metric_name] = scores
                     elif metric_name not in base_scores:
-                        base_scores[metric_name] = self.scores(base, metric_name, ctx) if metric_cls.requires in base.capabilities else None
+                        try:
+                            base_scores[metric_name] = self.scores(base, metric_name, ctx) if metric_cls.requires in base.capabilities else None
+                        except NotApplicable:
+                            base_scores[metric_name] = None
                     runtime = time.perf_counter() - t0
                     if self.store and self.store.done(model, chain, metric_name, req.seed):
                         continue

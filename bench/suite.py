@@ -5,6 +5,7 @@
     methods = ["base", "gradiend-bpi", "gradiend-bpi+inlp"]
     metrics = ["stereoset", "seat", "crows"]
     seed = 0
+    bias_type = "gender"    # or "race", "religion"
     [options.inlp]          # constructor arguments of a method or metric
     n_iterations = 20
     [stats]                 # bench.stats.StatsConfig fields
@@ -23,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KEYS = {"description", "models", "methods", "metrics", "seed", "options", "stats"}
+KEYS = {"description", "models", "methods", "metrics", "seed", "bias_type", "options", "stats"}
 
 
 def suite_names() -> list[str]:
@@ -55,6 +56,10 @@ def load_suite(name: str) -> dict:
     seed = suite.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise BenchError(f"{where}: seed must be a non-negative integer, got {seed!r}")
+    from bench.api import BIAS_TYPES
+
+    if suite.get("bias_type", "gender") not in BIAS_TYPES:
+        raise BenchError(f"{where}: bias_type must be one of {', '.join(BIAS_TYPES)}, got {suite['bias_type']!r}")
     if not isinstance(suite.get("stats", {}), dict):
         raise BenchError(f"{where}: [stats] must be a table")
     options = suite.get("options", {})

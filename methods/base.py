@@ -6,6 +6,7 @@ class Base(Debiaser):
     label = "Base"
     group = 0
     changes = "nothing"
+    bias_types = None
 
     def fit(self, subject, ctx):
         return None

@@ -1,6 +1,7 @@
 """Leaderboards in Markdown and LaTeX (booktabs), laid out like the paper's main table.
 
-Rows are grouped by base model, then by method group (base / GRADIEND / baselines / combinations). Columns
+Rows are grouped by base model (and bias type, when a run or a set of runs measured race or religion), then by
+method group (base / GRADIEND / baselines / combinations). Columns
 come from the metrics' `Column` declarations (SS, SEAT, CrowS, LMS, GLUE). A cell shows the value with its
 95 % CI; the best variant per model and column is bold (closest to 50 for SS/CrowS, smallest |x| for SEAT,
 largest for LMS/GLUE); a dagger marks a significant change vs. the base model (paired bootstrap, CI of the
@@ -54,10 +55,12 @@ def _decimals(col: Column) -> int:
 def build(rows: list[dict]):
     """-> (columns, [(model, [(label, group, [Cell per column])])])"""
     columns = _columns(rows)
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    groups = list(dict.fromkeys((r["model"], r.get("bias_type", "gender")) for r in rows))
+    show_type = any(bias_type != "gender" for _, bias_type in groups)
     table = []
-    for model in models:
-        mrows = [r for r in rows if r["model"] == model]
+    for model_name, bias_type in groups:
+        mrows = [r for r in rows if r["model"] == model_name and r.get("bias_type", "gender") == bias_type]
+        model = f"{model_name} ({bias_type})" if show_type else model_name
         methods = {}
         for r in mrows:
             methods.setdefault(r["method"], (r.get("label") or r["method"], r.get("group", 2)))

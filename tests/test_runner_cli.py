@@ -284,3 +284,37 @@ def test_list_commands(capsys):
 def test_help_explains(capsys):
     code, stdout, _ = _bench(["run", "--help"], capsys)
     assert code == 0 and "--methods" in stdout and "resume" in stdout
+
+
+class RaceNorm(MeanNorm):
+    """MeanNorm declared for every bias type: scores in a race run."""
+
+    bias_types = frozenset({"gender", "race", "religion"})
+
+
+def test_bias_type_is_a_run_level_choice(tiny_model_dir, toy_data, tmp_path, capsys):
+    """A race run: gender-only plugins (the default `bias_types`) give n/a cells with a note saying why, plugins
+    declaring race score; rows and the leaderboard carry the bias type, and reports of several runs group by it."""
+    if "race-norm" not in METRICS:
+        register_metric("race-norm")(RaceNorm)
+    common = ["--models", str(tiny_model_dir), "--methods", "scale-hidden", "--metrics", "race-norm,norm",
+              "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "cache"), "--resamples", "50"]  # fmt: skip
+    code, stdout, _ = _bench(["run", *common, "--out", str(tmp_path / "race"), "--bias-type", "race"], capsys)
+    assert code == 0
+    rows = [json.loads(l) for l in (tmp_path / "race" / "results.jsonl").read_text().splitlines()]
+    by = {(r["method"], r["metric"]): r for r in rows}
+    assert {r["bias_type"] for r in rows} == {"race"}
+    assert by[("base", "race-norm")]["status"] == "ok"
+    assert by[("base", "norm")]["status"] == "n/a" and "not race" in by[("base", "norm")]["note"]
+    assert by[("scale-hidden", "race-norm")]["status"] == "n/a"  # the method is gender-only
+    assert "defined for gender bias, not race" in by[("scale-hidden", "race-norm")]["note"]
+    assert "(race)" in stdout
+    code, _, _ = _bench(["run", *common, "--out", str(tmp_path / "gender")], capsys)
+    assert code == 0
+    gender = [json.loads(l) for l in (tmp_path / "gender" / "results.jsonl").read_text().splitlines()]
+    assert {r["bias_type"] for r in gender} == {"gender"}
+    assert {r["status"] for r in gender} == {"ok"}
+    code, stdout, _ = _bench(["report", str(tmp_path / "gender"), str(tmp_path / "race")], capsys)
+    assert code == 0 and "(gender)" in stdout and "(race)" in stdout
+    code, _, err = _bench(["run", *common, "--bias-type", "age"], capsys)
+    assert code == 2 and "age" in err
