@@ -35,15 +35,28 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench"
 
 
+def fetch_hint(relative: str, data_dir=None) -> str:
+    """How to get `relative` (a path inside the data directory): the `bench data fetch` command of the data
+    manifest's group that provides it, or a pointer to `bench data list` for a file the manifest does not know."""
+    from bench.fetch import group_of
+
+    group = group_of(relative)
+    where = f" --data-dir {data_dir}" if data_dir is not None else " --data-dir DIR"
+    if group is None:
+        return "not a file that `bench data fetch` provides (`bench data list --files` lists those)"
+    return f"`bench data fetch {group}{where}` downloads it"
+
+
 def require_file(data_dir, relative: str, what: str = "data file") -> Path:
     if data_dir is None:
         raise DataError(
             f"no data directory for {what} {relative!r}: pass --data-dir or set {ENV_DATA_DIR} "
-            "(a folder in the layout of shared/data)"
+            f"(a folder in the documented layout; {fetch_hint(relative)})"
         )
     path = Path(data_dir) / relative
     if not path.is_file():
-        raise DataError(f"missing {what}: {path} (expected in the data directory {data_dir}; see PROVENANCE.md)")
+        raise DataError(f"missing {what}: {path} (expected in the data directory {data_dir}; "
+                        f"{fetch_hint(relative, data_dir)})")
     return path
 
 
@@ -175,7 +188,8 @@ def text_corpus(data_dir, name: str | None = None, max_lines: int | None = None)
         folder = Path(data_dir or "") / "text_corpus"
         paths = sorted(folder.glob("*.txt")) if data_dir else []
         if not paths:
-            raise DataError(f"no text corpus: expected *.txt files in {folder} (pass --data-dir or set {ENV_DATA_DIR})")
+            raise DataError(f"no text corpus: expected *.txt files in {folder} (pass --data-dir or set {ENV_DATA_DIR}; "
+                            f"`bench data fetch corpus --data-dir DIR` downloads one)")
     lines = []
     for p in paths:
         with open_text(p) as f:
