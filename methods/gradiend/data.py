@@ -93,12 +93,9 @@ def gradiend_files(data_dir) -> list[Path]:
 
 
 def _require(data_dir, name: str) -> Path:
-    if data_dir is None:
-        raise DataError("GRADIEND needs a data directory (pass --data-dir or set BENCH_DATA_DIR)")
-    path = Path(data_dir) / "gradiend" / name
-    if not path.is_file():
-        raise DataError(f"missing GRADIEND data file {path} (see PROVENANCE.md of the data directory)")
-    return path
+    from bench.data import require_file
+
+    return require_file(data_dir, f"gradiend/{name}", "GRADIEND data file")
 
 
 def _float(row: dict, col: str, path: Path) -> float:
