@@ -1,4 +1,4 @@
-"""Sequence-classification fine-tuning of a Subject (GLUE, SPEC §3.4 and §0.8).
+"""Sequence-classification and multiple-choice fine-tuning of a Subject (GLUE, SuperGLUE; SPEC §3.4 and §0.8).
 
 The classifier is built in memory, never through a checkpoint on disk: `AutoModelForSequenceClassification`
 from the subject's config, with the subject's base-model weights (its `base_model` state dict: the edited
@@ -22,6 +22,10 @@ to what the model's position embeddings allow (`effective_max_length`; the synth
 Deterministic for a seed: data order and dropout come from seeded generators (inside `torch.random.fork_rng`,
 so the caller's random state is untouched), and torch's deterministic algorithms are switched on (warn-only)
 while training. On CUDA full bitwise determinism also needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment.
+
+Multiple choice (SuperGLUE COPA): examples whose `num_choices` is K carry K segment pairs each; the classifier is
+`AutoModelForMultipleChoice` (one score per pair from the pooled output, softmax over the K choices), built and
+initialised exactly like the sequence classifier; logits have shape (n, K).
 
 Results (validation logits of every split) are cached per (subject identity, task, seed, configuration, data)
 by `FinetuneJob`; the fine-tuned weights are stored too only when asked (`save_checkpoint`), since a bert-large
@@ -67,22 +71,40 @@ class FinetuneConfig:
 
 @dataclass
 class Encoded:
-    """Tokenised examples (unpadded id lists) and their labels."""
+    """Tokenised examples (unpadded id lists) and their labels. Multiple choice: `num_choices` K and K
+    consecutive sequences per example (example i owns sequences i*K .. i*K+K-1)."""
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: np.ndarray
+    num_choices: int | None = None
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.labels)
+
+    def sequences(self, rows: Sequence[int]) -> list[int]:
+        """Sequence indices of the given examples."""
+        k = self.num_choices
+        return list(rows) if not k else [i * k + c for i in rows for c in range(k)]
+
+    def length(self, i: int) -> int:
+        """Longest sequence of example i."""
+        return max(len(self.input_ids[j]) for j in self.sequences([i]))
 
 
 def encode(tokenizer, examples, max_length: int) -> Encoded:
     """Tokenise `examples` (with `text_a`, `text_b` (None for single sentences) and `labels`) as run_glue does:
-    truncation to max_length, longest segment first."""
-    text_b = None if examples.text_b is None else list(examples.text_b)
-    enc = tokenizer(list(examples.text_a), text_b, truncation=True, max_length=max_length)
-    return Encoded(enc["input_ids"], enc.get("token_type_ids"), np.asarray(examples.labels))
+    truncation to max_length, longest segment first. With `num_choices` K, text_a/text_b hold one K-tuple
+    per example (every choice one segment pair)."""
+    k = getattr(examples, "num_choices", None)
+    text_a, text_b = list(examples.text_a), None if examples.text_b is None else list(examples.text_b)
+    if k:
+        if any(len(t) != k for t in text_a) or (text_b is not None and any(len(t) != k for t in text_b)):
+            raise BenchError(f"multiple-choice examples must have {k} choices each")
+        text_a = [a for t in text_a for a in t]
+        text_b = None if text_b is None else [b for t in text_b for b in t]
+    enc = tokenizer(text_a, text_b, truncation=True, max_length=max_length)
+    return Encoded(enc["input_ids"], enc.get("token_type_ids"), np.asarray(examples.labels), k or None)
 
 
 def effective_max_length(subject, max_seq_length: int) -> int:
@@ -100,19 +122,21 @@ def effective_max_length(subject, max_seq_length: int) -> int:
 
 
 def _collate(data: Encoded, rows: Sequence[int], pad_id: int, device, with_labels: bool, regression: bool) -> dict:
-    width = max(len(data.input_ids[i]) for i in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    types = torch.zeros((len(rows), width), dtype=torch.long) if data.token_type_ids is not None else None
-    for k, i in enumerate(rows):
+    seqs = data.sequences(rows)
+    width = max(len(data.input_ids[i]) for i in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    types = torch.zeros((len(seqs), width), dtype=torch.long) if data.token_type_ids is not None else None
+    for k, i in enumerate(seqs):
         n = len(data.input_ids[i])
         ids[k, :n] = torch.tensor(data.input_ids[i], dtype=torch.long)
         mask[k, :n] = 1
         if types is not None:
             types[k, :n] = torch.tensor(data.token_type_ids[i], dtype=torch.long)
-    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    shape = (len(rows), data.num_choices, width) if data.num_choices else (len(rows), width)
+    batch = {"input_ids": ids.view(shape).to(device), "attention_mask": mask.view(shape).to(device)}
     if types is not None:
-        batch["token_type_ids"] = types.to(device)
+        batch["token_type_ids"] = types.view(shape).to(device)
     if with_labels:
         lab = torch.as_tensor(data.labels[list(rows)])
         batch["labels"] = (lab.float() if regression else lab.long()).to(device)
@@ -120,17 +144,21 @@ def _collate(data: Encoded, rows: Sequence[int], pad_id: int, device, with_label
 
 
 # ---- the classifier ----------------------------------------------------------------------------------------
-def build_classifier(subject, num_labels: int, seed: int, label_names: Sequence[str] | None = None):
-    """A *ForSequenceClassification with the subject's base-model weights and a seed-initialised head."""
-    from transformers import AutoModelForSequenceClassification
+def build_classifier(subject, num_labels: int, seed: int, label_names: Sequence[str] | None = None,
+                     multiple_choice: bool = False):  # fmt: skip
+    """A *ForSequenceClassification (or *ForMultipleChoice) with the subject's base-model weights and a
+    seed-initialised head."""
+    from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
     config = copy.deepcopy(subject.model.config)
-    config.num_labels = num_labels
-    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
-    if label_names is not None:
-        config.id2label = dict(enumerate(label_names))
-        config.label2id = {v: k for k, v in config.id2label.items()}
-    clf = AutoModelForSequenceClassification.from_config(config)
+    if not multiple_choice:
+        config.num_labels = num_labels
+        config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+        if label_names is not None:
+            config.id2label = dict(enumerate(label_names))
+            config.label2id = {v: k for k, v in config.id2label.items()}
+    auto = AutoModelForMultipleChoice if multiple_choice else AutoModelForSequenceClassification
+    clf = auto.from_config(config)
     base_state = subject.model.base_model.state_dict()
     result = clf.base_model.load_state_dict(base_state, strict=False)
     unexpected = list(result.unexpected_keys)
@@ -239,7 +267,8 @@ def finetune(subject, train: Encoded, evals: dict[str, Encoded], num_labels: int
         raise BenchError("cannot fine-tune on an empty training set")
     t0 = time.perf_counter()
     device = subject.device
-    regression = num_labels == 1
+    choice = train.num_choices
+    regression = num_labels == 1 and not choice
     pad_id = subject.tokenizer.pad_token_id if subject.tokenizer.pad_token_id is not None else 0
     n, bs = len(train), int(config.batch_size)
     steps_per_epoch = math.ceil(n / bs)
@@ -252,7 +281,7 @@ def finetune(subject, train: Encoded, evals: dict[str, Encoded], num_labels: int
         stack.enter_context(frozen(subject.transforms))
         stack.enter_context(deterministic(seed, device))
         stack.enter_context(cpu_threads(threads, device))
-        clf = build_classifier(subject, num_labels, seed, label_names)
+        clf = build_classifier(subject, num_labels, seed, label_names, multiple_choice=bool(choice))
         params = [p for p in clf.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), eps=config.adam_epsilon,
                                 weight_decay=config.weight_decay)  # fmt: skip
@@ -285,9 +314,10 @@ def finetune(subject, train: Encoded, evals: dict[str, Encoded], num_labels: int
 
 
 def predict(clf, data: Encoded, pad_id: int, device, batch_size: int = 128) -> np.ndarray:
-    """Logits of every example (batched, longest first to limit padding), in the data's order."""
-    order = sorted(range(len(data)), key=lambda i: -len(data.input_ids[i]))
-    out = np.empty((len(data), clf.config.num_labels), dtype=np.float32)
+    """Logits of every example (batched, longest first to limit padding), in the data's order: (n, num_labels),
+    or (n, num_choices) for multiple choice."""
+    order = sorted(range(len(data)), key=lambda i: -data.length(i))
+    out = np.empty((len(data), data.num_choices or clf.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for a in range(0, len(order), batch_size):
             rows = order[a : a + batch_size]
@@ -321,6 +351,7 @@ class FinetuneJob:
         return stable_hash({
             "subject": self.subject.identity, "task": self.task, "seed": int(seed), "config": asdict(self.config),
             "num_labels": self.num_labels, "data": self.data_key, "code": source_hash(*_CODE_FILES),
+            "num_choices": getattr(self.train, "num_choices", None),
         })  # fmt: skip
 
     def path(self, seed: int) -> Path:

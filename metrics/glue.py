@@ -12,6 +12,14 @@ Tasks without data are never dropped silently: `glue_missing` (count) and its ro
 `glue` row's note says over which tasks the mean runs. Per (task, seed) results are cached, so an interrupted
 run resumes with the finished ones.
 
+Table description (for reports/task_table.py, which knows no metric module): besides its estimates every
+scoring emits an extra row `glue_table` (value: number of tasks asked for) whose note is JSON
+{"suite", "label", "mean", "tasks": [{"key", "label", "metric", "order"}], "missing": {key: why}}; tasks that
+cannot be scored at all raise NotApplicable("missing data: <task>: <why>; ...").
+
+The machinery is shared with SuperGLUE (metrics/superglue.py): `TaskSuite` is the fine-tuned task-suite
+metric, parameterised by its task table, data folder, loader and settings; GLUE is one instance.
+
 Options (constructor arguments, `-o glue.NAME=VALUE`): tasks, epochs, lr, batch_size, max_seq_length, seeds,
 max_train_examples / max_eval_examples (seeded random caps for quick runs), source (auto|files|hub),
 save_checkpoint (also store fine-tuned weights in the cache), cpu_threads (intra-op threads while fine-tuning
@@ -31,6 +39,7 @@ than the task (e.g. `-o glue.max_train_examples=1000000`).
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -64,20 +73,33 @@ def _as_tuple(value, convert) -> tuple:
     return tuple(convert(v) for v in value)
 
 
-class GLUE(Metric):
+class TaskSuite(Metric):
+    """A suite of tasks, each fine-tuned per seed and scored on its validation split(s) (GLUE, SuperGLUE).
+
+    Subclasses set the class attributes below and, where their data differ, `load` / `task_files`. A task is
+    any object with `key`, `label`, `metric` (a glue_tasks metric name), `metric_label`, `num_labels`,
+    `labels` and optionally `parts` ((name, metric, label), ...: further estimates of the same predictions,
+    e.g. SuperGLUE CB's accuracy and macro-F1 beside their mean)."""
+
+    suite: ClassVar[str] = "glue"  # registry prefix: <suite>, <suite>:<task>
+    suite_label: ClassVar[str] = "GLUE"
+    data_folder: ClassVar[str] = "glue"  # under the data directory
+    tasks_table: ClassVar[dict] = TASKS
+    sources: ClassVar[tuple] = glue_tasks.SOURCES
+    paper_settings: ClassVar[dict] = PAPER_SETTINGS
+    synthetic_settings: ClassVar[dict] = SYNTHETIC_SETTINGS
+    reader_module: ClassVar[object] = glue_tasks  # its source is part of the fine-tuning cache key
     requires = FINETUNE
-    columns: ClassVar[tuple[Column, ...]] = (Column("GLUE", "glue", "max", 50),)
+    bias_types = None  # task accuracy of the (debiased) model, whatever bias type the run removes
     bounds: ClassVar[dict] = {"epochs": (1, None), "lr": (0.0, None), "batch_size": (1, None), "max_seq_length": (1, None),
                                "max_train_examples": (1, None), "max_eval_examples": (1, None), "cpu_threads": (1, None)}  # fmt: skip
     report_mean: ClassVar[bool] = True
-    quick: ClassVar[dict] = {"tasks": ["sst2", "rte"], "epochs": 1, "seeds": [0], "max_train_examples": 64,
-                             "max_eval_examples": 64, "source": "files", "cpu_threads": 1}  # fmt: skip
 
     def __init__(self, tasks=None, epochs: int | None = None, lr: float = 2e-5, batch_size: int = 32,
                  max_seq_length: int | None = None, seeds=None, max_train_examples: int | None = None,
                  max_eval_examples: int | None = None, source: str = "auto", save_checkpoint: bool = False,
                  cpu_threads: int | None = None):  # fmt: skip
-        self.tasks = None if tasks is None else tuple(dict.fromkeys(_as_tuple(tasks, glue_tasks.task_key)))
+        self.tasks = None if tasks is None else tuple(dict.fromkeys(_as_tuple(tasks, self.task_key)))
         self.epochs = None if epochs is None else int(epochs)
         self.lr, self.batch_size = float(lr), int(batch_size)
         self.max_seq_length = None if max_seq_length is None else int(max_seq_length)
@@ -87,53 +109,85 @@ class GLUE(Metric):
         self.source = str(source)
         self.save_checkpoint = bool(save_checkpoint)
         self.cpu_threads = None if cpu_threads is None else int(cpu_threads)
+        name = self.suite_label
         if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise BenchError(f"GLUE cpu_threads must be at least 1, got {cpu_threads}")
+            raise BenchError(f"{name} cpu_threads must be at least 1, got {cpu_threads}")
         if (self.tasks is not None and not self.tasks) or (self.seeds is not None and not self.seeds):
-            raise BenchError("GLUE needs at least one task and one seed")
-        if self.source not in glue_tasks.SOURCES:
-            raise BenchError(f"GLUE source must be one of {', '.join(glue_tasks.SOURCES)}, got {self.source!r}")
+            raise BenchError(f"{name} needs at least one task and one seed")
+        if self.source not in self.sources:
+            raise BenchError(f"{name} source must be one of {', '.join(self.sources)}, got {self.source!r}")
         self.finetune_config()  # validates the hyperparameters now, not after the first task
 
+    # ---- what a subclass may override ------------------------------------------------------------------
+    @classmethod
+    def task_key(cls, name: str) -> str:
+        return glue_tasks.task_key(name)
+
+    def task_files(self, task, root) -> list:
+        return glue_tasks.task_files(task, root)
+
+    def load(self, task, root):
+        return load_task(task, root, self.source)
+
+    def cache_name(self, task) -> str:
+        """Folder of the task's fine-tuning results in the cache."""
+        return task.key
+
+    # ---- settings ------------------------------------------------------------------------------------------
     def settings(self, subject=None) -> dict:
         """tasks, epochs, seeds, max_seq_length, max_train_examples, max_eval_examples, cpu_threads: the options given, else the
-        defaults for this subject (SYNTHETIC_SETTINGS for the synthetic world, PAPER_SETTINGS otherwise)."""
+        defaults for this subject (the synthetic settings for the synthetic world, the paper's otherwise)."""
         meta = getattr(subject, "meta", None) or {}
-        defaults = SYNTHETIC_SETTINGS if meta.get("synthetic") else PAPER_SETTINGS
-        return {k: defaults[k] if getattr(self, k) is None else getattr(self, k) for k in PAPER_SETTINGS}
+        defaults = self.synthetic_settings if meta.get("synthetic") else self.paper_settings
+        return {k: defaults[k] if getattr(self, k) is None else getattr(self, k) for k in self.paper_settings}
 
     def finetune_config(self, subject=None) -> FinetuneConfig:
         opts = self.settings(subject)
         return FinetuneConfig(epochs=opts["epochs"], lr=self.lr, batch_size=self.batch_size,
                               max_seq_length=opts["max_seq_length"])  # fmt: skip
 
-    @staticmethod
-    def glue_data_dir(ctx):
-        """The data directory holding glue/: the context's, else the run's (a synthetic model brings its own
-        data directory, without GLUE)."""
+    @classmethod
+    def suite_data_dir(cls, ctx):
+        """The data directory holding the suite's folder: the context's, else the run's (a synthetic model brings
+        its own data directory, without GLUE/SuperGLUE)."""
         run_dir = getattr(ctx, "run_data_dir", None)
         for candidate in (ctx.data_dir, run_dir):
-            if candidate is not None and (Path(candidate) / "glue").is_dir():
+            if candidate is not None and (Path(candidate) / cls.data_folder).is_dir():
                 return Path(candidate)
         return run_dir if run_dir is not None else ctx.data_dir
 
+    @classmethod
+    def glue_data_dir(cls, ctx):  # the name GLUE's callers know
+        return cls.suite_data_dir(ctx)
+
     def data_files(self, ctx) -> list:
-        root = self.glue_data_dir(ctx)
-        tasks = ALL_TASKS if self.tasks is None else self.tasks  # the subject is not known here: every candidate
-        return [p for key in tasks for p in glue_tasks.task_files(TASKS[key], root) if p.is_file()]
+        root = self.suite_data_dir(ctx)
+        tasks = tuple(self.tasks_table) if self.tasks is None else self.tasks  # the subject is not known here
+        return [p for key in tasks for p in self.task_files(self.tasks_table[key], root) if p.is_file()]
 
     # ---- scoring ---------------------------------------------------------------------------------------------
+    def describe(self, keys, missing: dict) -> str:
+        """The JSON table description carried by the `<suite>_table` row (see the module docstring)."""
+        order = list(self.tasks_table)
+        tasks = [{"key": f"{self.suite}:{k}", "label": self.tasks_table[k].label,
+                  "metric": self.tasks_table[k].metric_label, "order": order.index(k)} for k in keys]  # fmt: skip
+        return json.dumps({
+            "suite": self.suite, "label": self.suite_label, "mean": self.suite if self.report_mean else None,
+            "tasks": tasks, "missing": {f"{self.suite}:{k}": why for k, why in missing.items()},
+        }, separators=(",", ":"))  # fmt: skip
+
     def score(self, subject, ctx) -> Scores:
         if FINETUNE not in subject.capabilities:
             raise NotApplicable(f"{subject.method} cannot be fine-tuned honestly (it changes only MLM outputs)")
         cache = Cache(ctx.cache_dir)
         opts = self.settings(subject)
+        root = self.suite_data_dir(ctx)
         estimates: dict[str, Estimate] = {}
         parts, widths, items, missing = [], [], [], {}
         for key in opts["tasks"]:
-            task = TASKS[key]
+            task = self.tasks_table[key]
             try:
-                data = load_task(task, self.glue_data_dir(ctx), self.source)
+                data = self.load(task, root)
             except TaskUnavailable as e:
                 missing[key] = str(e)
                 continue
@@ -143,36 +197,47 @@ class GLUE(Metric):
             preds = tuple(
                 np.stack([predictions_from_logits(task, lg[s.name]) for lg in logits]) for s in data.evals
             )  # each (n_seeds, n)
-            stat = functools.partial(task_statistic, metric=task.metric, num_labels=task.num_labels, labels=labels, predictions=preds)
-            estimates[f"glue:{key}"] = Estimate(tuple(len(s) for s in data.evals), stat)
+            extra = {} if all(s.groups is None for s in data.evals) else {"groups": tuple(s.groups for s in data.evals)}
+            strata = tuple(s.units for s in data.evals)
+
+            def statistic(metric, _labels=labels, _preds=preds, _extra=extra, _n=task.num_labels):
+                return functools.partial(task_statistic, metric=metric, num_labels=_n, labels=_labels, predictions=_preds, **_extra)
+
+            stat = statistic(task.metric)
+            estimates[f"{self.suite}:{key}"] = Estimate(strata, stat)
+            for part, metric, _label in getattr(task, "parts", ()):
+                estimates[f"{self.suite}:{key}:{part}"] = Estimate(strata, statistic(metric))
             parts.append(stat)
             widths.append(len(data.evals))
             items.append(_items(key, data, preds))
-        if not estimates:  # the note's prefix lets the GLUE table mark the cells "missing" rather than "n/a"
+        if not items:  # the note's prefix lets the task table mark the cells "missing" rather than "n/a"
             raise NotApplicable(MISSING_DATA + "; ".join(f"{k}: {v}" for k, v in missing.items()))
-        notes = {}
+        notes = {f"{self.suite}_table": self.describe(opts["tasks"], missing)}
+        extras = {f"{self.suite}_table": float(len(opts["tasks"]))}
         if self.report_mean:
-            strata = tuple(n for k in estimates for n in estimates[k].strata)
-            estimates["glue"] = Estimate(strata, functools.partial(mean_statistic, parts=tuple(parts), widths=tuple(widths)))
-            done = [TASKS[k].label for k in opts["tasks"] if k not in missing]
-            notes["glue"] = f"mean over {len(done)} of {len(opts['tasks'])} tasks ({', '.join(done)})" + (
-                f"; missing: {', '.join(TASKS[k].label for k in missing)}" if missing else ""
+            task_keys = [f"{self.suite}:{k}" for k in opts["tasks"] if k not in missing]
+            strata = tuple(n for k in task_keys for n in estimates[k].strata)
+            estimates[self.suite] = Estimate(strata, functools.partial(mean_statistic, parts=tuple(parts), widths=tuple(widths)))
+            done = [self.tasks_table[k].label for k in opts["tasks"] if k not in missing]
+            notes[self.suite] = f"mean over {len(done)} of {len(opts['tasks'])} tasks ({', '.join(done)})" + (
+                f"; missing: {', '.join(self.tasks_table[k].label for k in missing)}" if missing else ""
             )
-        extras = {"glue_missing": float(len(missing))} if self.report_mean else {}
+            extras[f"{self.suite}_missing"] = float(len(missing))
         if missing:
-            notes["glue_missing"] = "; ".join(f"{k}: {why}" for k, why in missing.items())
-        return Scores(self.name or "glue", estimates, items=pd.concat(items, ignore_index=True), extras=extras, notes=notes)
+            notes[f"{self.suite}_missing"] = "; ".join(f"{k}: {why}" for k, why in missing.items())
+        return Scores(self.name or self.suite, estimates, items=pd.concat(items, ignore_index=True), extras=extras, notes=notes)
 
     def _finetune(self, subject, data, cache: Cache, ctx, opts: dict | None = None) -> list[dict[str, np.ndarray]]:
         task = data.task
         opts = self.settings(subject) if opts is None else opts
         data_key = stable_hash({
             "origin": data.origin, "max_train": opts["max_train_examples"], "max_eval": opts["max_eval_examples"],
-            "reader": source_hash(glue_tasks.__file__),
+            "reader": source_hash(self.reader_module.__file__),
         })  # fmt: skip
+        num_labels = data.train.num_choices or task.num_labels
         job = FinetuneJob(
-            subject, task.key, data.train, {s.name: s for s in data.evals}, task.num_labels, self.finetune_config(subject),
-            cache, data_key, label_names=task.labels, save_checkpoint=self.save_checkpoint,
+            subject, self.cache_name(task), data.train, {s.name: s for s in data.evals}, num_labels,
+            self.finetune_config(subject), cache, data_key, label_names=task.labels, save_checkpoint=self.save_checkpoint,
             bar=(lambda **kw: ctx.bar(**kw)) if ctx.progress else None, threads=opts["cpu_threads"],
         )  # fmt: skip
         return [job.result(seed)[0].logits for seed in opts["seeds"]]
@@ -183,38 +248,47 @@ def _items(key: str, data, preds: tuple) -> pd.DataFrame:
     for split, p in zip(data.evals, preds):
         n = len(split)
         for s_i, row in enumerate(p):
-            frames.append(pd.DataFrame({"task": key, "split": split.name, "item": np.arange(n), "seed_index": s_i,
-                                        "label": split.labels, "prediction": row}))  # fmt: skip
+            frame = {"task": key, "split": split.name, "item": np.arange(n), "seed_index": s_i, "label": split.labels,
+                     "prediction": row}  # fmt: skip
+            if split.groups is not None:
+                frame["group"] = split.groups
+            frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)
 
 
-class _GlueTask(GLUE):
-    """One GLUE task as its own metric (`glue:<task>`): the task's estimate, no mean."""
+class GLUE(TaskSuite):
+    columns: ClassVar[tuple[Column, ...]] = (Column("GLUE", "glue", "max", 50),)
+    quick: ClassVar[dict] = {"tasks": ["sst2", "rte"], "epochs": 1, "seeds": [0], "max_train_examples": 64,
+                             "max_eval_examples": 64, "source": "files", "cpu_threads": 1}  # fmt: skip
 
-    task: ClassVar[str] = ""
-    report_mean: ClassVar[bool] = False
-    quick: ClassVar[dict] = {k: v for k, v in GLUE.quick.items() if k != "tasks"}
+
+def single_task(suite_cls: type, key: str, order: int, module: str) -> type:
+    """The metric `<suite>:<key>`: one task of `suite_cls` alone (its estimate, no mean), same options and cache."""
+    task = suite_cls.tasks_table[key]
 
     def __init__(self, epochs: int | None = None, lr: float = 2e-5, batch_size: int = 32, max_seq_length: int | None = None,
                  seeds=None, max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  source: str = "auto", save_checkpoint: bool = False, cpu_threads: int | None = None):  # fmt: skip
-        super().__init__((self.task,), epochs, lr, batch_size, max_seq_length, seeds, max_train_examples,
-                         max_eval_examples, source, save_checkpoint, cpu_threads)  # fmt: skip
+        suite_cls.__init__(self, (key,), epochs, lr, batch_size, max_seq_length, seeds, max_train_examples,
+                           max_eval_examples, source, save_checkpoint, cpu_threads)  # fmt: skip
+
+    name = f"{suite_cls.suite_label}{task.label.replace('-', '')}".replace("SuperGLUE", "SuperGlue").replace("GLUE", "Glue")
+    return type(name, (suite_cls,), {
+        "task": key, "report_mean": False, "__init__": __init__, "__module__": module,
+        "__doc__": f"{suite_cls.suite_label} {task.label} ({task.metric_label}) alone.",
+        "quick": {k: v for k, v in suite_cls.quick.items() if k != "tasks"},
+        "columns": (Column(task.label, f"{suite_cls.suite}:{key}", "max", order),),
+    })  # fmt: skip
 
 
 def _task_metric(key: str, order: int) -> type:
-    task = TASKS[key]
-    cls = type(f"Glue{task.label.replace('-', '')}", (_GlueTask,), {
-        "task": key, "__doc__": f"GLUE {task.label} ({task.metric_label}) alone.", "__module__": __name__,
-        "columns": (Column(task.label, f"glue:{key}", "max", order),),
-    })  # fmt: skip
-    return cls
+    return single_task(GLUE, key, order, __name__)
 
 
 GlueCoLA = _task_metric("cola", 51)
+GlueSTSB = _task_metric("stsb", 54)
 GlueSST2 = _task_metric("sst2", 52)
 GlueMRPC = _task_metric("mrpc", 53)
-GlueSTSB = _task_metric("stsb", 54)
 GlueQQP = _task_metric("qqp", 55)
 GlueMNLI = _task_metric("mnli", 56)
 GlueQNLI = _task_metric("qnli", 57)

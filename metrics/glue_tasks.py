@@ -9,7 +9,9 @@ Per-task metrics (×100 in the tables): CoLA Matthews correlation, MRPC F1 of th
 STS-B Pearson correlation, accuracy otherwise; MNLI is the mean of matched and mismatched accuracy. The
 bootstrap statistics below compute these from per-resample sums (confusion counts, moments), so 1,000 resamples
 of a whole validation set cost a few array reductions instead of 1,000 scikit-learn calls; the tests check them
-against scikit-learn and scipy.
+against scikit-learn and scipy. The same engine serves SuperGLUE (metrics/superglue_tasks.py): macro-F1 and
+"accuracy + macro-F1" (CB), and the grouped MultiRC metrics F1a / EM over questions (`groups`: an item is a
+question with all its answer rows). `Split` (with multiple-choice and grouped forms) and `cap_split` are shared.
 """
 from __future__ import annotations
 
@@ -101,21 +103,40 @@ def task_key(name: str) -> str:
 # ---- data -------------------------------------------------------------------------------------------------
 @dataclass
 class Split:
-    """Texts (one or two segments) and labels (int64 class indices, or float32 scores for regression)."""
+    """Texts (one or two segments) and labels (int64 class indices, or float32 scores for regression).
+
+    Shared by every fine-tuned task suite (GLUE, SuperGLUE). Two optional shapes:
+      num_choices  multiple choice (COPA): text_a/text_b hold one K-tuple of segments per example, the label is
+                   the index of the right choice (bench.finetune trains a multiple-choice head).
+      groups       grouped items (MultiRC): one int per row naming its resampling unit (the question), numbered
+                   0..G-1; bootstrap and caps work on whole groups.
+    """
 
     name: str
-    text_a: list[str]
-    text_b: list[str] | None
+    text_a: list
+    text_b: list | None
     labels: np.ndarray
+    groups: np.ndarray | None = None
+    num_choices: int | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def units(self) -> int:
+        """Number of resampling units: groups if the split has them, else rows."""
+        return len(self) if self.groups is None else (int(self.groups.max()) + 1 if len(self.groups) else 0)
+
     def subset(self, indices: np.ndarray) -> "Split":
         indices = np.asarray(indices, dtype=np.int64)
+        groups = None
+        if self.groups is not None:  # renumber the kept groups 0..G'-1, in order of first appearance
+            _, groups = np.unique(self.groups[indices], return_inverse=True)
+            groups = groups.astype(np.int64)
         return Split(
             self.name, [self.text_a[i] for i in indices],
             None if self.text_b is None else [self.text_b[i] for i in indices], self.labels[indices],
+            groups, self.num_choices,
         )  # fmt: skip
 
 
@@ -134,12 +155,20 @@ class TaskData:
 
 
 def cap_split(split: Split, cap: int | None, seed: int = 0) -> Split:
+    """A seeded random subset of at most `cap` rows, order kept. A grouped split keeps whole groups: random
+    groups are taken until the next one would pass the cap (at least one group)."""
     if cap is None or len(split) <= cap:
         return split
     if cap < 1:
         raise BenchError(f"example caps must be at least 1, got {cap}")
     rng = np.random.default_rng(seed)
-    return split.subset(np.sort(rng.choice(len(split), size=int(cap), replace=False)))
+    if split.groups is None:
+        return split.subset(np.sort(rng.choice(len(split), size=int(cap), replace=False)))
+    sizes = np.bincount(split.groups)
+    order = rng.permutation(len(sizes))
+    total = np.cumsum(sizes[order])
+    keep = order[: max(1, int(np.searchsorted(total, cap, side="right")))]
+    return split.subset(np.flatnonzero(np.isin(split.groups, keep)))
 
 
 class TaskUnavailable(BenchError):
@@ -168,7 +197,8 @@ def load_task(task: GlueTask, data_dir, source: str = "auto") -> TaskData:
             why = f"no folder {files[0].parent}"
         else:
             why = f"no {', '.join(p.name for p in absent)} in {files[0].parent}"
-        raise TaskUnavailable(why + ("" if source == "files" else "; hub not reachable"))
+        why += "" if source == "files" else "; hub not reachable"
+        raise TaskUnavailable(f"{why} (`bench data fetch glue --data-dir DIR` downloads GLUE)")
     return _load_hub(task)
 
 
@@ -300,13 +330,36 @@ def predictions_from_logits(task: GlueTask, logits: np.ndarray) -> np.ndarray:
     return logits[:, 0].astype(np.float64) if task.is_regression else logits.argmax(axis=1)
 
 
-def _features(metric: str, y: np.ndarray, pred: np.ndarray, num_labels: int) -> np.ndarray:
-    """Per-example quantities whose sums over a resample determine the metric. Shape (F, n)."""
+GROUPED_METRICS = ("f1a", "em", "f1a_em")  # need `groups` (MultiRC: one group per question)
+
+
+def _class_counts(y: np.ndarray, pred: np.ndarray, num_labels: int) -> np.ndarray:
+    """Per class c: [pred == c and y == c], [pred == c], [y == c]. Shape (3K, n)."""
+    classes = np.arange(num_labels)[:, None]
+    p, t = pred[None] == classes, y[None] == classes
+    return np.concatenate([p & t, p, t]).astype(np.float64)
+
+
+def _features(metric: str, y: np.ndarray, pred: np.ndarray, num_labels: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Per-item quantities whose sums over a resample determine the metric. Shape (F, n_items); an item is an
+    example, or a group of rows (MultiRC: a question with its answers) for the grouped metrics."""
+    if metric in GROUPED_METRICS:
+        if groups is None:
+            raise ValueError(f"metric {metric!r} needs groups")
+        g = int(groups.max()) + 1 if len(groups) else 0
+        p, t = pred == 1, y == 1
+        per_group = lambda w: np.bincount(groups, weights=w.astype(np.float64), minlength=g)  # noqa: E731
+        wrong = per_group(pred != y)
+        return np.stack([per_group(p & t), per_group(p), per_group(t), (wrong == 0).astype(np.float64)])
     if metric == "accuracy":
         return (pred == y)[None].astype(np.float64)
     if metric == "f1":
         p, t = pred == 1, y == 1
         return np.stack([p & t, p, t]).astype(np.float64)
+    if metric == "macro_f1":
+        return _class_counts(y, pred, num_labels)
+    if metric == "acc_macro_f1":
+        return np.concatenate([(pred == y)[None].astype(np.float64), _class_counts(y, pred, num_labels)])
     if metric == "mcc":
         classes = np.arange(num_labels)
         return np.concatenate([(pred == y)[None], y[None] == classes[:, None], pred[None] == classes[:, None]]).astype(np.float64)
@@ -314,17 +367,42 @@ def _features(metric: str, y: np.ndarray, pred: np.ndarray, num_labels: int) -> 
         x, t = pred.astype(np.float64), y.astype(np.float64)
         x, t = x - x.mean(), t - t.mean()  # shift invariance; keeps the moment formula well conditioned
         return np.stack([x, t, x * x, t * t, x * t])
-    raise ValueError(f"unknown GLUE metric {metric!r}")
+    raise ValueError(f"unknown task metric {metric!r}")
+
+
+def _binary_f1(tp: np.ndarray, p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """scikit-learn's F1 2TP / (2TP + FP + FN) = 2TP / (P + T); 0 when there are no positive labels or predictions."""
+    denom = p + t
+    return np.where(denom > 0, 2.0 * tp / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def _macro_f1(s: np.ndarray) -> np.ndarray:
+    """scikit-learn's f1_score(average="macro"): the mean of per-class F1 over the classes that occur in the labels
+    or the predictions of the resample (a class absent from both is not averaged)."""
+    k = s.shape[0] // 3
+    tp, p, t = s[:k], s[k : 2 * k], s[2 * k :]
+    present = (p + t) > 0
+    f1 = _binary_f1(tp, p, t)
+    return np.where(present.any(0), (f1 * present).sum(0) / np.maximum(present.sum(0), 1), 0.0)
 
 
 def _from_sums(metric: str, s: np.ndarray, n: int) -> np.ndarray:
-    """The metric from the sums over each resample (s has shape (F, R))."""
+    """The metric from the sums over each resample (s has shape (F, R)); n items drawn per resample."""
     with np.errstate(divide="ignore", invalid="ignore"):
         if metric == "accuracy":
             return s[0] / n
         if metric == "f1":  # scikit-learn: 0 when there are no positive labels or predictions
-            denom = s[1] + s[2]
-            return np.where(denom > 0, 2.0 * s[0] / np.where(denom > 0, denom, 1.0), 0.0)
+            return _binary_f1(s[0], s[1], s[2])
+        if metric == "macro_f1":
+            return _macro_f1(s)
+        if metric == "acc_macro_f1":  # SuperGLUE CB: mean of accuracy and macro-F1
+            return (s[0] / n + _macro_f1(s[1:])) / 2.0
+        if metric == "f1a":  # MultiRC: binary F1 over all answer rows of the drawn questions
+            return _binary_f1(s[0], s[1], s[2])
+        if metric == "em":  # MultiRC: share of questions with every answer right
+            return s[3] / n
+        if metric == "f1a_em":
+            return (_binary_f1(s[0], s[1], s[2]) + s[3] / n) / 2.0
         if metric == "mcc":  # scikit-learn's K-class formula; 0 when either marginal is constant
             k = (s.shape[0] - 1) // 2
             correct, t, p = s[0], s[1 : 1 + k], s[1 + k :]
@@ -338,25 +416,21 @@ def _from_sums(metric: str, s: np.ndarray, n: int) -> np.ndarray:
             cov = sxy - sx * sy / n
             var = (sxx - sx * sx / n) * (syy - sy * sy / n)
             return np.where(var > 0, cov / np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
-    raise ValueError(f"unknown GLUE metric {metric!r}")
+    raise ValueError(f"unknown task metric {metric!r}")
 
 
-_CHUNK = 1 << 23  # resample x example counts held at once (64 MB of float64)
+_CHUNK = 1 << 23  # resample x item counts held at once (64 MB of float64)
 
 
-def metric_over_resamples(metric: str, y: np.ndarray, preds: np.ndarray, idx: np.ndarray, num_labels: int = 2) -> np.ndarray:
-    """Metric of every seed's predictions on every resample: preds (S, n), idx (R, n) -> (S, R).
+def sums_over_resamples(flat: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sums of every feature row over every resample: flat (F, n), idx (R, draws) -> (F, R).
 
-    A resample is summarised by how often it draws each example (a row of counts), so every feature sum of
-    every seed and resample is one matrix product features (S*F, n) @ counts (n, R).
-    """
-    preds = np.atleast_2d(preds)
-    feats = np.stack([_features(metric, y, p, num_labels) for p in preds])  # (S, F, n)
-    seeds, f, n = feats.shape
-    flat = feats.reshape(seeds * f, n)
+    A resample is summarised by how often it draws each item (a row of counts), so all sums are one matrix
+    product features (F, n) @ counts (n, R), in chunks of resamples."""
+    f, n = flat.shape
     idx = np.asarray(idx)
-    resamples, draws = idx.shape
-    sums = np.empty((seeds * f, resamples))
+    resamples = idx.shape[0]
+    sums = np.empty((f, resamples))
     step = max(1, _CHUNK // max(1, n))
     for a in range(0, resamples, step):
         block = idx[a : a + step]
@@ -364,15 +438,29 @@ def metric_over_resamples(metric: str, y: np.ndarray, preds: np.ndarray, idx: np
         cells = (np.arange(r)[:, None] * n + block).ravel()
         counts = np.bincount(cells, minlength=r * n).reshape(r, n).astype(np.float64)
         sums[:, a : a + r] = flat @ counts.T
-    sums = sums.reshape(seeds, f, -1)
-    return np.stack([_from_sums(metric, sums[s], draws) for s in range(seeds)])
+    return sums
 
 
-def task_statistic(indices: Sequence[np.ndarray], *, metric: str, num_labels: int, labels: tuple, predictions: tuple) -> np.ndarray:
+def metric_over_resamples(metric: str, y: np.ndarray, preds: np.ndarray, idx: np.ndarray, num_labels: int = 2,
+                          groups: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Metric of every seed's predictions on every resample: preds (S, rows), idx (R, items) -> (S, R).
+    Items are rows, or groups of rows (`groups`, for the grouped metrics)."""
+    preds = np.atleast_2d(preds)
+    feats = np.stack([_features(metric, y, p, num_labels, groups) for p in preds])  # (S, F, n)
+    seeds, f, n = feats.shape
+    idx = np.asarray(idx)
+    sums = sums_over_resamples(feats.reshape(seeds * f, n), idx).reshape(seeds, f, -1)
+    return np.stack([_from_sums(metric, sums[s], idx.shape[1]) for s in range(seeds)])
+
+
+def task_statistic(indices: Sequence[np.ndarray], *, metric: str, num_labels: int, labels: tuple, predictions: tuple,
+                   groups: tuple | None = None) -> np.ndarray:  # fmt: skip
     """×100 task score per resample: per seed the metric on every validation split (averaged: MNLI m/mm),
-    then the mean over seeds. One index array per split; the same indices serve every seed."""
+    then the mean over seeds. One index array per split; the same indices serve every seed. `groups`: one
+    array (or None) per split for the grouped metrics."""
+    groups = (None,) * len(labels) if groups is None else groups
     per_split = [
-        metric_over_resamples(metric, y, p, idx, num_labels) for idx, y, p in zip(indices, labels, predictions)
+        metric_over_resamples(metric, y, p, idx, num_labels, g) for idx, y, p, g in zip(indices, labels, predictions, groups)
     ]  # each (S, R)
     return 100.0 * np.mean(per_split, axis=0).mean(axis=0)
 

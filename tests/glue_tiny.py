@@ -78,3 +78,118 @@ def write_glue(root: Path, n_train: int = 64, n_dev: int = 40, seed: int = 0) ->
         ys = rng.integers(0, 3, size=n)
         write("MNLI", name, mnli_header, [(i, s, t, classes[y], classes[y]) for i, (s, t, y) in enumerate(zip(a, b, ys))])
     return root
+
+
+# ---- SuperGLUE-shaped tasks in the release layout (<root>/superglue/<Task>/{train,val}.jsonl) -------------------
+SUPERGLUE_FOLDERS = ("BoolQ", "CB", "COPA", "MultiRC", "RTE", "WiC", "WSC")
+
+
+def _filler(rng, n: int) -> str:
+    return " ".join(rng.choice(FILLER, n))
+
+
+def _with(rng, word: str | None, n: int = 4) -> str:
+    words = list(rng.choice(FILLER, n))
+    if word is not None:
+        words.insert(int(rng.integers(0, n + 1)), word)
+    return " ".join(words)
+
+
+def superglue_records(task: str, n: int, seed: int) -> list[dict]:
+    """`n` records of `task` in the release format (MultiRC: `n` answers in paragraphs of 2 questions x 2-3
+    answers), separable by one rule: the label says which sentiment word the deciding segment holds (binary:
+    positive or negative; CB: one of three word groups). Classes are balanced (a seeded permutation of
+    0, 1, 0, 1, ...), so a constant predictor scores exactly chance."""
+    rng = np.random.default_rng(seed)
+    pos = lambda: str(rng.choice(POSITIVE))  # noqa: E731
+    neg = lambda: str(rng.choice(NEGATIVE))  # noqa: E731
+    out: list[dict] = []
+    if task == "MultiRC":
+        ys = iter(rng.permutation(np.arange(n) % 2).tolist())
+        answers_left, q_idx, a_idx = n, 0, 0
+        while answers_left > 0:
+            questions = []
+            for _ in range(2):
+                k = min(answers_left, int(rng.integers(2, 4)))
+                if k <= 0:
+                    break
+                answers = []
+                for _ in range(k):
+                    y = next(ys)
+                    answers.append({"text": _with(rng, pos() if y else neg(), 2), "idx": a_idx, "label": y})
+                    a_idx += 1
+                answers_left -= k
+                questions.append({"question": _filler(rng, 3), "answers": answers, "idx": q_idx})
+                q_idx += 1
+            out.append({"idx": len(out), "version": 1.1, "passage": {"text": _filler(rng, 4), "questions": questions}})
+        return out
+    classes = 3 if task == "CB" else 2
+    ys = rng.permutation(np.arange(n) % classes).tolist()
+    cb_words = (POSITIVE[:4], NEGATIVE[:4], POSITIVE[4:] + NEGATIVE[4:])
+    for i, y in enumerate(ys):
+        if task == "BoolQ":
+            out.append({"question": _with(rng, pos() if y else neg()), "passage": _filler(rng, 4), "idx": i, "label": bool(y)})
+        elif task == "CB":
+            out.append({"premise": _filler(rng, 4), "hypothesis": _with(rng, str(rng.choice(cb_words[y])), 1), "idx": i,
+                        "label": ("entailment", "contradiction", "neutral")[y]})  # fmt: skip
+        elif task == "COPA":
+            right, wrong = _with(rng, pos(), 3), _with(rng, neg(), 3)
+            choices = (wrong, right) if y else (right, wrong)
+            out.append({"premise": _filler(rng, 4), "choice1": choices[0], "choice2": choices[1],
+                        "question": ("cause", "effect")[int(rng.integers(0, 2))], "idx": i, "label": y})  # fmt: skip
+        elif task == "RTE":
+            out.append({"premise": _filler(rng, 4), "hypothesis": _with(rng, pos() if y else neg()), "idx": i,
+                        "label": "not_entailment" if y else "entailment"})  # fmt: skip
+        elif task == "WiC":
+            word = pos() if y else neg()
+            s1, s2 = _with(rng, word), _with(rng, word)
+            out.append({"word": word, "sentence1": s1, "sentence2": s2, "idx": i, "label": bool(y),
+                        "start1": s1.index(word), "end1": s1.index(word) + len(word),
+                        "start2": s2.index(word), "end2": s2.index(word) + len(word), "version": 1.1})  # fmt: skip
+        elif task == "WSC":
+            word = pos() if y else neg()
+            words = [str(w) for w in rng.choice(FILLER[5:], 4)] + ["it"]  # "it" is the pronoun (span2)
+            words.insert(1, word)
+            out.append({"text": " ".join(words), "target": {"span1_index": 1, "span1_text": word,
+                        "span2_index": len(words) - 1, "span2_text": "it"}, "idx": i, "label": bool(y)})  # fmt: skip
+        else:
+            raise ValueError(task)
+    return out
+
+
+def write_superglue(root: Path, n_train: int = 192, n_val: int = 96, seed: int = 0, shuffle_train: bool = False,
+                    tasks=SUPERGLUE_FOLDERS) -> Path:  # fmt: skip
+    """<root>/superglue/<Task>/{train,val}.jsonl for the given tasks. shuffle_train: training labels permuted
+    (seeded), so nothing can be learned."""
+    for t, task in enumerate(tasks):
+        folder = root / "superglue" / task
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, n, s in (("train", n_train, seed + 100 * t), ("val", n_val, seed + 100 * t + 1)):
+            records = superglue_records(task, n, s)
+            if shuffle_train and split == "train":
+                _shuffle_labels(task, records, np.random.default_rng(seed + 7))
+            (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return root
+
+
+def _shuffle_labels(task: str, records: list[dict], rng) -> None:
+    """Replace the labels by noise with exactly no association with the true ones in this sample: within each
+    true class the new label is the true one shifted by a balanced random offset (mod K). (A plain permutation
+    keeps a chance correlation of order 1/sqrt(n) with the deciding word, which the model picks up and applies
+    consistently to the validation set, far from chance in either direction.)"""
+    if task == "MultiRC":
+        items = [a for r in records for q in r["passage"]["questions"] for a in q["answers"]]
+        get, names = (lambda a: a["label"]), (0, 1)
+    else:
+        items = records
+        names = {"CB": ("entailment", "contradiction", "neutral"), "RTE": ("entailment", "not_entailment")}.get(
+            task, (False, True) if task in ("BoolQ", "WiC", "WSC") else (0, 1))  # fmt: skip
+        get = lambda r: names.index(r["label"])  # noqa: E731
+    k = len(names)
+    y = np.array([get(r) for r in items])
+    new = y.copy()
+    for c in range(k):
+        idx = np.flatnonzero(y == c)
+        new[idx] = (c + rng.permutation(np.arange(len(idx)) % k)) % k
+    for r, v in zip(items, new):
+        r["label"] = int(v) if task in ("MultiRC", "COPA") else names[int(v)]

@@ -264,8 +264,16 @@ def test_glue_scores_equal_sklearn_on_the_stored_predictions(tiny, glue_ctx):
     iv = interval(scores.estimates["glue"], StatsConfig(resamples=300))
     assert iv.low <= iv.value <= iv.high
     # missing tasks are said, not dropped silently
-    assert scores.extras == {"glue_missing": 1.0}
+    assert scores.extras == {"glue_missing": 1.0, "glue_table": 6.0}
     assert scores.notes["glue_missing"].startswith("qqp: no folder")
+    # the table description the task table reads (reports/task_table.py knows no metric module)
+    import json
+
+    desc = json.loads(scores.notes["glue_table"])
+    assert desc["suite"] == "glue" and desc["label"] == "GLUE" and desc["mean"] == "glue"
+    assert [(t["key"], t["label"], t["metric"]) for t in desc["tasks"]][:3] == [
+        ("glue:cola", "CoLA", "MCC"), ("glue:sst2", "SST-2", "Acc."), ("glue:stsb", "STS-B", "Pearson")]  # fmt: skip
+    assert [t["order"] for t in desc["tasks"]] == [0, 1, 3, 5, 7, 4] and list(desc["missing"]) == ["glue:qqp"]
     assert "mean over 5 of 6 tasks" in scores.notes["glue"] and "missing: QQP" in scores.notes["glue"]
 
 

@@ -18,7 +18,12 @@ ICLR_ROWS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["demo", "paper", "ci"])
+# SPEC §2.7: the ICLR main table's baseline group, with RLACE and LEACE.
+ICLR_FULL_ROWS = [ICLR_ROWS[0], ICLR_ROWS[1],
+                  ["cda", "dropout", "inlp", "rlace", "leace", "self-debias", "sentence-debias"], ICLR_ROWS[3]]
+
+
+@pytest.mark.parametrize("name", ["demo", "paper", "ci", "iclr"])
 def test_suite_resolves(name):
     assert name in suite_names()
     suite = load_suite(name)
@@ -48,6 +53,18 @@ def test_paper_suite_is_the_papers_main_table():
         return 3 if len(parts) > 1 else METHODS.get(parts[0]).group
 
     assert [group(m) for m in suite["methods"]] == [i for i, g in enumerate(ICLR_ROWS) for _ in g]
+
+
+def test_iclr_suite_is_the_iclr_main_table():
+    from bench.registry import METHODS
+
+    suite = load_suite("iclr")
+    assert suite["models"] == ["bert-base", "bert-large", "distilbert", "roberta-large"]
+    assert suite["methods"] == [m for group in ICLR_FULL_ROWS for m in group]
+    assert suite["metrics"] == ["stereoset", "seat", "glue", "superglue"]  # SS, SEAT, LMS, GLUE, SuperGLUE
+    assert not suite.get("options")
+    groups = [3 if "+" in m else METHODS.get(m).group for m in suite["methods"]]
+    assert groups == [i for i, g in enumerate(ICLR_FULL_ROWS) for _ in g]
 
 
 def test_demo_suite_is_the_readme_demo():

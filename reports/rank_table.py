@@ -1,0 +1,332 @@
+"""The mean-rank table of the ICLR version of the paper (its fork's `export/rank.py`, SPEC §3.5), with CIs.
+
+Ranks. For each bias metric (default SS and SEAT) and each base model, the methods with a value are ranked by
+the metric's goal (SS closest to 50, |SEAT| smallest; any metric's goal comes from its column declaration in
+the registry) and given proportional ranks i/(n−1): 0 = worst, 1 = best (one method alone: 0.5). A method's
+rank for a metric is the mean over the base models where it has a value; its mean rank is the mean over the
+metrics. Beside it: the mean LMS / GLUE / SuperGLUE over base models and the change vs. the base model's mean
+(over the models where both exist), as in the fork. Rows are sorted by mean rank, best first.
+Difference from the fork: tied values share the mean of their positions (the fork's stable sort gives tied
+methods different ranks in the order the methods are listed).
+
+Confidence intervals (beyond the fork). Stored rows carry a value and a 95 % CI, not the resamples, so each
+resample is drawn from a normal approximation of what the rows hold: per (base model, metric) the base
+model's value is drawn as value + σ_b·z (σ = CI width / (2·1.96)); each other method's value as its value
++ (the base draw − the base value) + σ_Δ·z', with σ_Δ from the CI of its paired difference to the base
+(`delta_low`/`delta_high`; the method's own CI where there is none). Methods thus share the base model's
+fluctuation (they are scored on the same items) and differ by their paired differences' uncertainty, which
+is what the stored paired bootstrap measured. On each of the (default 1,000, seeded) resamples every method
+is re-ranked and the mean ranks recomputed; the table shows the 2.5 / 97.5 percentiles. Independence between
+different methods' paired differences is an assumption (their shared items make them positively correlated,
+so the intervals err on the wide side).
+
+    bench rank-table RUN_DIR [--format md|tex] [--write] [--resamples 1000] [--seed 0]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+from tabulate import tabulate
+
+Z95 = 1.959963984540054
+DEFAULT_RANK = ("ss", "seat")
+DEFAULT_PERFORMANCE = ("lms", "glue", "superglue")
+# Goals and labels of the default sub-metrics, used when the registry does not declare them (e.g. a run read
+# without its plugins installed).
+_KNOWN = {"ss": ("SS", "50"), "seat": ("SEAT", "0"), "crows": ("CrowS", "50"), "lms": ("LMS", "max"),
+          "glue": ("GLUE", "max"), "superglue": ("SuperGLUE", "max")}  # fmt: skip
+
+
+def _declared(submetric: str, rows: list[dict]) -> tuple[str, str]:
+    """(label, goal) of a sub-metric: from the column declarations of the metrics in the rows (the registry),
+    else the known defaults."""
+    try:
+        from bench.registry import METRICS
+
+        for metric in dict.fromkeys(r["metric"] for r in rows):
+            try:
+                cols = METRICS.get(metric).columns
+            except Exception:
+                continue
+            for c in cols:
+                if c.submetric == submetric:
+                    return c.label, c.goal
+    except Exception:
+        pass
+    if submetric in _KNOWN:
+        return _KNOWN[submetric]
+    if submetric.startswith("ss_"):  # StereoSet's SS of one domain (ss_gender, ss_race, ...)
+        return _KNOWN["ss"]
+    raise click.UsageError(f"no column declares the sub-metric {submetric!r}; cannot tell which direction is better")
+
+
+def _badness(x: np.ndarray, goal: str) -> np.ndarray:
+    return {"50": np.abs(x - 50.0), "0": np.abs(x), "max": -x}[goal]
+
+
+def proportional_ranks(values: np.ndarray, goal: str) -> np.ndarray:
+    """Ranks i/(n−1), 1 = best, along the last axis (NaN: no value, not ranked); ties share their mean rank;
+    a single ranked value gets 0.5."""
+    values = np.asarray(values, dtype=float)
+    bad = _badness(values, goal)
+    out = np.full(values.shape, np.nan)
+    flat_bad, flat_out = bad.reshape(-1, bad.shape[-1]), out.reshape(-1, bad.shape[-1])
+    for row, res in zip(flat_bad, flat_out):
+        ok = np.flatnonzero(np.isfinite(row))
+        n = len(ok)
+        if n == 0:
+            continue
+        if n == 1:
+            res[ok] = 0.5
+            continue
+        b = row[ok]
+        # position from the worst (0) to the best (n-1); ties: mean of the positions they span
+        worse = (b[None, :] > b[:, None]).sum(1)  # methods with a larger badness
+        equal = (b[None, :] == b[:, None]).sum(1)
+        res[ok] = (worse + (equal - 1) / 2.0) / (n - 1)
+    return out
+
+
+@dataclass
+class RankTable:
+    models: list[str]
+    methods: list[str]  # method keys, sorted by mean rank (best first)
+    labels: dict[str, str]
+    rank_metrics: list[tuple[str, str, str]]  # (submetric, label, goal)
+    perf_metrics: list[tuple[str, str]]  # (submetric, label)
+    ranks: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> submetric|"mean" -> mean rank
+    ci: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    perf: dict[str, dict[str, tuple[float, float | None]]] = field(default_factory=dict)  # method -> sub -> (mean, delta)
+    resamples: int = 0
+
+
+def _index(rows: list[dict]) -> dict:
+    """(model, method, submetric) -> the ok row."""
+    out = {}
+    for r in rows:
+        if r.get("status") == "ok" and r.get("value") is not None and isinstance(r.get("submetric"), str):
+            out.setdefault((r["model"], r["method"], r["submetric"]), r)
+    return out
+
+
+def _sigma(low, high) -> float:
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return 0.0
+    return max(0.0, (high - low) / (2.0 * Z95))
+
+
+def bias_types(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r.get("bias_type") or "gender" for r in rows))
+
+
+def _resolve(name: str, present: set[str], bias_type: str) -> str:
+    """`ss` means StereoSet's SS of the run's bias type (ss_gender, ss_race, ...)."""
+    if name == "ss" and name not in present:
+        return f"ss_{bias_type}"
+    return name
+
+
+def build(rows: list[dict], rank=DEFAULT_RANK, performance=DEFAULT_PERFORMANCE, resamples: int = 1000, seed: int = 0,
+          bias_type: str | None = None) -> RankTable:  # fmt: skip
+    """The rank table of the rows of one bias type (default: gender if present, else the first in the rows)."""
+    rows = [r for r in rows if r.get("model") and r.get("method")]
+    types = bias_types(rows)
+    bias_type = bias_type or ("gender" if "gender" in types or not types else types[0])
+    rows = [r for r in rows if (r.get("bias_type") or "gender") == bias_type]
+    by_key = _index(rows)
+    present = {k[2] for k in by_key}
+    rank = [_resolve(x, present, bias_type) for x in rank]
+    performance = [_resolve(x, present, bias_type) for x in performance]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    order = {}
+    labels = {}
+    for r in rows:
+        order.setdefault(r["method"], (0 if r["method"] == "base" else r.get("group", 2), len(order)))
+        labels.setdefault(r["method"], r.get("label") or r["method"])
+    methods = sorted(order, key=lambda m: order[m])
+    rank_metrics = [(s, *_declared(s, rows)) for s in rank if any(k[2] == s for k in by_key)]
+    perf_metrics = [(s, _declared(s, rows)[0]) for s in performance if any(k[2] == s for k in by_key)]
+    M, K, S = len(methods), len(models), len(rank_metrics)
+    values = np.full((S, K, M), np.nan)
+    base_sigma = np.zeros((S, K))
+    delta_sigma = np.zeros((S, K, M))
+    shared = np.zeros((S, K, M), dtype=bool)  # drawn as base draw + paired difference (else independently)
+    base_at = methods.index("base") if "base" in methods else None
+    for s, (sub, _, _) in enumerate(rank_metrics):
+        for k, model in enumerate(models):
+            base = by_key.get((model, "base", sub))
+            if base is not None:
+                base_sigma[s, k] = _sigma(base.get("ci_low"), base.get("ci_high"))
+            for m, method in enumerate(methods):
+                r = by_key.get((model, method, sub))
+                if r is None or not math.isfinite(r["value"]):
+                    continue
+                values[s, k, m] = r["value"]
+                if method == "base":
+                    continue
+                low, high = r.get("delta_low"), r.get("delta_high")
+                if base is not None and low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+                    delta_sigma[s, k, m], shared[s, k, m] = _sigma(low, high), True
+                else:  # no paired difference stored (e.g. significance=overlap): the method's own CI
+                    delta_sigma[s, k, m] = _sigma(r.get("ci_low"), r.get("ci_high"))
+
+    def mean_ranks(vals: np.ndarray) -> np.ndarray:
+        """vals (..., S, K, M) -> per-metric mean ranks (..., S, M) and the mean over metrics (..., M)."""
+        r = np.stack([proportional_ranks(vals[..., s, :, :], rank_metrics[s][2]) for s in range(S)], axis=-3)
+        with np.errstate(invalid="ignore"), _quiet():
+            per_metric = np.nanmean(r, axis=-2)
+            overall = np.nanmean(per_metric, axis=-2)
+        return per_metric, overall
+
+    table = RankTable(models, methods, labels, rank_metrics, perf_metrics, resamples=resamples)
+    if S:
+        point_metric, point_overall = mean_ranks(values)
+        dist_metric = dist_overall = None
+        if resamples > 0:
+            rng = np.random.default_rng(seed)
+            base_values = values[:, :, base_at] if base_at is not None else np.zeros((S, K))
+            z_base = rng.standard_normal((resamples, S, K))
+            z_own = rng.standard_normal((resamples, S, K, M))
+            shift = np.where(np.isfinite(base_values), base_sigma, 0.0)[None] * z_base  # (R, S, K)
+            draws = values[None] + delta_sigma[None] * z_own + np.where(shared, shift[..., None], 0.0)
+            if base_at is not None:
+                draws[..., base_at] = values[None, :, :, base_at] + shift
+            dist_metric, dist_overall = mean_ranks(draws)
+        for m, method in enumerate(methods):
+            table.ranks[method] = {sub: float(point_metric[s, m]) for s, (sub, _, _) in enumerate(rank_metrics)}
+            table.ranks[method]["mean"] = float(point_overall[m])
+            if dist_metric is not None:
+                table.ci[method] = {sub: _percentiles(dist_metric[:, s, m]) for s, (sub, _, _) in enumerate(rank_metrics)}
+                table.ci[method]["mean"] = _percentiles(dist_overall[:, m])
+    for method in methods:
+        table.perf[method] = {}
+        for sub, _ in perf_metrics:
+            own = [by_key[(mo, method, sub)]["value"] for mo in models if (mo, method, sub) in by_key]
+            pairs = [(by_key[(mo, method, sub)]["value"], by_key[(mo, "base", sub)]["value"]) for mo in models
+                     if (mo, method, sub) in by_key and (mo, "base", sub) in by_key]  # fmt: skip
+            if own:
+                delta = float(np.mean([a for a, _ in pairs]) - np.mean([b for _, b in pairs])) if pairs and method != "base" else None
+                table.perf[method][sub] = (float(np.mean(own)), delta)
+    key = lambda m: -table.ranks.get(m, {}).get("mean", -math.inf) if math.isfinite(table.ranks.get(m, {}).get("mean", math.nan)) else math.inf  # noqa: E731
+    table.methods = sorted(methods, key=key)
+    return table
+
+
+class _quiet:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)
+
+
+def _percentiles(x: np.ndarray) -> tuple[float, float]:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (math.nan, math.nan)
+    low, high = np.percentile(x, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _f(x, d=2) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{d}f}"
+
+
+def render(rows: list[dict], fmt: str = "md", **kwargs) -> str:
+    if fmt not in ("md", "tex"):
+        raise ValueError(f"format must be md or tex, got {fmt!r}")
+    t = build(rows, **kwargs)
+    if not t.rank_metrics:
+        return ""
+    cols = [("mean", "Mean rank")] + [(sub, label) for sub, label, _ in t.rank_metrics]
+    best = {}
+    for sub, _ in cols:
+        vals = [t.ranks[m][sub] for m in t.methods if math.isfinite(t.ranks[m].get(sub, math.nan))]
+        best[sub] = max(vals) if vals else None
+    body = []
+    for m in t.methods:
+        line = [t.labels[m]]
+        for sub, _ in cols:
+            v = t.ranks[m].get(sub)
+            text = _f(v)
+            if v is not None and best[sub] is not None and v == best[sub] and text != "–":
+                text = f"**{text}**" if fmt == "md" else rf"\textbf{{{text}}}"
+            if m in t.ci and text != "–":
+                lo, hi = t.ci[m][sub]
+                text += f" [{_f(lo)}, {_f(hi)}]" if fmt == "md" else rf"\,{{\scriptsize[{_f(lo)}, {_f(hi)}]}}"
+            line.append(text)
+        for sub, _ in t.perf_metrics:
+            value = t.perf[m].get(sub)
+            if value is None:
+                line.append("–")
+                continue
+            mean, delta = value
+            d = "" if delta is None else f" ({delta:+.2f})"
+            line.append(_f(mean) + d)
+        body.append(line)
+    headers = ["Method"] + [label for _, label in cols] + [f"{label} (mean)" for _, label in t.perf_metrics]
+    legend = (f"Mean proportional rank over {len(t.models)} base model(s) ({', '.join(t.models)}): per metric and base "
+              "model the methods are ranked i/(n−1), 1 = best; mean over base models, then over metrics. "
+              + (f"95 % CI in brackets from {t.resamples} resamples drawn from the rows' bootstrap CIs (normal "
+                 "approximation, re-ranked per resample; reports/rank_table.py). " if t.resamples else "")
+              + "Right: mean over base models (change vs. base).")  # fmt: skip
+    if fmt == "md":
+        return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n\n" + legend + "\n"
+    esc = lambda s: s.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_")  # noqa: E731
+    lines = [r"% requires \usepackage{booktabs}", r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", r"\toprule",
+             " & ".join(esc(h) for h in headers) + r" \\", r"\midrule"]  # fmt: skip
+    lines += [" & ".join([esc(line[0])] + line[1:]) + r" \\" for line in body]
+    lines += [r"\bottomrule", r"\end{tabular}", f"% {esc(legend)}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict], out: Path, **kwargs) -> list[Path]:
+    """Write OUT/rank.md and OUT/rank.tex when the rows hold a rank metric; returns the paths written."""
+    from bench.store import write_text
+
+    md = render(rows, "md", **kwargs)
+    if not md:
+        return []
+    paths = [Path(out) / "rank.md", Path(out) / "rank.tex"]
+    write_text(paths[0], md)
+    write_text(paths[1], render(rows, "tex", **kwargs))
+    return paths
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@click.command(name="rank-table")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "tex"]), default="md", show_default=True)
+@click.option("--write", is_flag=True, help="Also write RUN_DIR/rank.md and RUN_DIR/rank.tex.")
+@click.option("--rank", "rank", default=",".join(DEFAULT_RANK), show_default=True, help="Sub-metrics to rank by.")
+@click.option("--performance", default=",".join(DEFAULT_PERFORMANCE), show_default=True,
+              help="Sub-metrics shown as means beside the ranks.")
+@click.option("--resamples", type=click.IntRange(min=0), default=1000, show_default=True, help="Resamples for the CIs (0: none).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bias-type", "bias_type", help="Bias type of the rows to rank (default: gender, else the run's).")
+def rank_table(run_dir, fmt, write, rank, performance, resamples, seed, bias_type):
+    """Render the mean-rank table (the ICLR paper's rank table, with bootstrap CIs) of a run."""
+    from bench.errors import BenchError
+    from bench.store import read_rows
+
+    rows = read_rows(run_dir)
+    kwargs = dict(rank=_names(rank), performance=_names(performance), resamples=resamples, seed=seed, bias_type=bias_type)
+    text = render(rows, fmt, **kwargs)
+    if not text:
+        raise BenchError(f"no {', '.join(_names(rank))} results in {run_dir} (run with --metrics stereoset,seat)")
+    click.echo(text, nl=False)
+    if write:
+        folder = run_dir if Path(run_dir).is_dir() else Path(run_dir).parent
+        for p in write_tables(rows, folder, **kwargs):
+            click.echo(f"wrote {p}", err=True)
