@@ -6,10 +6,30 @@ for base and variant; the change is significant when the CI of the difference ex
 
 The paper's conventions are options: `ci="normal"` (bootstrap mean +/- 1.96 SD) with `value="bootstrap-mean"`,
 and `significance="overlap"` (intervals of variant and base do not overlap).
+
+Seeds (`interval_over_seeds`, `compare_over_seeds`): a cell run with S seeds reports the mean over the seeds of
+each seed's point estimate, with a CI that includes the variance between seeds: a two-stage bootstrap. Each of
+the R replicates (1) draws S seeds with replacement (numpy generator seeded with `[cfg.seed, 0]`), then (2)
+resamples the items: one draw of item indices per replicate, `bootstrap_indices(strata, R, cfg.seed)` exactly
+as for one seed, applied to every drawn seed, because every seed is scored on the same test items (the test
+set's sampling error is common to the seeds; drawing items independently per seed would shrink the CI of S
+identical runs by sqrt(S)). The replicate's value is the mean over the S drawn seeds of their statistic on
+those indices (a seed drawn twice counts twice). Estimates over other strata (seeds scored on other items) get
+their own draws (generator `[cfg.seed, 1, k]`, k-th distinct strata). `StatsConfig(seed_items="independent")`
+instead draws the items independently for each of the S drawn positions (generator `[cfg.seed, 1, j]` for
+j >= 1, `cfg.seed` for j = 0): the nested bootstrap for seeds scored on different, independently sampled items.
+The paired comparison uses the same seed draws and the same item indices for a variant seed and the base
+estimate of that seed (`base` holds one estimate per seed, paired by position, or a single estimate shared by
+every seed: the base model does not depend on the seed); per replicate the difference of the two seed means.
+`cfg.seed` is the bootstrap seed of the aggregate (the runner passes the run's first seed). With one
+estimate both functions return exactly `interval` / `compare` (the same draws, bit for bit). With
+few seeds the between-seed part is coarse (S = 3 seeds have 10 distinct multisets, and the bootstrap variance
+of a mean of S draws is (S-1)/S of the textbook one): read such CIs as indicative.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -18,6 +38,7 @@ from bench.api import Estimate
 CI_METHODS = ("percentile", "normal")
 VALUE_METHODS = ("point", "bootstrap-mean")
 SIGNIFICANCE_METHODS = ("paired", "overlap")
+SEED_ITEM_METHODS = ("shared", "independent")
 
 
 @dataclass(frozen=True)
@@ -37,9 +58,11 @@ class StatsConfig:
     ci: str = "percentile"
     value: str = "point"
     significance: str = "paired"
+    seed_items: str = "shared"  # over seeds: one item draw per replicate for all seeds, or one per drawn seed
 
     def __post_init__(self):
-        for attr, allowed in (("ci", CI_METHODS), ("value", VALUE_METHODS), ("significance", SIGNIFICANCE_METHODS)):
+        for attr, allowed in (("ci", CI_METHODS), ("value", VALUE_METHODS), ("significance", SIGNIFICANCE_METHODS),
+                              ("seed_items", SEED_ITEM_METHODS)):
             if getattr(self, attr) not in allowed:
                 raise ValueError(f"{attr} must be one of {allowed}, got {getattr(self, attr)!r}")
 
@@ -95,5 +118,96 @@ def compare(variant: Estimate, base: Estimate, cfg: StatsConfig = StatsConfig())
         sig = iv.high < ib.low or ib.high < iv.low
         return Comparison(delta, float("nan"), float("nan"), bool(sig))
     diff = _interval(delta, dv - db, sum(variant.strata), cfg)
+    sig = diff.low > 0 or diff.high < 0
+    return Comparison(delta, diff.low, diff.high, bool(sig))
+
+
+# ---- seeds as a grid axis (see the module docstring) -----------------------------------------------------------
+def _seed_counts(n_seeds: int, cfg: StatsConfig) -> np.ndarray:
+    """(R, S): how often each seed is drawn in each replicate (S draws with replacement)."""
+    draws = np.random.default_rng([cfg.seed, 0]).integers(0, n_seeds, size=(cfg.resamples, n_seeds))
+    counts = np.zeros((cfg.resamples, n_seeds), dtype=np.int64)
+    np.add.at(counts, (np.arange(cfg.resamples)[:, None], draws), 1)
+    return counts
+
+
+def _seed_distribution(groups: Sequence[Sequence[Estimate]], cfg: StatsConfig) -> list[np.ndarray]:
+    """For each group (the variant's estimates, the base's, one per seed, all of the same length S): the R
+    replicate values mean_j stat_{s_j}(items_j), with the same seed draws s_j and item indices for every group."""
+    n_seeds = len(groups[0])
+    counts = _seed_counts(n_seeds, cfg)
+    out = [np.zeros(cfg.resamples) for _ in groups]
+    if cfg.seed_items == "shared":
+        streams: dict[tuple, object] = {}  # strata -> generator seed: the first (the seeds' items) gets cfg.seed
+        cache: dict[int, np.ndarray] = {}  # a single base estimate stands for every seed: one evaluation
+        for g, ests in enumerate(groups):
+            for s, est in enumerate(ests):
+                key = tuple(est.strata)
+                seed = streams.setdefault(key, cfg.seed if not streams else [cfg.seed, 1, len(streams)])
+                if id(est) not in cache:
+                    cache[id(est)] = _distribution(est, cfg, bootstrap_indices(key, cfg.resamples, seed))
+                drawn = counts[:, s]
+                out[g] += drawn * np.where(drawn > 0, cache[id(est)], 0.0)  # an undrawn seed's nan drops out
+        return [o / n_seeds for o in out]
+    # independent: position j draws seed s_j and its own items; each seed is scored on the replicates that drew it
+    draws = np.random.default_rng([cfg.seed, 0]).integers(0, n_seeds, size=(cfg.resamples, n_seeds))
+    for j in range(n_seeds):
+        seed = cfg.seed if j == 0 else [cfg.seed, 1, j]
+        indices: dict[tuple, list[np.ndarray]] = {}
+        for s in range(n_seeds):
+            rows = np.flatnonzero(draws[:, j] == s)
+            if rows.size == 0:
+                continue
+            for g, ests in enumerate(groups):
+                key = tuple(ests[s].strata)
+                if key not in indices:
+                    indices[key] = bootstrap_indices(key, cfg.resamples, seed)
+                idx = indices[key]
+                out[g][rows] += np.asarray(ests[s].statistic([i[rows] for i in idx]), dtype=float)
+    return [o / n_seeds for o in out]
+
+
+def _mean_point(estimates: Sequence[Estimate]) -> float:
+    return float(np.mean([e.point() for e in estimates]))
+
+
+def interval_over_seeds(estimates: Sequence[Estimate], cfg: StatsConfig = StatsConfig()) -> Interval:
+    """The mean over seeds of each seed's point estimate, with a two-stage (seeds, then items) bootstrap CI.
+    `n` is the number of items of one seed. One estimate: exactly `interval(estimates[0], cfg)`."""
+    estimates = list(estimates)
+    if not estimates:
+        raise ValueError("interval_over_seeds needs at least one estimate")
+    if len(estimates) == 1:
+        return interval(estimates[0], cfg)
+    (dist,) = _seed_distribution([estimates], cfg)
+    return _interval(_mean_point(estimates), dist, sum(estimates[0].strata), cfg)
+
+
+def compare_over_seeds(
+    estimates: Sequence[Estimate], base: Sequence[Estimate], cfg: StatsConfig = StatsConfig()
+) -> Comparison:
+    """Paired two-stage bootstrap of (mean over seeds of the variant) - (mean over seeds of the base): the same
+    seed draws and item indices for a variant seed and its base estimate. `base`: one estimate per seed (paired
+    by position) or a single one for every seed. One estimate each: exactly `compare(estimates[0], base[0], cfg)`."""
+    estimates, base = list(estimates), list(base)
+    if not estimates or not base:
+        raise ValueError("compare_over_seeds needs at least one estimate on each side")
+    if len(base) not in (1, len(estimates)):
+        raise ValueError(f"base must hold one estimate per seed ({len(estimates)}) or a single one, got {len(base)}")
+    if len(estimates) == 1:
+        return compare(estimates[0], base[0], cfg)
+    paired = base if len(base) == len(estimates) else base * len(estimates)
+    for v, b in zip(estimates, paired):
+        if tuple(v.strata) != tuple(b.strata):
+            raise ValueError(f"cannot pair estimates over different items: {v.strata} vs {b.strata}")
+    dv, db = _seed_distribution([estimates, paired], cfg)
+    pv, pb = _mean_point(estimates), _mean_point(base)
+    delta = pv - pb
+    n = sum(estimates[0].strata)
+    if cfg.significance == "overlap":
+        iv, ib = _interval(pv, dv, n, cfg), _interval(pb, db, n, cfg)
+        sig = iv.high < ib.low or ib.high < iv.low
+        return Comparison(delta, float("nan"), float("nan"), bool(sig))
+    diff = _interval(delta, dv - db, n, cfg)
     sig = diff.low > 0 or diff.high < 0
     return Comparison(delta, diff.low, diff.high, bool(sig))

@@ -6,6 +6,12 @@ come from the metrics' `Column` declarations (SS, SEAT, CrowS, LMS, GLUE). A cel
 95 % CI; the best variant per model and column is bold (closest to 50 for SS/CrowS, smallest |x| for SEAT,
 largest for LMS/GLUE); a dagger marks a significant change vs. the base model (paired bootstrap, CI of the
 difference excludes 0); n/a where a method does not apply; an empty cell where nothing was run.
+
+Seeds: a run over several seeds stores per-seed rows (`seed`: the seed) and aggregate rows (`seed`: null,
+`seeds`: the list, `aggregate`: true; mean over the seeds with a two-stage bootstrap CI, bench.stats). A cell
+shows the aggregate row when there is one, else the row of the (lowest) seed it has; the note under the
+Markdown table then says "mean over N seeds". `render_full` lists per-seed and aggregate rows, with a Seed
+column whenever the rows hold more than one seed or an aggregate. A one-seed run renders as before.
 """
 from __future__ import annotations
 
@@ -52,8 +58,34 @@ def _decimals(col: Column) -> int:
     return 3 if col.goal == "0" else 2
 
 
+def _key(r: dict) -> tuple:
+    return (r["model"], r.get("bias_type", "gender"), r["method"], r["metric"], r.get("submetric"))
+
+
+def cell_rows(rows: list[dict]) -> list[dict]:
+    """The rows a table shows, in their order: per (model, bias type, method, metric, sub-metric) the aggregate
+    row over seeds when there is one, else the rows of the lowest seed present. One seed: `rows` unchanged."""
+    def rank(r: dict) -> tuple:
+        return (0, 0) if r.get("aggregate") else (1, r.get("seed") or 0)
+
+    best: dict[tuple, tuple] = {}
+    for r in rows:
+        best[_key(r)] = min(best.get(_key(r), rank(r)), rank(r))
+    return [r for r in rows if rank(r) == best[_key(r)]]
+
+
+def seeds_note(rows: list[dict]) -> str:
+    """'mean over N seeds' when `rows` (as shown: cell_rows) hold aggregates over several seeds, else ''."""
+    counts = sorted({len(r.get("seeds") or ()) for r in rows if r.get("aggregate") and len(r.get("seeds") or ()) > 1})
+    if not counts:
+        return ""
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"mean over {n} seeds (bootstrap over seeds, then items)"
+
+
 def build(rows: list[dict]):
     """-> (columns, [(model, [(label, group, [Cell per column])])])"""
+    rows = cell_rows(rows)
     columns = _columns(rows)
     groups = list(dict.fromkeys((r["model"], r.get("bias_type", "gender")) for r in rows))
     show_type = any(bias_type != "gender" for _, bias_type in groups)
@@ -129,8 +161,9 @@ def render_markdown(rows: list[dict]) -> str:
     for model, methods in table:
         for i, (label, _group, cells) in enumerate(methods):
             body.append([model if i == 0 else "", label] + [_cell_md(c, _decimals(col)) for c, (_, col) in zip(cells, columns)])
+    seeds = seeds_note(cell_rows(rows))
     note = (
-        "\n\nValue [95 % bootstrap CI]. **bold**: best per model and column; "
+        "\n\nValue [95 % bootstrap CI]" + (f", {seeds}" if seeds else "") + ". **bold**: best per model and column; "
         f"{SIG_MD}: significant change vs. Base (paired bootstrap, CI of the difference excludes 0); n/a: does not apply."
     )
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + note
@@ -158,6 +191,9 @@ def render_latex(rows: list[dict]) -> str:
             values = " & ".join(_cell_tex(c, _decimals(col)) for c, (_, col) in zip(cells, columns))
             lines.append(f"{_tex_escape(label)} & {values} " + r"\\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    seeds = seeds_note(cell_rows(rows))
+    if seeds:
+        lines.append(f"% values: {seeds}")
     return "\n".join(lines)
 
 
@@ -166,18 +202,26 @@ def render(rows: list[dict], fmt: str = "md") -> str:
 
 
 def render_full(rows: list[dict], fmt: str = "md") -> str:
-    """Every stored number: one line per (model, method, metric, sub-metric)."""
+    """Every stored number: one line per (model, method, metric, sub-metric), and per seed when the rows hold
+    several seeds or aggregates over seeds (then a Seed column: the seed, or "mean 0,1,2" for an aggregate)."""
+    with_seeds = any(r.get("aggregate") for r in rows) or len({r.get("seed") for r in rows}) > 1
     headers = ["Model", "Method", "Metric", "Sub-metric", "Value", "95 % CI", "Δ vs base", "Δ 95 % CI", "sig."]
+    if with_seeds:
+        headers.insert(2, "Seed")
     body = []
     for r in rows:
+        lead = [r["model"], r.get("label") or r["method"]]
+        if with_seeds:
+            seeds = ",".join(str(x) for x in r.get("seeds") or ())
+            lead.append(f"mean {seeds}" if r.get("aggregate") else str(r.get("seed", "")))
         if r.get("status") != "ok":
-            body.append([r["model"], r.get("label") or r["method"], r["metric"], r.get("submetric") or "", "n/a", "", "", "", ""])
+            body.append(lead + [r["metric"], r.get("submetric") or "", "n/a", "", "", "", ""])
             continue
         ci = f"[{_fmt(r.get('ci_low'), 3)}, {_fmt(r.get('ci_high'), 3)}]" if r.get("ci_low") is not None else ""
         delta = _fmt(r.get("delta"), 3) if r.get("delta") is not None else ""
         dci = f"[{_fmt(r.get('delta_low'), 3)}, {_fmt(r.get('delta_high'), 3)}]" if r.get("delta_low") is not None else ""
-        body.append([r["model"], r.get("label") or r["method"], r["metric"], r.get("submetric") or "",
-                     _fmt(r.get("value"), 4), ci, delta, dci, "yes" if r.get("significant") else ""])  # fmt: skip
+        body.append(lead + [r["metric"], r.get("submetric") or "",
+                            _fmt(r.get("value"), 4), ci, delta, dci, "yes" if r.get("significant") else ""])  # fmt: skip
     return tabulate(body, headers=headers, tablefmt="latex_booktabs" if fmt == "tex" else "github", disable_numparse=True)
 
 
@@ -186,7 +230,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
     write_text(out / "leaderboard.md", render_markdown(rows) + "\n")
     write_text(out / "leaderboard.tex", render_latex(rows) + "\n")
     write_text(out / "results_full.md", render_full(rows, "md") + "\n")
-    from reports import glue_table
+    from reports import rank_table, task_table
 
-    if any(glue_table.is_glue_row(r) for r in rows):
-        glue_table.write_tables(rows, out)
+    cells = cell_rows(rows)  # one row per cell: the aggregate over seeds when present
+    task_table.write_tables(cells, out)  # glue.md, superglue.md, ... for the task suites in the rows
+    rank_table.write_tables(cells, out)  # rank.md: mean ranks across base models

@@ -320,7 +320,9 @@ def rank_table(run_dir, fmt, write, rank, performance, resamples, seed, bias_typ
     from bench.errors import BenchError
     from bench.store import read_rows
 
-    rows = read_rows(run_dir)
+    from reports.leaderboard import cell_rows
+
+    rows = cell_rows(read_rows(run_dir))  # one row per cell: the aggregate over seeds when present
     kwargs = dict(rank=_names(rank), performance=_names(performance), resamples=resamples, seed=seed, bias_type=bias_type)
     text = render(rows, fmt, **kwargs)
     if not text:

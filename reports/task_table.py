@@ -268,7 +268,9 @@ def run_command(run_dir: Path, fmt: str, write: bool, only: list[str] | None, hi
     from bench.errors import BenchError
     from bench.store import read_rows
 
-    rows = read_rows(run_dir)
+    from reports.leaderboard import cell_rows
+
+    rows = cell_rows(read_rows(run_dir))  # one row per cell: the aggregate over seeds when present
     chosen = suites(rows) if only is None else only
     texts = [(s, render(rows, fmt, s)) for s in chosen]
     texts = [(s, t) for s, t in texts if t]
