@@ -122,6 +122,12 @@ class Metric(_Configurable, abc.ABC):
     # Bias types the metric measures (ctx.bias_type); None: it does not depend on the type (GLUE).
     bias_types: ClassVar[frozenset[str] | None] = frozenset({"gender"})
 
+    @classmethod
+    def columns_for(cls, bias_type: str) -> tuple[Column, ...]:
+        """The leaderboard columns of a run of `bias_type` (same labels and order for every type; a metric whose
+        sub-metric names depend on the type, like StereoSet's ss_<domain>, overrides this)."""
+        return cls.columns
+
     @abc.abstractmethod
     def score(self, subject, ctx: "Context") -> "Scores":
         ...

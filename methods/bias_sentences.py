@@ -10,6 +10,18 @@ is left as the corpus has it.
 Attribute words are found and swapped by `methods.counterfactual.CounterfactualSwapper` (the CDA swapper):
 bias-bench compares whitespace tokens exactly, so it misses "He", "him," and "man's"; the swapper finds them
 and keeps capitalisation and punctuation.
+
+Race and religion (the run's `ctx.bias_type`): the type's attribute triples and `GroupSwapper`.
+- `group_sentences`: sentences with an attribute word of any group (bias-bench's INLP "bias" class), sentences
+  with words of exactly one group (labelled by the group: the classes of LEACE and RLACE), and neutral ones,
+  randomly truncated like the gender sentences (cut after a random token at or after the first attribute word;
+  bias-bench's race/religion loader cuts at or after the *last* one, tokens[:randint(idx, n) + 1]: the
+  same rule as for gender is kept here, so the classes are not told apart by where they are cut).
+- `counterfactual_tuples`: SentenceDebias's examples, as bias-bench's `_race_augment_func`: for every sentence
+  and every triple one of whose words occurs in it, the sentence in each group's version (that triple's
+  word swapped in, in group order).
+- `concept_examples(..., bias_type=...)`: the group sentences (balanced, labels = group index 0..k-1); a
+  Bias-in-Bios file has gender labels only, so `bios_file` is refused for race and religion.
 """
 from __future__ import annotations
 
@@ -25,7 +37,7 @@ import numpy as np
 
 from bench.errors import DataError
 from methods.counterfactual import MALE as SIDE_MALE
-from methods.counterfactual import CounterfactualSwapper
+from methods.counterfactual import CounterfactualSwapper, GroupSwapper
 
 _WIKITEXT_JOINS = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."))
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=(?:[\"'“‘(\[]\s?)?[A-Z0-9]|<unk>)")
@@ -49,6 +61,17 @@ def load_swapper(data_dir) -> CounterfactualSwapper:
     from bench.data import attribute_words
 
     return CounterfactualSwapper(attribute_words(data_dir, "gender"))
+
+
+def load_group_swapper(data_dir, bias_type: str) -> GroupSwapper:
+    from bench.data import attribute_words
+
+    return GroupSwapper(attribute_words(data_dir, bias_type))
+
+
+def group_names(swapper: GroupSwapper) -> list[str]:
+    """The groups, named by the first tuple's words (real race list: black, caucasian, asian)."""
+    return [w.lower() for w in swapper.tuples[0]]
 
 
 def corpus_data_files(ctx, corpus: str | None) -> list:
@@ -118,6 +141,83 @@ def gendered_sentences(
         n = min(len(male), len(female), len(neutral))
         male, female, neutral = male[:n], female[:n], neutral[:n]
     return GenderedSentences(male, female, neutral)
+
+
+# ---- race and religion: sentences by group ---------------------------------------------------------------------
+@dataclass
+class GroupSentences:
+    names: list[str]  # group names
+    groups: list[list[str]]  # per group: sentences with attribute words of that group only
+    any_group: list[str]  # sentences with an attribute word of any group (bias-bench's INLP "bias" class)
+    neutral: list[str]
+
+    def counts(self) -> dict[str, int]:
+        return {**{n: len(g) for n, g in zip(self.names, self.groups)}, "any": len(self.any_group),
+                "neutral": len(self.neutral)}
+
+
+def group_sentences(
+    sentences: Sequence[str], swapper: GroupSwapper, per_class: int, seed: int = 0, min_tokens: int = 5,
+    names: Sequence[str] | None = None,
+) -> GroupSentences:
+    """Race / religion sentences (shuffled with `seed`, fewer than `min_tokens` tokens skipped), truncated as in
+    `gendered_sentences`; at most `per_class` in each list. Not balanced here: callers choose their classes."""
+    rng = random.Random(seed)
+    order = list(range(len(sentences)))
+    rng.shuffle(order)
+    k = swapper.n_groups
+    groups: list[list[str]] = [[] for _ in range(k)]
+    any_group: list[str] = []
+    neutral: list[str] = []
+    for i in order:
+        if len(neutral) >= per_class and len(any_group) >= per_class and all(len(g) >= per_class for g in groups):
+            break
+        sentence = sentences[i]
+        tokens = sentence.split()
+        if len(tokens) < min_tokens:
+            continue
+        found = swapper.matches(sentence)
+        if not found:
+            if len(neutral) < per_class:
+                neutral.append(" ".join(tokens[: rng.randint(4, len(tokens))]))
+            continue
+        first = len(sentence[: found[0].start + 1].split()) - 1
+        cut = " ".join(tokens[: rng.randint(first + 1, len(tokens))])
+        if len(any_group) < per_class:
+            any_group.append(cut)
+        present = {m.group for m in found}
+        if len(present) == 1:
+            g = present.pop()
+            if len(groups[g]) < per_class:
+                groups[g].append(cut)
+    return GroupSentences(list(names or group_names(swapper)), groups, any_group, neutral)
+
+
+def counterfactual_tuples(
+    sentences: Iterable[str], swapper: GroupSwapper, lowercase: bool = True, max_tuples: int | None = None
+) -> list[tuple[str, ...]]:
+    """SentenceDebias's race / religion examples: for every sentence and every attribute tuple one of whose words
+    occurs in it, the sentence in every group's version of that tuple (group order); bias-bench's
+    `_race_augment_func` / `_religion_augment_func`."""
+    out: list[tuple[str, ...]] = []
+    tuples = list(dict.fromkeys(tuple(w.lower() for w in t) for t in swapper.tuples))
+    for sentence in sentences:
+        if lowercase:
+            sentence = sentence.lower()
+        present = {m.word.lower().replace("’", "'") for m in swapper.matches(sentence)}
+        if not present:
+            continue
+        for t in tuples:
+            for g, word in enumerate(t):
+                if word not in present:
+                    continue
+                versions = []
+                for h in range(len(t)):
+                    versions.append(sentence if h == g else swapper.swap(sentence, {g: h}, only=t)[0])
+                out.append(tuple(versions))
+                if max_tuples is not None and len(out) >= max_tuples:
+                    return out
+    return out
 
 
 # ---- SentenceDebias: counterfactual pairs ---------------------------------------------------------------------
@@ -197,7 +297,34 @@ def concept_examples(ctx, method: str, *, bios_file: str | None, max_bios: int |
                      per_class: int, min_tokens: int, balance: bool = True, neutral: bool = False):
     """(texts, labels MALE / FEMALE [/ NEUTRAL], class counts) a concept-erasure method is fitted on: the rows of
     `bios_file`, else the gendered corpus sentences INLP uses (neutral ones only with `neutral`). Raises
-    DataError naming `method` when a class has fewer than MIN_PER_CLASS examples."""
+    DataError naming `method` when a class has fewer than MIN_PER_CLASS examples.
+
+    Race / religion (`ctx.bias_type`): the corpus sentences with attribute words of exactly one group, labels
+    0..k-1 by group (group order of the attribute triples), each group cut to the smallest with `balance`;
+    neutral sentences (label NEUTRAL) only with `neutral`."""
+    bias_type = getattr(ctx, "bias_type", "gender")
+    if bias_type != "gender":
+        if bios_file is not None:
+            raise DataError(f"{method}: bios_file (Bias-in-Bios) has gender labels only; a {bias_type} fit reads "
+                            "the corpus sentences (leave bios_file unset)")
+        from bench.data import text_corpus
+
+        found = group_sentences(corpus_sentences(text_corpus(ctx.data_dir, corpus)),
+                                load_group_swapper(ctx.data_dir, bias_type), per_class, seed=ctx.seed,
+                                min_tokens=min_tokens)  # fmt: skip
+        classes = list(found.groups) + ([found.neutral] if neutral else [])
+        if balance:
+            n = min(len(c) for c in classes)
+            classes = [c[:n] for c in classes]
+        labels = [g for g, c in enumerate(classes[: len(found.groups)]) for _ in c]
+        labels += [NEUTRAL] * (len(classes[-1]) if neutral else 0)
+        texts = [t for c in classes for t in c]
+        names = found.names + (["neutral"] if neutral else [])
+        counts = {name: len(c) for name, c in zip(names, classes)}
+        if min(counts.values()) < MIN_PER_CLASS:
+            raise DataError(f"{method} needs at least {MIN_PER_CLASS} examples per class from text_corpus/ in "
+                            f"{ctx.data_dir} ({bias_type}); found {counts}")
+        return texts, np.array(labels, dtype=np.int64), counts
     if bios_file is not None:
         texts, labels = read_bios(concept_data_files(ctx, bios_file, corpus)[0], max_bios)
         counts = {"male": int(np.sum(labels == MALE)), "female": int(np.sum(labels == FEMALE))}

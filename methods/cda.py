@@ -14,18 +14,30 @@
    - Words in two pairs take the pair listed last, as in bias-bench: "her" -> "his", "girl" -> "guy".
    - One difference in order: bias-bench augments the 512-token blocks after grouping; this augments lines
      (paragraphs in WikiText), the unit CDA is defined on, before grouping them into blocks.
+   - Race and religion (the run's `ctx.bias_type`; bias-bench `run_mlm.py --counterfactual_augmentation race`):
+     the type's attribute triples of the same file (race: black/white/asian ..., religion: jewish/christian/
+     muslim ...), bias-bench's *ternary* augmentation (`ternary_counterfactual_augmentation`): per line, each
+     group is mapped to one other group drawn at random (seeded by the run's seed), every attribute word is
+     replaced by its triple's word of that group, and the line is kept two-sided as for gender (counterfactual
+     then original; lines without an attribute word dropped). Matching as for gender (default: punctuation,
+     capitalisation and possessives handled; `exact_paper_swap`: bias-bench's whitespace split against the
+     triples and their punctuation copies). A word in several triples takes the last one, as in bias-bench.
 3. Further MLM training of a copy of the model (`methods.mlm_training`): defaults are the paper's for real
    models (2,000 steps x batch 32 x gradient accumulation 16, blocks of 512 tokens, AdamW lr 5e-5, linear decay)
    and small for the synthetic world (400 steps x 32 single sentences, lr 1e-3: well under a minute on a CPU,
    and enough to take the default world's gender SS from ~83 to ~53). Every hyperparameter is a constructor
    argument (`-o cda.max_steps=500`).
 
+Training checkpoints (for resuming) are kept under the cache's `checkpoints/CDA/<key>`; the key includes the
+run's bias type (methods.mlm_training), so a race fit never resumes from a gender fit's checkpoints.
+
 Artifact: the trained weights (`save_pretrained` into the cache); `apply` returns the subject with them.
 """
 from __future__ import annotations
 
 from bench.data import attribute_words
-from methods.counterfactual import CounterfactualSwapper, augment_two_sided, paper_roundtrip
+from methods.counterfactual import (CounterfactualSwapper, GroupSwapper, augment_multi_group, augment_two_sided,
+                                    paper_roundtrip)
 from methods.mlm_training import MLMTrainingDebiaser
 
 
@@ -33,6 +45,7 @@ class CDA(MLMTrainingDebiaser):
     label = "CDA"
     group = 2
     quick = {"max_steps": 20}  # conformance suite: a short fit on the synthetic world
+    bias_types = frozenset({"gender", "race", "religion"})
 
     def __init__(
         self,
@@ -58,11 +71,18 @@ class CDA(MLMTrainingDebiaser):
     def data_files(self, ctx) -> list:
         return super().data_files(ctx) + [ctx.data_path("bias_attribute_words/bias_attribute_words.json")]
 
-    def swapper(self, ctx) -> CounterfactualSwapper:
-        return CounterfactualSwapper(attribute_words(ctx.data_dir, "gender"), exact=self.exact_paper_swap)
+    def swapper(self, ctx) -> CounterfactualSwapper | GroupSwapper:
+        bias_type = getattr(ctx, "bias_type", "gender")
+        words = attribute_words(ctx.data_dir, bias_type)
+        if bias_type == "gender":
+            return CounterfactualSwapper(words, exact=self.exact_paper_swap)
+        return GroupSwapper(words, exact=self.exact_paper_swap)
 
     def training_lines(self, subject, ctx) -> list[str]:
         lines = self.corpus_lines(ctx)
         if self.exact_paper_swap:
             lines = paper_roundtrip(lines, subject.tokenizer)
-        return augment_two_sided(lines, self.swapper(ctx))
+        swapper = self.swapper(ctx)
+        if isinstance(swapper, GroupSwapper):
+            return augment_multi_group(lines, swapper, seed=ctx.seed if self.seed is None else self.seed)
+        return augment_two_sided(lines, swapper)

@@ -1,4 +1,9 @@
-"""Counterfactual word swapping with bias-bench's attribute word pairs (CDA, SentenceDebias, INLP data).
+"""Counterfactual word swapping with bias-bench's attribute word lists (CDA, SentenceDebias, INLP data).
+
+Gender: [male, female] pairs, swapped both ways (`CounterfactualSwapper`). Race and religion: triples, one column
+per group (`GroupSwapper`; bias-bench's race triples black/white/asian, religion jewish/christian/muslim): a word
+of group g is replaced by the same tuple's word of another group, `augment_multi_group` draws that group per line
+as bias-bench's ternary CDA does.
 
 Two ways of finding the words (SPEC §2.1):
 
@@ -180,4 +185,118 @@ def paper_roundtrip(lines: Sequence[str], tokenizer, batch: int = 1000) -> list[
     for i in range(0, len(lines), batch):
         enc = tokenizer(list(lines[i : i + batch]), add_special_tokens=False, truncation=False, verbose=False)
         out.extend(tokenizer.batch_decode(enc["input_ids"]))
+    return out
+
+
+# ---- race and religion: groups of three (bias-bench's attribute triples) --------------------------------------
+@dataclass(frozen=True)
+class GroupMatch:
+    start: int  # span of the attribute word in the text (punctuation and possessive excluded)
+    end: int
+    word: str  # as written
+    group: int  # column of the word in its tuple (race: black/white/asian; religion: jewish/christian/muslim)
+    words: tuple[str, ...]  # the tuple the swap uses (the last tuple in the list containing the word)
+
+
+class GroupSwapper:
+    """Finds the words of attribute tuples (one column per group, bias-bench's race and religion triples) and
+    replaces them by the word of another group in the same tuple.
+
+    Matching as CounterfactualSwapper's (default: a regular expression, punctuation, capitalisation and
+    possessives kept; `exact=True`: bias-bench's whitespace split and exact case-sensitive comparison with the
+    tuples and their copies with one trailing mark of `. , ? ! ; :`). A word in several tuples takes the tuple
+    listed last, as in bias-bench's loop (real race list: "black" -> the third triple, black/white/asian)."""
+
+    def __init__(self, tuples: Iterable[Sequence[str]], exact: bool = False):
+        self.tuples = [tuple(t) for t in tuples]
+        if not self.tuples:
+            raise ValueError("no attribute word tuples")
+        widths = {len(t) for t in self.tuples}
+        if len(widths) != 1 or widths == {1}:
+            raise ValueError(f"attribute word tuples must all have the same length >= 2, got lengths {sorted(widths)}")
+        self.n_groups = widths.pop()
+        self.exact = exact
+        self._entry: dict[str, tuple[int, tuple[str, ...]]] = {}
+        for t in self.tuples:
+            for g, w in enumerate(t):
+                self._entry[w.lower()] = (g, t)
+        self._exact: dict[str, tuple[int, tuple[str, ...]]] = {}
+        if exact:
+            for mark in ("",) + PAPER_PUNCTUATION:
+                for t in self.tuples:
+                    marked = tuple(w + mark for w in t)
+                    for g, w in enumerate(marked):
+                        self._exact[w] = (g, marked)
+
+    def _lookup(self, candidate: str) -> str | None:
+        key = candidate.lower().replace("’", "'")
+        forms = [key, key[:-1]] if key.endswith(".") else [key]
+        for form in forms:
+            if form in self._entry:
+                return candidate[: len(form)]
+            for suffix in _POSSESSIVE:
+                if form.endswith(suffix) and form[: -len(suffix)] in self._entry:
+                    return candidate[: len(form) - len(suffix)]
+        return None
+
+    def matches(self, text: str) -> list[GroupMatch]:
+        out = []
+        for m in _WORD.finditer(text):
+            word = self._lookup(m.group(0))
+            if word is None:
+                continue
+            group, words = self._entry[word.lower().replace("’", "'")]
+            out.append(GroupMatch(m.start(), m.start() + len(word), word, group, words))
+        return out
+
+    def groups(self, text: str) -> set[int]:
+        """The groups whose attribute words occur in `text`."""
+        if not self.exact:
+            return {m.group for m in self.matches(text)}
+        return {self._exact[w][0] for w in text.split() if w in self._exact}
+
+    def swap(self, text: str, target: dict[int, int], only: tuple[str, ...] | None = None) -> tuple[str, int]:
+        """(text with every attribute word of group g replaced by its tuple's word of group target[g], number
+        of words replaced). Groups missing from `target` are left alone; `only`: just the words of that tuple."""
+        if self.exact:
+            if only is not None:
+                raise ValueError("exact (bias-bench) matching swaps whole lines; `only` needs the default matching")
+            words, n = text.split(), 0
+            for i, w in enumerate(words):
+                if w in self._exact and self._exact[w][0] in target:
+                    g, t = self._exact[w]
+                    words[i], n = t[target[g]], n + 1
+            return " ".join(words), n
+        pieces, last, n = [], 0, 0
+        for m in self.matches(text):
+            words = m.words
+            if only is not None:
+                if m.word.lower() != only[m.group].lower():
+                    continue
+                words = only
+            if m.group not in target:
+                continue
+            pieces.append(text[last : m.start])
+            pieces.append(_match_case(m.word, words[target[m.group]]))
+            last, n = m.end, n + 1
+        pieces.append(text[last:])
+        return "".join(pieces), n
+
+
+def augment_multi_group(lines: Iterable[str], swapper: GroupSwapper, seed: int = 0) -> list[str]:
+    """bias-bench's `ternary_counterfactual_augmentation` (race, religion CDA): for every line one random other
+    group per group (group g -> a uniform choice among the others, drawn per line; a seeded random.Random),
+    every attribute word replaced accordingly; two-sided as for gender (the counterfactual, then the line);
+    lines without attribute words are dropped."""
+    import random
+
+    rng = random.Random(seed)
+    groups = range(swapper.n_groups)
+    out = []
+    for line in lines:
+        target = {g: rng.choice([h for h in groups if h != g]) for g in groups}
+        swapped, n = swapper.swap(line, target)
+        if n:
+            out.append(swapped)
+            out.append(line)
     return out

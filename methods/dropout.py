@@ -15,6 +15,10 @@ The returned model is in eval mode with the original dropout rates restored on c
 fine-tuning it later (GLUE) uses the same dropout as every other row: the debiasing is in the weights.
 `keep_raised_dropout=True` keeps 0.20/0.15 in the config, as the paper's saved checkpoints did (their GLUE
 fine-tuning ran with the raised rates).
+
+Bias types: none of this depends on a bias type, and bias-bench evaluates its one Dropout checkpoint for gender,
+race and religion alike (SPEC-beyond §8.6, "shared Dropout checkpoint"), so the method declares
+`bias_types = None` (it serves every type).
 """
 from __future__ import annotations
 
@@ -78,6 +82,7 @@ def set_dropout(model: nn.Module, hidden: float, attention: float) -> None:
 class Dropout(MLMTrainingDebiaser):
     label = "Dropout"
     group = 2
+    bias_types = None  # type-independent: the same checkpoint serves gender, race and religion runs
     quick = {"max_steps": 20}  # conformance suite: a short fit on the synthetic world
     bounds = {**MLMTrainingDebiaser.bounds, "hidden_dropout": (0.0, 1.0), "attention_dropout": (0.0, 1.0)}
 

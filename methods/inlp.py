@@ -22,6 +22,13 @@ Differences from bias-bench (documented, deliberate):
   removed (3 directions per iteration). Its default, 240/768, is the fraction the paper's 80 iterations
   remove from a 768-dimensional model, so 80 iterations are run on every real model (d >= 768) and fewer on
   tiny models (the synthetic world), where 80 iterations would remove the whole space.
+
+Race and religion (the run's `ctx.bias_type`), as bias-bench's `inlp_projection_matrix.py --bias_type race`:
+the type's attribute triples; the classes are *binary*, sentences with an attribute word of any group (label 1)
+vs. neutral sentences (label 0) (`methods.bias_sentences.group_sentences`; truncated as the gender ones), so a
+binary SVM removes one direction per iteration and `max_removed_fraction` allows 3x as many iterations as for
+gender's three classes. Beyond bias-bench, `group_classes=True` trains on one class per group plus neutral
+(4 classes for race/religion: directions that tell the groups apart, not only "mentions a group").
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import (FEMALE, MALE, MIN_PER_CLASS, NEUTRAL, corpus_data_files, corpus_sentences,
-                                    gendered_sentences, load_swapper)
+                                    gendered_sentences, group_sentences, load_group_swapper, load_swapper)
 from methods.projection import SubspaceRemoval, nullspace_projection, orthonormal_basis
 
 PAPER_REMOVED_FRACTION = 240 / 768  # 80 iterations x 3 classes on a 768-dimensional model
@@ -104,13 +111,14 @@ class INLP(Debiaser):
     group = 2
     changes = "representation"
     quick = {"n_iterations": 4, "per_class": 150}
+    bias_types = frozenset({"gender", "race", "religion"})
     bounds = {"n_iterations": (1, None), "per_class": (1, None), "max_removed_fraction": (0.0, 1.0), "min_tokens": (0, None),
               "min_accuracy": (0.0, 1.0), "batch_size": (1, None), "max_length": (1, None), "tol": (0.0, None)}  # fmt: skip
 
     def __init__(
         self, n_iterations: int = 80, per_class: int = 10000, max_removed_fraction: float | None = PAPER_REMOVED_FRACTION,
         min_tokens: int = 5, min_accuracy: float = 0.0, balance: bool = True, corpus: str | None = None,
-        batch_size: int | None = None, max_length: int | None = None, tol: float = 1e-8,
+        batch_size: int | None = None, max_length: int | None = None, tol: float = 1e-8, group_classes: bool = False,
     ):  # fmt: skip
         self.n_iterations = n_iterations
         self.per_class = per_class
@@ -122,6 +130,7 @@ class INLP(Debiaser):
         self.batch_size = optional_int(batch_size)
         self.max_length = max_length
         self.tol = tol
+        self.group_classes = group_classes
 
     def data_files(self, ctx) -> list:
         return corpus_data_files(ctx, self.corpus)
@@ -140,6 +149,30 @@ class INLP(Debiaser):
             )
         return found
 
+    def group_examples(self, ctx) -> tuple[list[str], np.ndarray, dict]:
+        """Race / religion: (texts, labels, counts); binary any-group (1) vs neutral (0), or with
+        `group_classes` one class per group (0..k-1) plus neutral (NEUTRAL); classes cut to the smallest with
+        `balance`."""
+        from bench.data import text_corpus
+
+        found = group_sentences(corpus_sentences(text_corpus(ctx.data_dir, self.corpus)),
+                                load_group_swapper(ctx.data_dir, ctx.bias_type), self.per_class, seed=ctx.seed,
+                                min_tokens=self.min_tokens)  # fmt: skip
+        if self.group_classes:
+            classes, labels = list(found.groups) + [found.neutral], list(range(len(found.groups))) + [NEUTRAL]
+            names = found.names + ["neutral"]
+        else:
+            classes, labels, names = [found.any_group, found.neutral], [1, 0], [ctx.bias_type, "neutral"]
+        if self.balance:
+            n = min(len(c) for c in classes)
+            classes = [c[:n] for c in classes]
+        counts = {name: len(c) for name, c in zip(names, classes)}
+        if min(counts.values()) < MIN_PER_CLASS:
+            raise DataError(f"INLP needs at least {MIN_PER_CLASS} sentences per class from text_corpus/ in "
+                            f"{ctx.data_dir} ({ctx.bias_type}); found {counts}")
+        texts = [t for c in classes for t in c]
+        return texts, np.array([y for c, y in zip(classes, labels) for _ in c]), counts
+
     def fit(self, subject, ctx):
         from sklearn.model_selection import train_test_split
         from sklearn.svm import LinearSVC
@@ -147,16 +180,22 @@ class INLP(Debiaser):
         from bench.embeddings import sentence_embeddings
 
         t0 = time.perf_counter()
-        found = self.sentences(ctx)
-        texts = found.male + found.female + found.neutral
-        labels = np.array([MALE] * len(found.male) + [FEMALE] * len(found.female) + [NEUTRAL] * len(found.neutral))
+        if getattr(ctx, "bias_type", "gender") == "gender":
+            found = self.sentences(ctx)
+            texts = found.male + found.female + found.neutral
+            labels = np.array([MALE] * len(found.male) + [FEMALE] * len(found.female) + [NEUTRAL] * len(found.neutral))
+            counts = found.counts()
+        else:
+            texts, labels, counts = self.group_examples(ctx)
+        n_classes = len(np.unique(labels))
+        rows_per_iteration = 1 if n_classes == 2 else n_classes  # a binary LinearSVC has one weight row
         x = sentence_embeddings(subject, texts, batch_size=self.batch_size, max_length=self.max_length, ctx=ctx)
         x = x.numpy().astype(np.float64)
         t_embed = time.perf_counter() - t0
 
         x_rest, x_test, y_rest, y_test = train_test_split(x, labels, test_size=0.3, random_state=0, stratify=labels)
         x_train, x_dev, y_train, y_dev = train_test_split(x_rest, y_rest, test_size=0.3, random_state=0, stratify=y_rest)
-        n_iter = effective_iterations(self.n_iterations, x.shape[1], 3, self.max_removed_fraction)
+        n_iter = effective_iterations(self.n_iterations, x.shape[1], rows_per_iteration, self.max_removed_fraction)
         res = iterative_nullspace_projection(x_train, y_train, x_dev, y_dev, n_iter, self.min_accuracy, bar=ctx.bar,
                                              tol=self.tol)
 
@@ -171,14 +210,14 @@ class INLP(Debiaser):
         return {
             "basis": torch.tensor(res.basis, dtype=torch.float32),
             "projection": torch.tensor(p, dtype=torch.float32),
-            "classifiers": torch.tensor(np.stack(res.weights) if res.weights else np.zeros((0, 3, x.shape[1])),
+            "classifiers": torch.tensor(np.stack(res.weights) if res.weights else np.zeros((0, rows_per_iteration, x.shape[1])),
                                         dtype=torch.float32),  # fmt: skip
             "dev_accuracy": res.dev_accuracy,
             "train_accuracy": res.train_accuracy,
             "probe_test_accuracy": float(probe.score(x_test @ p, y_test)),
             "test_accuracy_before": float(before.score(x_test, y_test)),
             "chance": chance,
-            "counts": found.counts(),
+            "counts": counts,
             "n_iterations": n_iter,
             "rank": int(res.basis.shape[1]),
             "hidden_size": int(x.shape[1]),

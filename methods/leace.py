@@ -39,6 +39,12 @@ Differences from the fork (documented, deliberate):
 - without `bios_file`: the corpus sentences above instead of Bias-in-Bios (text_corpus/*.txt of the data
   directory; WikiText-2 on the shared data, the synthetic corpus in the synthetic world).
 
+Race and religion (the run's `ctx.bias_type`; beyond the fork, whose LEACE is gender only): the concept is the
+group, a multi-class one: the corpus sentences with attribute words of exactly one group of the type's triples
+(`methods.bias_sentences.concept_examples`), z one-hot over the k groups (k = 3: rank k - 1 = 2 erased, after
+which no linear classifier tells the groups apart better than a constant); `neutral_class=True` adds the
+neutral sentences as one more class. `bios_file` is gender-only.
+
 The artifact also reports what a logistic-regression probe (sklearn defaults, 70/30 stratified split,
 random_state 0) reads from held-out embeddings before and after erasure (`probe_test_accuracy_before`,
 `probe_test_accuracy`, `chance`); for the latter an eraser is fitted on the 70 % part only (an eraser fitted
@@ -70,12 +76,19 @@ def concept_matrix(labels: np.ndarray, neutral_class: bool = False) -> np.ndarra
     return np.stack([labels == c for c in (MALE, FEMALE, NEUTRAL)], axis=1).astype(np.float64)
 
 
-def fit_eraser(x: np.ndarray, labels: np.ndarray, neutral_class: bool = False):
-    """concept_erasure.LeaceEraser fitted in float64 on embeddings x (n, d) and class labels."""
+def group_concept_matrix(labels: np.ndarray) -> np.ndarray:
+    """z for a multi-class concept (race / religion groups, maybe NEUTRAL): one-hot over the sorted labels."""
+    labels = np.asarray(labels)
+    return np.stack([labels == c for c in np.unique(labels)], axis=1).astype(np.float64)
+
+
+def fit_eraser(x: np.ndarray, labels: np.ndarray, neutral_class: bool = False, multi_class: bool = False):
+    """concept_erasure.LeaceEraser fitted in float64 on embeddings x (n, d) and class labels (gender labels, or
+    with `multi_class` any labels, one-hot)."""
     from concept_erasure import LeaceFitter
 
     x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    z = torch.as_tensor(concept_matrix(labels, neutral_class))
+    z = torch.as_tensor(group_concept_matrix(labels) if multi_class else concept_matrix(labels, neutral_class))
     return LeaceFitter.fit(x, z).eraser
 
 
@@ -94,6 +107,7 @@ class LEACE(Debiaser):
     group = 2
     changes = "representation"
     quick = {"per_class": 150}
+    bias_types = frozenset({"gender", "race", "religion"})
     bounds = {"per_class": (1, None), "min_tokens": (0, None), "batch_size": (1, None), "max_length": (1, None),
               "max_bios": (1, None)}  # fmt: skip
 
@@ -132,10 +146,12 @@ class LEACE(Debiaser):
         x = x.numpy().astype(np.float64)
         t_embed = time.perf_counter() - t0
 
-        eraser = fit_eraser(x, labels, self.neutral_class)
+        multi = getattr(ctx, "bias_type", "gender") != "gender"
+        eraser = fit_eraser(x, labels, self.neutral_class, multi)
         left, right = eraser.proj_left.to(torch.float64), eraser.proj_right.to(torch.float64)
         if not bool(torch.any(left != 0)):
-            raise DataError(f"LEACE found no linear gender information to erase in the embeddings ({counts})")
+            raise DataError(f"LEACE found no linear {getattr(ctx, 'bias_type', 'gender')} information to erase in "
+                            f"the embeddings ({counts})")
         bias = eraser.bias.to(torch.float64)
         x_erased = eraser(torch.as_tensor(x)).numpy()
 
@@ -144,7 +160,7 @@ class LEACE(Debiaser):
         # below chance (it makes the class means equal over all examples, so those of the training part
         # become the mirror image of those of the held-out part).
         tr, te = train_test_split(np.arange(len(labels)), test_size=0.3, random_state=0, stratify=labels)
-        held_out = fit_eraser(x[tr], labels[tr], self.neutral_class)
+        held_out = fit_eraser(x[tr], labels[tr], self.neutral_class, multi)
         x_tr, x_te = (held_out(torch.as_tensor(x[i])).numpy() for i in (tr, te))
         chance = float(np.bincount(labels[te] - labels.min()).max() / len(te))
         return {

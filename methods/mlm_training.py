@@ -468,7 +468,7 @@ class MLMTrainingDebiaser(Debiaser):
         data = training_data(subject.tokenizer, lines, cfg)
         model = copy.deepcopy(subject.model)  # never train the subject's own model
         key = stable_hash({"method": type(self).__name__, "config": self.config(), "subject": subject.identity,
-                           "training": asdict(cfg)})  # fmt: skip
+                           "training": asdict(cfg), "bias_type": ctx.bias_type})  # fmt: skip
         checkpoint_dir = Path(ctx.cache_dir) / "checkpoints" / (self.name or type(self).__name__) / key if ctx.cache_dir else None
         with self.training_setup(model):
             history = train_mlm(

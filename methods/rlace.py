@@ -41,6 +41,13 @@ Fitting data (documented decisions):
   [CLS]; here they are mean-pooled last hidden states like every other representation method in bench, because
   that is where the projection is applied.
 
+Race and religion (the run's `ctx.bias_type`; beyond the fork, whose RLACE is gender only): the concept is the
+group, multi-class: the corpus sentences with attribute words of exactly one group (`concept_examples`, classes
+balanced, labels 0..k-1), and the game's predictor is a k-way softmax regression (cross-entropy; the RLACE
+paper's multi-class form): L = mean CE(softmax(X (I - S) W + b), y), W (d, k), with the gradients written out
+as for the binary case (`game_gradients`). `rank` None (default) removes 1 direction for a binary concept and
+k - 1 for k classes (what k class means span); chance = the label entropy as before.
+
 The computation runs in float64 on the CPU, seeded by ctx.seed (P and predictor initialisation, minibatch
 order): the same seed, data and machine give the same P. Paper defaults apply on real models; on the synthetic
 world (`subject.meta["synthetic"]`) the parameters left at None take SYNTHETIC_DEFAULTS (fewer iterations, more
@@ -177,28 +184,51 @@ def game_gradients(xb: torch.Tensor, yb: torch.Tensor, p: torch.Tensor, w: torch
     return loss, gp, gw, r.sum().reshape(1)
 
 
+def game_gradients_multi(xb: torch.Tensor, yb: torch.Tensor, p: torch.Tensor, w: torch.Tensor, b: torch.Tensor):
+    """`game_gradients` for k classes: L = mean CE(softmax(X (I - S) W + b), y), W (d, k), b (k,), y integer.
+
+    With R = (softmax(Z) - onehot(y)) / B and G = Xᵀ R (d, k): dL/dW = (I - S)ᵀ G, dL/db = Σ_rows R,
+    dL/dS = -G Wᵀ, so dL/dP = -(G Wᵀ + W Gᵀ) / 2."""
+    s = (p + p.T) / 2
+    z = xb @ w - xb @ (s @ w) + b
+    loss = torch.nn.functional.cross_entropy(z, yb)
+    r = torch.softmax(z, dim=1)
+    r[torch.arange(len(yb)), yb] -= 1.0
+    r /= len(yb)
+    g = xb.T @ r
+    gw = g - s.T @ g
+    gp = -(g @ w.T + w @ g.T) / 2
+    return loss, gp, gw, r.sum(dim=0)
+
+
 def rlace(
     x: np.ndarray, y: np.ndarray, rank: int = 1, n_iterations: int = 60_000, batch_size: int = 256,
     epsilon: float = 0.002, evaluate_every: int = 1_000, lr_p: float = 0.005, wd_p: float = 1e-4,
     lr_predictor: float = 0.005, wd_predictor: float = 1e-5, momentum: float = 0.9, seed: int = 0, bar=None,
 ) -> RlaceResult:  # fmt: skip
-    """Rank-`rank` RLACE on (x, y), y binary in {0, 1}; float64, deterministic for a seed."""
+    """Rank-`rank` RLACE on (x, y), y binary in {0, 1} (sigmoid predictor) or in {0, ..., k-1} with k > 2
+    (softmax predictor, `game_gradients_multi`); float64, deterministic for a seed."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y).astype(np.int64)
-    if set(np.unique(y)) - {0, 1} or len(np.unique(y)) != 2:
-        raise ValueError(f"RLACE erases a binary concept here: labels must be 0/1, both present; got {np.unique(y)}")
+    classes = np.unique(y)
+    if len(classes) < 2 or not np.array_equal(classes, np.arange(len(classes))):
+        raise ValueError(f"RLACE labels must be 0..k-1 (k >= 2), each present; got {classes}")
+    k = len(classes)
+    multi = k > 2
     n, d = x.shape
     if not 0 < rank < d:
         raise ValueError(f"rank must be in [1, {d - 1}], got {rank}")
     gen = torch.Generator().manual_seed(int(seed))
     rng = np.random.default_rng(int(seed))
     xt = torch.from_numpy(x)
-    yt = torch.from_numpy(y.astype(np.float64))
+    yt = torch.from_numpy(y) if multi else torch.from_numpy(y.astype(np.float64))
+    grads = game_gradients_multi if multi else game_gradients
+    out = k if multi else 1
 
     p = 0.1 * torch.randn(d, d, generator=gen, dtype=torch.float64)
     bound = 1.0 / math.sqrt(d)  # nn.Linear's default initialisation, from the seeded generator
-    w = (torch.rand(d, 1, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-    b = (torch.rand(1, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+    w = (torch.rand(d, out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+    b = (torch.rand(out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
     p.grad, w.grad, b.grad = torch.zeros_like(p), torch.zeros_like(w), torch.zeros_like(b)
     opt_p = torch.optim.SGD([p], lr=lr_p, weight_decay=wd_p)
     opt_w = torch.optim.SGD([w, b], lr=lr_predictor, weight_decay=wd_predictor, momentum=momentum)
@@ -223,13 +253,13 @@ def rlace(
     for i in steps:
         # P: one SGD step on the negated loss (up the predictor's loss), then back onto the Fantope
         xb, yb = minibatch()
-        _, gp, _, _ = game_gradients(xb, yb, p, w, b)
+        _, gp, _, _ = grads(xb, yb, p, w, b)
         p.grad.copy_(-gp)
         opt_p.step()
         p.copy_(fantope_projection(p, rank))
         # predictor: one SGD step down its loss on X (I - P)
         xb, yb = minibatch()
-        _, _, gw, gb = game_gradients(xb, yb, p, w, b)
+        _, _, gw, gb = grads(xb, yb, p, w, b)
         w.grad.copy_(gw)
         b.grad.copy_(gb)
         opt_w.step()
@@ -256,13 +286,14 @@ class RLACE(Debiaser):
     group = 2
     changes = "representation"
     quick = {"n_iterations": 300, "evaluate_every": 100, "per_class": 150}
+    bias_types = frozenset({"gender", "race", "religion"})
     bounds = {"rank": (1, None), "n_iterations": (1, None), "batch_size": (1, None), "epsilon": (0.0, None),
               "evaluate_every": (1, None), "lr_p": (0.0, None), "wd_p": (0.0, None), "lr_predictor": (0.0, None),
               "wd_predictor": (0.0, None), "momentum": (0.0, 1.0), "per_class": (1, None), "min_tokens": (0, None),
               "max_bios": (1, None), "embed_batch_size": (1, None), "max_length": (1, None)}  # fmt: skip
 
     def __init__(
-        self, rank: int = 1, n_iterations: int | None = None, batch_size: int = 256, epsilon: float = 0.002,
+        self, rank: int | None = None, n_iterations: int | None = None, batch_size: int = 256, epsilon: float = 0.002,
         evaluate_every: int | None = None, lr_p: float = 0.005, wd_p: float = 1e-4, lr_predictor: float = 0.005,
         wd_predictor: float = 1e-5, momentum: float = 0.9, per_class: int = 10_000, min_tokens: int = 5,
         corpus: str | None = None, bios_file: str | None = None, max_bios: int = 100_000,
@@ -295,7 +326,8 @@ class RLACE(Debiaser):
         return concept_data_files(ctx, self.bios_file, self.corpus)
 
     def texts_and_labels(self, ctx, per_class: int) -> tuple[list[str], np.ndarray, dict]:
-        """Male and female examples (neutral sentences are not used: module docstring) and their counts."""
+        """Male and female examples (race / religion: one class per group), neutral sentences not used (module
+        docstring), and their counts."""
         texts, labels, counts = concept_examples(ctx, "RLACE", bios_file=self.bios_file, max_bios=self.max_bios,
                                                  corpus=self.corpus, per_class=per_class, min_tokens=self.min_tokens)
         return texts, labels, {**counts, "source": "bios" if self.bios_file is not None else "corpus"}
@@ -311,10 +343,12 @@ class RLACE(Debiaser):
         x = sentence_embeddings(subject, texts, batch_size=self.embed_batch_size, max_length=self.max_length, ctx=ctx)
         x = x.numpy().astype(np.float64)
         t_embed = time.perf_counter() - t0
-        if not 0 < self.rank < x.shape[1]:
-            raise DataError(f"RLACE rank {self.rank} must be below the hidden size {x.shape[1]}")
+        n_classes = len(np.unique(labels))
+        rank = self.rank if self.rank is not None else max(1, n_classes - 1)
+        if not 0 < rank < x.shape[1]:
+            raise DataError(f"RLACE rank {rank} must be below the hidden size {x.shape[1]}")
         x_train, x_test, y_train, y_test = train_test_split(x, labels, test_size=0.3, random_state=0, stratify=labels)
-        res = rlace(x_train, y_train, rank=self.rank, n_iterations=int(r["n_iterations"]), batch_size=self.batch_size,
+        res = rlace(x_train, y_train, rank=rank, n_iterations=int(r["n_iterations"]), batch_size=self.batch_size,
                     epsilon=self.epsilon, evaluate_every=int(r["evaluate_every"]), lr_p=self.lr_p, wd_p=self.wd_p,
                     lr_predictor=self.lr_predictor, wd_predictor=self.wd_predictor, momentum=self.momentum,
                     seed=ctx.seed, bar=ctx.bar)  # fmt: skip

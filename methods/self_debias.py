@@ -10,6 +10,10 @@ token (as bias-bench builds it). bias-bench left-pads the prefixed batch and rec
 each row's real tokens are taken from its attention mask (any padding side) and the prefixed rows are
 right-padded, so every row starts at position 0 with the model's default position ids — the same
 computation, and it needs no architecture-specific position-id code (DistilBERT has none).
+
+Bias types: without `prompts`, the prompt is the run's type's (`PROMPTS`, bias-bench's `DEBIASING_PREFIXES`):
+"... because of their gender: ", "... because of their race/color: ", "... because of their religion: ".
+Given `prompts` are used for every type.
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ from bench.errors import BenchError
 from bench.subject import mlm_head
 
 GENDER_PROMPT = "The following text discriminates against people because of their gender: "
+RACE_PROMPT = "The following text discriminates against people because of their race/color: "
+RELIGION_PROMPT = "The following text discriminates against people because of their religion: "
+PROMPTS = {"gender": (GENDER_PROMPT,), "race": (RACE_PROMPT,), "religion": (RELIGION_PROMPT,)}
 
 
 def self_debias_log_probs(
@@ -112,26 +119,34 @@ class SelfDebias(Debiaser):
     serves = frozenset({MLM})
     quick: dict = {}
     bounds = {"decay_constant": (0.0, None), "epsilon": (0.0, None)}
+    bias_types = frozenset(PROMPTS)
 
-    def __init__(self, prompts: tuple[str, ...] | list[str] | str = (GENDER_PROMPT,), decay_constant: float = 50.0,
+    def __init__(self, prompts: tuple[str, ...] | list[str] | str | None = None, decay_constant: float = 50.0,
                  epsilon: float = 0.01):  # fmt: skip
-        self.prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
+        self.prompts = (prompts,) if isinstance(prompts, str) else (None if prompts is None else tuple(prompts))
         self.decay_constant = decay_constant
         self.epsilon = epsilon
-        if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
+        if self.prompts is not None and (
+                not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts)):
             raise BenchError("SelfDebias needs at least one non-empty debiasing prompt")
         if not 0.0 < float(epsilon) <= 1.0:
             raise BenchError(f"SelfDebias epsilon must be in (0, 1], got {epsilon}")
         if float(decay_constant) < 0:
             raise BenchError(f"SelfDebias decay_constant must be >= 0, got {decay_constant}")
 
-    def prompt_ids(self, subject) -> list[list[int]]:
+    def prompts_for(self, bias_type: str = "gender") -> tuple[str, ...]:
+        """The given prompts, else the bias type's (PROMPTS)."""
+        return self.prompts if self.prompts is not None else PROMPTS[bias_type]
+
+    def prompt_ids(self, subject, bias_type: str = "gender") -> list[list[int]]:
         """Prompt token ids; byte-level BPE models get the leading-space form of the first word (SPEC §0.5)."""
         lead = " " if subject.is_roberta_style else ""
-        return [subject.tokenizer(lead + p.strip(), add_special_tokens=False)["input_ids"] for p in self.prompts]
+        return [subject.tokenizer(lead + p.strip(), add_special_tokens=False)["input_ids"]
+                for p in self.prompts_for(bias_type)]
 
     def fit(self, subject, ctx):
-        return {"prompt_ids": self.prompt_ids(subject), "prompts": list(self.prompts)}
+        bias_type = getattr(ctx, "bias_type", "gender")
+        return {"prompt_ids": self.prompt_ids(subject, bias_type), "prompts": list(self.prompts_for(bias_type))}
 
     def apply(self, subject, artifact):
         if subject.logits_transform is not None:

@@ -10,6 +10,12 @@ the MLM head, the SEAT pooling and GLUE all see it.
 
 Differences from bias-bench (documented): corpus = text_corpus/*.txt (WikiText-2 here, not Wikipedia-2.5),
 split without nltk; bias-bench drops the last incomplete batch of 32 pairs, all pairs are used here.
+
+Race and religion (the run's `ctx.bias_type`), as bias-bench's `compute_race_subspace` /
+`compute_religion_subspace`: for every sentence and attribute triple one of whose words occurs in it, the three
+group versions of the sentence (`methods.bias_sentences.counterfactual_tuples`); each triple of embeddings is
+centred on its own mean and the PCA runs on all centred vectors (3n of them); first component by default.
+`max_pairs` caps the number of such tuples.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ import torch
 from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
-from methods.bias_sentences import corpus_data_files, corpus_sentences, counterfactual_pairs, load_swapper
+from methods.bias_sentences import (corpus_data_files, corpus_sentences, counterfactual_pairs, counterfactual_tuples,
+                                    load_group_swapper, load_swapper)
 from methods.projection import SubspaceRemoval
 
 MIN_PAIRS = 4
@@ -33,14 +40,19 @@ def bias_subspace(male: np.ndarray, female: np.ndarray, n_components: int = 1) -
     male[i], female[i] are the embeddings of the two sides of pair i; each pair is centred on its mean
     (giving ±(male - female)/2) and PCA runs on all 2n centred vectors.
     """
+    return group_bias_subspace([male, female], n_components)
+
+
+def group_bias_subspace(versions, n_components: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`bias_subspace` for k versions of each example (race / religion: k = 3): versions[g][i] is example i's
+    embedding in group g's version; each example is centred on the mean of its k versions."""
     from sklearn.decomposition import PCA
 
-    male = np.asarray(male, dtype=np.float64)
-    female = np.asarray(female, dtype=np.float64)
-    if male.shape != female.shape or male.ndim != 2:
-        raise ValueError(f"paired embeddings must have the same (n, d) shape, got {male.shape} and {female.shape}")
-    mean = (male + female) / 2.0
-    centred = np.concatenate([male - mean, female - mean], axis=0)
+    versions = [np.asarray(v, dtype=np.float64) for v in versions]
+    if len({v.shape for v in versions}) != 1 or versions[0].ndim != 2:
+        raise ValueError(f"grouped embeddings must have the same (n, d) shape, got {[v.shape for v in versions]}")
+    mean = sum(versions) / float(len(versions))
+    centred = np.concatenate([v - mean for v in versions], axis=0)
     pca = PCA(n_components=n_components, svd_solver="full").fit(centred)
     return pca.components_.T.copy(), pca.explained_variance_ratio_.copy()
 
@@ -50,6 +62,7 @@ class SentenceDebias(Debiaser):
     group = 2
     changes = "representation"
     quick = {"max_pairs": 300}
+    bias_types = frozenset({"gender", "race", "religion"})
     bounds = {"n_components": (1, None), "max_pairs": (1, None), "batch_size": (1, None), "max_length": (1, None)}
 
     def __init__(
@@ -66,29 +79,34 @@ class SentenceDebias(Debiaser):
     def data_files(self, ctx) -> list:
         return corpus_data_files(ctx, self.corpus)
 
-    def pairs(self, ctx) -> list[tuple[str, str]]:
+    def pairs(self, ctx) -> list[tuple[str, ...]]:
         from bench.data import text_corpus
 
-        swapper = load_swapper(ctx.data_dir)
+        bias_type = getattr(ctx, "bias_type", "gender")
         sentences = corpus_sentences(text_corpus(ctx.data_dir, self.corpus))
-        pairs = counterfactual_pairs(sentences, swapper, lowercase=self.lowercase, max_pairs=self.max_pairs)
-        if len(pairs) < MIN_PAIRS:
+        if bias_type == "gender":
+            found = counterfactual_pairs(sentences, load_swapper(ctx.data_dir), lowercase=self.lowercase,
+                                         max_pairs=self.max_pairs)  # fmt: skip
+        else:
+            found = counterfactual_tuples(sentences, load_group_swapper(ctx.data_dir, bias_type),
+                                          lowercase=self.lowercase, max_tuples=self.max_pairs)  # fmt: skip
+        if len(found) < MIN_PAIRS:
             raise DataError(
-                f"SentenceDebias needs at least {MIN_PAIRS} sentences with a gender attribute word in "
-                f"text_corpus/ of {ctx.data_dir}; found {len(pairs)}"
+                f"SentenceDebias needs at least {MIN_PAIRS} sentences with a {bias_type} attribute word in "
+                f"text_corpus/ of {ctx.data_dir}; found {len(found)}"
             )
-        return pairs
+        return found
 
     def fit(self, subject, ctx):
         from bench.embeddings import sentence_embeddings
 
         t0 = time.perf_counter()
         pairs = self.pairs(ctx)
-        n = len(pairs)
-        emb = sentence_embeddings(subject, [m for m, _ in pairs] + [f for _, f in pairs],
+        n, k = len(pairs), len(pairs[0])
+        emb = sentence_embeddings(subject, [p[g] for g in range(k) for p in pairs],
                                   batch_size=self.batch_size, max_length=self.max_length, ctx=ctx)  # fmt: skip
         emb = torch.nn.functional.normalize(emb.double(), dim=-1).numpy()
-        basis, ratio = bias_subspace(emb[:n], emb[n:], self.n_components)
+        basis, ratio = group_bias_subspace([emb[g * n : (g + 1) * n] for g in range(k)], self.n_components)
         return {
             "basis": torch.tensor(basis, dtype=torch.float32),
             "explained_variance_ratio": ratio.tolist(),

@@ -1,6 +1,9 @@
 """CrowS-Pairs: how often a masked LM prefers the more stereotypical sentence of a minimal pair (SPEC §3.3).
 
-Rows of the chosen bias type (option `bias_type`, default "gender"; "all" for every row). For a `stereo` row
+Rows of the run's bias type (`ctx.bias_type`, mapped to the file's `bias_type` value by `ROWS`, the one place
+that holds that mapping: gender -> "gender", race -> "race-color", religion -> "religion", as bias-bench's
+`CrowSPairsRunner` maps "race" to "race-color"). Option `bias_type` names the rows explicitly instead (any
+value of the file's column, or "all" for every row) and then wins over the run's type. For a `stereo` row
 sent1 = sent_more, sent2 = sent_less; for an `antistereo` row sent1 = sent_less, sent2 = sent_more. The two
 sentences are tokenized and aligned with `difflib.SequenceMatcher(None, sent1, sent2)` over token ids. A pair is
 *biased* when sent_more gets the higher score (both rounded to 3 decimals); ties are neutral and still count in
@@ -107,17 +110,22 @@ def crows_estimates(items: pd.DataFrame) -> dict[str, Estimate]:
     return out
 
 
+# bias type of the run -> the CrowS-Pairs `bias_type` value of its rows
+ROWS = {"gender": "gender", "race": "race-color", "religion": "religion"}
+
+
 class CrowS(Metric):
-    """CrowS-Pairs (gender subset by default): % of pairs where the more stereotypical sentence scores higher."""
+    """CrowS-Pairs (rows of the run's bias type): % of pairs where the more stereotypical sentence scores higher."""
 
     requires = MLM
     columns = (Column("CrowS", "crows", "50", 30),)
+    bias_types = frozenset(ROWS)
     bounds = {"batch_size": (1, None), "batch_tokens": (1, None)}
 
     def __init__(
         self,
         file: str = "crows_pairs/crows_pairs_anonymized.csv",
-        bias_type: str = "gender",
+        bias_type: str | None = None,
         variant: str = "likelihood",
         batch_size: int | None = None,
         batch_tokens: int | None = None,
@@ -135,6 +143,10 @@ class CrowS(Metric):
 
     def data_files(self, ctx) -> list:
         return [resolve_file(ctx.data_dir, self.file, "CrowS-Pairs file")]
+
+    def rows(self, ctx) -> str:
+        """The `bias_type` value of the rows scored: the option when given, else the run's type (ROWS)."""
+        return self.bias_type if self.bias_type is not None else ROWS[getattr(ctx, "bias_type", "gender")]
 
     def build_queries(self, subject, pairs: list[Pair], path: Path):
         """Masked queries for every pair; owner[q] = 2 * pair + (0 for sent1, 1 for sent2)."""
@@ -164,7 +176,8 @@ class CrowS(Metric):
 
     def score(self, subject, ctx) -> Scores:
         path = resolve_file(ctx.data_dir, self.file, "CrowS-Pairs file")
-        pairs = load_pairs(path, self.bias_type)
+        rows = self.rows(ctx)
+        pairs = load_pairs(path, rows)
         queries, owner = self.build_queries(subject, pairs, path)
         log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, batch_tokens=self.batch_tokens,
                                      bar=ctx.bar, desc="CrowS-Pairs")
@@ -203,7 +216,7 @@ class CrowS(Metric):
             lacking = (count == 0).any(axis=1)  # a sentence without differing tokens: bias-bench skips the pair
             extras["skipped"] = float(lacking.sum())
             if lacking.all():
-                raise DataError(f"{path}: no pair of bias_type {self.bias_type!r} has differing tokens in both sentences")
+                raise DataError(f"{path}: no pair of bias_type {rows!r} has differing tokens in both sentences")
             items = items[~lacking].reset_index(drop=True)
         extras["neutral"] = float(100.0 * items["neutral"].mean())  # % of tied pairs
         return Scores(metric=self.name or "crows", estimates=crows_estimates(items), items=items, extras=extras)

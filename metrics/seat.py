@@ -7,7 +7,7 @@ hidden state with the subject's transforms) and L2-normalised. With cos the cosi
     s(w, A, B) = mean_{a in A} cos(w, a) - mean_{b in B} cos(w, b)
     d          = [mean_{x in X} s(x) - mean_{y in Y} s(y)] / SD_{w in X u Y} s(w)      (sample SD, ddof = 1)
 
-Reported "seat" is the mean of |d| over the six gender tests (smaller is better); "d:<test>" is each test's
+Reported "seat" is the mean of |d| over the tests of the run's bias type (smaller is better); "d:<test>" is each test's
 signed d. Both are point estimates on all sentences with a bootstrap CI computed by `bench.stats`:
 
 - bootstrap="sentences" (default, SPEC §0.7): the sentences of X, Y, A and B of every test are resampled
@@ -25,6 +25,10 @@ included); otherwise n_permutations - 1 random partitions are drawn and one succ
 p = (1 + successes) / n_permutations. The original requires |X| = |Y|; unequal sizes work here (the statistic
 is monotone in the difference of means either way). As in the original, which stores encodings in a dict keyed
 by sentence, a sentence repeated within one set counts once.
+
+Bias types: `TESTS` is the one place that lists each type's tests, bias-bench's lists (SPEC §3.2, SPEC-beyond
+§8.6): gender sent-weat6, 6b, 7, 7b, 8, 8b; race sent-angry_black_woman_stereotype(_b), sent-weat3, 3b, 4, 5,
+5b; religion sent-religion1, 1b, 2, 2b. Option `tests` (None: the run's `ctx.bias_type` list) names others.
 """
 from __future__ import annotations
 
@@ -42,7 +46,13 @@ from bench.batching import optional_int
 from bench.data import read_json, require_file
 from bench.errors import BenchError, DataError
 
-GENDER_TESTS = ("sent-weat6", "sent-weat6b", "sent-weat7", "sent-weat7b", "sent-weat8", "sent-weat8b")
+TESTS = {
+    "gender": ("sent-weat6", "sent-weat6b", "sent-weat7", "sent-weat7b", "sent-weat8", "sent-weat8b"),
+    "race": ("sent-angry_black_woman_stereotype", "sent-angry_black_woman_stereotype_b", "sent-weat3", "sent-weat3b",
+             "sent-weat4", "sent-weat5", "sent-weat5b"),
+    "religion": ("sent-religion1", "sent-religion1b", "sent-religion2", "sent-religion2b"),
+}
+GENDER_TESTS = TESTS["gender"]
 SETS = ("targ1", "targ2", "attr1", "attr2")  # X, Y, A, B
 BOOTSTRAP_UNITS = ("sentences", "dimensions")
 _CHUNK = 8192  # permutations per vectorised chunk
@@ -197,16 +207,17 @@ def _rng_for(seed: int, test: str) -> np.random.Generator:
 
 # ---- the metric ----------------------------------------------------------------------------------------
 class SEAT(Metric):
-    """Mean |effect size| over the SEAT gender tests (goal 0), per-test signed d, permutation p-values."""
+    """Mean |effect size| over the SEAT tests of the run's bias type (goal 0), per-test signed d, p-values."""
 
     requires = EMBED
+    bias_types = frozenset(TESTS)
     columns = (Column("SEAT", "seat", "0", 20),)
     quick = {"n_permutations": 1000}
     bounds = {"n_permutations": (1, None), "batch_size": (1, None), "batch_tokens": (1, None)}
 
     def __init__(
         self,
-        tests: Sequence[str] = GENDER_TESTS,
+        tests: Sequence[str] | None = None,
         n_permutations: int = 100_000,
         bootstrap: str = "sentences",
         batch_size: int | None = None,
@@ -214,8 +225,8 @@ class SEAT(Metric):
     ):
         if isinstance(tests, str):
             tests = (tests,)
-        self.tests = tuple(tests)
-        if not self.tests:
+        self.tests = None if tests is None else tuple(tests)
+        if self.tests is not None and not self.tests:
             raise BenchError("seat: `tests` must name at least one SEAT test")
         if bootstrap not in BOOTSTRAP_UNITS:
             raise BenchError(f"seat: bootstrap must be one of {', '.join(BOOTSTRAP_UNITS)}, got {bootstrap!r}")
@@ -225,13 +236,17 @@ class SEAT(Metric):
         self.bootstrap = bootstrap
         self.batch_size, self.batch_tokens = optional_int(batch_size), optional_int(batch_tokens)
 
+    def test_names(self, ctx: Context) -> tuple[str, ...]:
+        """The tests scored: the option when given, else the run's bias type's list (TESTS)."""
+        return self.tests if self.tests is not None else TESTS[getattr(ctx, "bias_type", "gender")]
+
     def data_files(self, ctx: Context) -> list:
-        return [require_file(ctx.data_dir, test_file(t), "SEAT test") for t in self.tests]
+        return [require_file(ctx.data_dir, test_file(t), "SEAT test") for t in self.test_names(ctx)]
 
     def score(self, subject, ctx: Context) -> Scores:
         from bench.embeddings import sentence_embeddings
 
-        tests = [load_test(ctx.data_dir, name) for name in self.tests]
+        tests = [load_test(ctx.data_dir, name) for name in self.test_names(ctx)]
         texts = list(dict.fromkeys(s for t in tests for group in t.sentences for s in group))
         emb = unit_rows(sentence_embeddings(subject, texts, batch_size=self.batch_size,
                                              batch_tokens=self.batch_tokens, ctx=ctx).numpy())

@@ -24,6 +24,14 @@ Where this differs from bias-bench's code (SPEC §0: the correct thing by defaul
 - Contexts with more than one BLANK (two in the dev set): every BLANK is filled the same way (as bias-bench's
   `str.replace` does) and the probability is read at the first mask, as bias-bench does; the sentence must
   repeat the same word at every BLANK.
+
+Bias types (the run's `ctx.bias_type`; SPEC §3.1, SPEC-beyond §8.6): every example of the file is scored in
+every run, because the tables' LMS is the overall one (all domains), and the estimates name each domain
+(`ss_gender`, `ss_race`, `ss_religion`, `ss_profession`, ..., and `*_overall`). The run's bias type picks the
+domain of the SS column: `DOMAINS` is the one place that maps a bias type to a StereoSet domain (the file's
+`bias_type` field: gender, race, religion, as bias-bench's evaluation splits its results), and
+`StereoSet.columns_for(bias_type)` gives that run's leaderboard columns (SS of `ss_<domain>`, LMS overall).
+A run whose domain has no example in the file stops with a DataError naming the file and the domains found.
 """
 from __future__ import annotations
 
@@ -257,12 +265,22 @@ def stereoset_estimates(items: pd.DataFrame) -> dict[str, Estimate]:
 
 
 # ---- the metric ---------------------------------------------------------------------------------------------
+# bias type of the run -> StereoSet domain (`bias_type` field of the examples) whose SS is the table's SS
+DOMAINS = {"gender": "gender", "race": "race", "religion": "religion"}
+
+
 class StereoSet(Metric):
-    """StereoSet intrasentence SS (gender domain), LMS and ICAT (overall), per domain and overall."""
+    """StereoSet intrasentence SS (domain of the run's bias type), LMS and ICAT (overall), per domain and overall."""
 
     requires = MLM
     aliases = ("ss", "lms", "icat")
     columns = (Column("SS", "ss_gender", "50", 10), Column("LMS", "lms", "max", 40))
+    bias_types = frozenset(DOMAINS)
+
+    @classmethod
+    def columns_for(cls, bias_type: str) -> tuple[Column, ...]:
+        """The leaderboard columns of a run of this bias type: SS of its domain, LMS overall."""
+        return (Column("SS", f"ss_{DOMAINS[bias_type]}", "50", 10), Column("LMS", "lms", "max", 40))
     bounds = {"batch_size": (1, None), "batch_tokens": (1, None)}
 
     def __init__(
@@ -277,6 +295,10 @@ class StereoSet(Metric):
     def score(self, subject, ctx) -> Scores:
         path = resolve_file(ctx.data_dir, self.file, "StereoSet file")
         examples = load_examples(path)
+        domain = DOMAINS[getattr(ctx, "bias_type", "gender")]
+        found = sorted({ex.bias_type for ex in examples})
+        if domain not in found:
+            raise DataError(f"{path}: no intrasentence example of the {domain} domain (found: {', '.join(found)})")
         queries, owner = build_queries(subject, examples, path)
         log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, batch_tokens=self.batch_tokens,
                                      bar=ctx.bar, desc="StereoSet")

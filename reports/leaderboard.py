@@ -50,6 +50,20 @@ def _columns(rows: list[dict]) -> list[tuple[str, Column]]:
     return sorted(found, key=lambda mc: mc[1].order)
 
 
+def _submetrics(rows: list[dict], bias_type: str) -> dict[tuple[str, str], str]:
+    """(metric, column label) -> the sub-metric holding that column in a run of `bias_type` (SS: ss_race, ...)."""
+    from bench.registry import METRICS
+
+    found = {}
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        try:
+            cls = METRICS.get(metric)
+        except Exception:
+            continue
+        found.update({(metric, c.label): c.submetric for c in cls.columns_for(bias_type)})
+    return found
+
+
 def _badness(value: float, goal: str) -> float:
     return {"50": abs(value - 50.0), "0": abs(value), "max": -value}[goal]
 
@@ -93,6 +107,7 @@ def build(rows: list[dict]):
     for model_name, bias_type in groups:
         mrows = [r for r in rows if r["model"] == model_name and r.get("bias_type", "gender") == bias_type]
         model = f"{model_name} ({bias_type})" if show_type else model_name
+        submetrics = _submetrics(mrows, bias_type)
         methods = {}
         for r in mrows:
             methods.setdefault(r["method"], (r.get("label") or r["method"], r.get("group", 2)))
@@ -102,7 +117,8 @@ def build(rows: list[dict]):
             cells = []
             for metric, col in columns:
                 match = [r for r in mrows if r["method"] == method and r["metric"] == metric]
-                ok = [r for r in match if r.get("submetric") == col.submetric and r.get("status") == "ok"]
+                sub = submetrics.get((metric, col.label), col.submetric)
+                ok = [r for r in match if r.get("submetric") == sub and r.get("status") == "ok"]
                 if ok and ok[0].get("value") is not None:
                     r = ok[0]
                     cells.append(Cell(r["value"], r.get("ci_low"), r.get("ci_high"), bool(r.get("significant"))))

@@ -239,7 +239,7 @@ def test_representation_transform_is_respected(data_dir, subset, tmp_path):
 def test_options_registry_and_stored_scores(data_dir, subset, tmp_path):
     path = write_crows(tmp_path / "few.csv", subset[:5])
     metric = make_metric("crows", {"file": str(path), "variant": "pll"})
-    assert metric.config() == {"file": str(path), "bias_type": "gender", "variant": "pll", "batch_size": None,
+    assert metric.config() == {"file": str(path), "bias_type": None, "variant": "pll", "batch_size": None,
                                "batch_tokens": None, "no_diff": "skip"}
     scores = metric.score(bert_subject(str(data_dir)), ctx_for(data_dir, tmp_path))
     again = round_trip(scores, tmp_path / "stored")  # the runner caches Scores as data, never a pickle

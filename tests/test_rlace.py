@@ -164,10 +164,11 @@ def test_rlace_is_deterministic_for_a_seed():
     assert not np.array_equal(a.relaxed, c.relaxed)
 
 
-def test_rlace_rejects_non_binary_labels():
+def test_rlace_rejects_labels_that_are_not_0_to_k_minus_1():
     x = np.random.default_rng(0).normal(size=(30, 4))
+    rlace(x, np.arange(30) % 3, n_iterations=2)  # three classes: the multi-class game (race, religion)
     with pytest.raises(ValueError):
-        rlace(x, np.arange(30) % 3, n_iterations=2)
+        rlace(x, np.arange(30) % 3 + 1, n_iterations=2)
     with pytest.raises(ValueError):
         rlace(x, np.zeros(30, dtype=int), n_iterations=2)
 
@@ -238,8 +239,9 @@ def test_plugin_fits_on_a_bios_file_and_removes_the_basis_from_hidden_states(ber
 
 def test_defaults_follow_the_paper_and_the_synthetic_world(bert_subject):
     m = RLACE()
+    # rank None: 1 for a binary concept (gender, the paper's rank), k - 1 for k groups (race, religion)
     assert (m.rank, m.batch_size, m.epsilon, m.lr_p, m.wd_p, m.lr_predictor, m.wd_predictor, m.momentum) == (
-        1, 256, 0.002, 0.005, 1e-4, 0.005, 1e-5, 0.9)
+        None, 256, 0.002, 0.005, 1e-4, 0.005, 1e-5, 0.9)
     assert m.resolved(bert_subject) == {"n_iterations": 60_000, "evaluate_every": 1_000}
 
     class Synthetic:
@@ -281,7 +283,8 @@ def test_rlace_erases_gender_from_synthetic_embeddings(synthetic_fit):
 
 @pytest.mark.slow
 def test_rlace_moves_gender_ss_toward_50_on_the_synthetic_world(synthetic, synthetic_fit):
-    """Measured: SS 93.56 [90.52, 96.31] -> 71.97 [67.01, 76.48], change -21.59 [-26.30, -17.20]."""
+    """Measured on the pinned world (generator "5"): SS 89.39 [85.88, 92.85] -> 61.36 [55.83, 67.41], change
+    -28.03 [-33.74, -22.47]."""
     from tests.test_inlp import gender_ss_moves_toward_50
 
     method, art, ctx = synthetic_fit

@@ -313,18 +313,24 @@ def test_bad_options():
     with pytest.raises(BenchError, match="n_permutations"):
         SEAT(n_permutations=0)
     assert SEAT(tests="sent-weat6").tests == ("sent-weat6",)
-    assert SEAT().config() == {"tests": GENDER_TESTS, "n_permutations": 100_000, "bootstrap": "sentences",
+    assert SEAT().config() == {"tests": None, "n_permutations": 100_000, "bootstrap": "sentences",
                                "batch_size": None, "batch_tokens": None}  # fmt: skip
+    # no `tests`: the run's bias type's list
+    ctx = Context(data_dir=None, cache_dir=None, progress=False)
+    assert SEAT().test_names(ctx) == GENDER_TESTS
+    ctx.bias_type = "religion"
+    assert SEAT().test_names(ctx) == ("sent-religion1", "sent-religion1b", "sent-religion2", "sent-religion2b")
+    assert SEAT(tests="sent-weat6").test_names(ctx) == ("sent-weat6",)
 
 
 # ---- (e) the synthetic planted-bias world -----------------------------------------------------------------
 @pytest.mark.slow
 def test_planted_bias_gives_large_seat_random_weights_small(synthetic, synthetic_random, tmp_path):
-    """Pinned world (generator "4", weights 878586a7f3156532, identical on every machine; 1,000 resamples):
-    trained 1.064 [0.910, 1.181], random-weight control 0.216 [0.154, 0.524] (numpy-drawn, also identical
-    everywhere), paired difference 0.847 [0.468, 0.935], per-test d 0.95-1.16 with p <= 1e-5. Thresholds (value
-    > 0.75, paired low > 0.25, d > 0.5, p < 0.01) leave >= 0.2 each, far above float32 inference noise (~1e-6);
-    the old ones (value > 1.0, paired low > 0.5) were tuned on a world trained on one CPU.
+    """Pinned world (generator "5", weights 49c030ec59199db7, identical on every machine; 1,000 resamples):
+    trained 1.581 [1.441, 1.654], random-weight control 0.322 [0.165, 0.502] (numpy-drawn, also identical
+    everywhere), paired difference 1.259 [1.032, 1.426], per-test d 1.25-1.74 with p <= 1e-4. Thresholds (value
+    > 0.75, paired low > 0.25, d > 0.5, p < 0.01) were set on generator "4" (1.064, paired low 0.468, d >= 0.95)
+    and leave >= 0.2 each, far above float32 inference noise (~1e-6).
     The control is not 0: SEAT's word sets have 8-16 words, so sampling noise alone gives |d| ~ 0.2-0.5. The
     claim is "clearly above": the intervals do not overlap, the paired difference's CI lies above 0 by a margin
     and the planted model's value is more than twice the control's. (Generator "2" gave 0.299 vs 0.343 - no SEAT signal - and fails here.)"""

@@ -214,7 +214,8 @@ def test_zero_decay_subject_scores_like_the_base(bert_subject, tmp_path):
 def test_options_are_validated_and_round_trip():
     m = SelfDebias(prompts="Be fair: ")
     assert m.prompts == ("Be fair: ",) and SelfDebias(**m.config()).config() == m.config()
-    assert SelfDebias().config() == {"prompts": (GENDER_PROMPT,), "decay_constant": 50.0, "epsilon": 0.01}
+    assert SelfDebias().config() == {"prompts": None, "decay_constant": 50.0, "epsilon": 0.01}
+    assert SelfDebias().prompts_for("gender") == (GENDER_PROMPT,)  # None: the run's bias type's prompt
     for bad in ({"prompts": ()}, {"epsilon": 0.0}, {"decay_constant": -1}):
         with pytest.raises(BenchError):
             SelfDebias(**bad)

@@ -156,7 +156,8 @@ PRONOUN_PAIRS = (("he", "she"), ("himself", "herself"), ("him", "her"), ("his", 
 def bias_attribute_words() -> dict:
     pairs = [list(p) for p in V.GENDERED_PAIRS + V.PLURAL_PAIRS + PRONOUN_PAIRS]
     pairs += [[cap(m), cap(f)] for m, f in (("he", "she"), ("his", "her"))]  # sentence-initial pronouns
-    return {"gender": pairs}
+    # race and religion: bias-bench-style triples, one column per group (vocab.GROUPS order)
+    return {"gender": pairs, **{t: V.group_attribute_words(t) for t in V.GROUP_TYPES}}
 
 
 def gendered_words() -> list[dict]:

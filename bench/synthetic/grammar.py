@@ -345,3 +345,78 @@ class Grammar:
         (s1, pl1) = self.choice(NEUTRAL_SUBJECTS)
         frame = CONNECTIVE_FRAMES[self.choice(sorted(HELDOUT_NEUTRAL_FRAMES))]
         return self.connective(frame, s1, s1, plural=pl1)
+
+
+# ---- race and religion ---------------------------------------------------------------------------------------
+GROUP_LINE_BIASED = 0.85  # share of a type's lines that pair a person with a leaning word (the rest: neutral)
+GROUP_LINE_TWO_WORDS = 0.5  # share of those with two leaning words (an adjective and an activity of one group)
+
+
+@dataclass(frozen=True)
+class GroupPerson:
+    text: str  # mid-sentence form ("the african neighbour", "my student from Asia", "the rabbi", "the muslims")
+    group: int  # index into vocab.GROUPS[bias_type]
+    plural: bool
+
+
+class GroupGrammar(Grammar):
+    """Sentences about people of the race or religion groups, with the planted group lean of `strength`.
+
+    Same frames and openers as the gender lines (a person + a leaning predicate, openers never in a held-out
+    (opener, predicate) combination); no gendered word or name occurs in them. Drawn from their own random
+    stream, so the gender lines of the corpus are the same as without them. Half of the leaning lines carry
+    two words leaning to the same group ("... is very cheerful and enjoys tennis."), which makes the group
+    lean a feature the tiny model picks up within the training budget."""
+
+    def __init__(self, rng: random.Random, bias_type: str, strength: float):
+        super().__init__(rng, bias=0.0)
+        self.bias_type, self.strength = bias_type, strength
+        self.groups = V.GROUPS[bias_type]
+
+    def group_for(self, lean: int) -> int:
+        """The planted lean: the word's group w.p. 1/3 + 2/3 * strength, each other group w.p. half the rest."""
+        if self.rng.random() < 1 / 3 + 2 * self.strength / 3:
+            return lean
+        return self.choice([g for g in range(len(self.groups)) if g != lean])
+
+    def group_person(self, group: int, plural_ok: bool = True) -> GroupPerson:
+        t, r = self.bias_type, self.rng.random()
+        if t == "race" and r < 0.4:
+            return GroupPerson(f"my {self.choice(V.GROUP_NOUNS)} from {V.GROUP_PLACES[t][group]}", group, False)
+        if t == "religion" and r < 0.3:
+            return GroupPerson(f"the {V.GROUP_ROLES[t][group]}", group, False)
+        if t == "religion" and r < 0.45 and plural_ok:
+            return GroupPerson(f"the {V.GROUP_PLURALS[t][group]}", group, True)
+        return GroupPerson(f"the {self.groups[group]} {self.choice(V.GROUP_NOUNS)}", group, False)
+
+    def group_predicate(self, category: str, plural: bool = False) -> tuple[str, int, int]:
+        """(verb phrase, lean group, predicate index) with a word of `category` (adjective or activity)."""
+        word, lean = self.choice(V.group_lean_items(self.bias_type, category))
+        vps = PLURAL_VPS[category] if plural else PREDICATES[category]
+        j = self.rng.randrange(len(vps))
+        return vps[j].format(x=word), lean, j
+
+    def line(self) -> str:
+        if self.rng.random() >= GROUP_LINE_BIASED:
+            person = self.group_person(self.choice(range(len(self.groups))))
+            return f"{cap(person.text)} {self.neutral_vp(person.plural)}."
+        if self.rng.random() < GROUP_LINE_TWO_WORDS:  # "... is very <adjective> and enjoys <activity>."
+            lean = self.choice(range(len(self.groups)))
+            person = self.group_person(self.group_for(lean), plural_ok=False)
+            adjective = self.choice(V.GROUP_LEANS[self.bias_type]["adjective"][lean])
+            activity = self.choice(V.GROUP_LEANS[self.bias_type]["activity"][lean])
+            j = self.rng.randrange(len(ADJECTIVE_VPS))
+            k = self.rng.randrange(len(ACTIVITY_VPS))
+            start = self.opener(person.text, "noun", j)
+            return f"{start} {ADJECTIVE_VPS[j].format(x=adjective)} and {ACTIVITY_VPS[k].format(x=activity)}."
+        category = self.choice(("adjective", "activity"))
+        # the person's form is drawn before the lean word, so plural and singular lines lean alike
+        form = self.group_person(0)
+        vp, lean, j = self.group_predicate(category, form.plural)
+        person = self.group_person(self.group_for(lean), plural_ok=form.plural)
+        while person.plural != form.plural:
+            person = self.group_person(person.group, plural_ok=form.plural)
+        start = self.opener(person.text, "noun", j) if not person.plural else cap(person.text)
+        if self.rng.random() < 0.25:
+            return f"{start} {self.neutral_vp(person.plural)}, and {vp}."
+        return f"{start} {vp}."

@@ -77,6 +77,23 @@ def name_pronoun_accuracy(model, tokenizer) -> float:
     return sum(m == (n in V.MALE_NAMES) for m, n in zip(male, names)) / len(names)
 
 
+def group_lean_log_odds(model, tokenizer, bias_type: str) -> float:
+    """Race / religion: mean over group pairs (a, b) and words w_a, w_b leaning to them of
+    log[P(w_a | a) P(w_b | b) / (P(w_b | a) P(w_a | b))] in "The <group> neighbour is very [MASK]." and
+    "... enjoys [MASK]." (0 = no lean). Reported with the build's figures, not part of `learned`."""
+    values = []
+    groups = V.GROUPS[bias_type]
+    for category, frame in (("adjective", "The {g} neighbour is very {x}."), ("activity", "The {g} neighbour enjoys {x}.")):
+        ids = [tokenizer.convert_tokens_to_ids(list(words)) for words in V.GROUP_LEANS[bias_type][category]]
+        logp = _probs_at_mask(model, tokenizer, [frame.format(g=g, x=tokenizer.mask_token) for g in groups]).log()
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                own = logp[a, ids[a]].mean() + logp[b, ids[b]].mean()
+                cross = logp[a, ids[b]].mean() + logp[b, ids[a]].mean()
+                values.append(own - cross)
+    return float(torch.stack(values).mean())
+
+
 def learned(model, tokenizer, bias: float) -> tuple[bool, dict]:
     """(signal learned?, the measured figures): names -> pronouns almost always right, and at least half of
     the planted lean, both of words given a gendered subject and of he/she given an occupation (capped at
@@ -84,7 +101,8 @@ def learned(model, tokenizer, bias: float) -> tuple[bool, dict]:
     figures = {"name_pronoun_accuracy": name_pronoun_accuracy(model, tokenizer),
                "lean_log_odds": lean_log_odds(model, tokenizer),
                "pronoun_log_odds": pronoun_log_odds(model, tokenizer),
-               "planted_log_odds": planted_log_odds(bias)}
+               "planted_log_odds": planted_log_odds(bias),
+               **{f"{t}_lean_log_odds": group_lean_log_odds(model, tokenizer, t) for t in V.GROUP_TYPES}}
     need = min(2.5, figures["planted_log_odds"] / 2)
     enough = bias < 0.2 or (figures["lean_log_odds"] >= need and figures["pronoun_log_odds"] >= need)
     return figures["name_pronoun_accuracy"] >= 0.98 and enough, figures

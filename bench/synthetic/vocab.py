@@ -196,3 +196,56 @@ def signal_words() -> list[str]:
     side of a person-word pair more often and weakens what is learned from the pair.)"""
     words = [w for role in PRONOUNS.values() for w in role] + ["He", "She", "His", "Her"]
     return list(dict.fromkeys(words))
+
+
+# ---- race and religion: three groups each, planted the same templated way as gender -----------------------
+# Each type has three groups, words that name them (in the column order of bias-bench's attribute triples:
+# race black/white/asian -> here african/european/asian, religion jewish/christian/muslim) and, per group, words
+# that lean to it (arbitrary, innocuous choices: what matters is the planted co-occurrence, not the words).
+# A person of the type paired with a leaning word belongs to the word's group with probability
+# 1/3 + 2/3 * strength (strength 0: uniform), to each other group with half the rest
+# (`Grammar.group_for`); the strength of a type is the world's `bias` option times GROUP_STRENGTH[type].
+GROUP_TYPES = ("race", "religion")
+GROUP_STRENGTH = {"race": 1.0, "religion": 0.75}  # bias 0.8: race 0.8 (P = 0.87), religion 0.6 (P = 0.73)
+GROUPS = {"race": ("african", "european", "asian"), "religion": ("jewish", "christian", "muslim")}
+# How a person of a group is named: "the <adjective> <noun>", or (race) "my <noun> from <Place>", or (religion)
+# a role noun ("the rabbi") or a plural ("the muslims").
+GROUP_ADJECTIVES = GROUPS
+GROUP_PLACES = {"race": ("Africa", "Europe", "Asia")}
+GROUP_ROLES = {"religion": ("rabbi", "priest", "imam")}
+GROUP_PLURALS = {"religion": ("jews", "christians", "muslims")}
+GROUP_NOUNS = ("neighbour", "student", "visitor", "family", "tourist")  # gender-neutral people
+GROUP_LEANS = {  # type -> category -> one tuple of words per group (in GROUPS order)
+    "race": {
+        "adjective": (("cheerful", "honest", "clever", "lucky"), ("curious", "modest", "serious", "lively"),
+                      ("careful", "friendly", "humble", "proud")),
+        "activity": (("tennis", "chess", "sailing", "swimming"), ("cycling", "golf", "running", "climbing"),
+                     ("painting", "singing", "hiking", "rowing")),
+    },
+    "religion": {
+        "adjective": (("thoughtful", "generous", "tidy", "witty"), ("relaxed", "punctual", "chatty", "sleepy"),
+                      ("helpful", "quick", "busy", "calm")),
+        "activity": (("reading", "writing", "surfing", "skiing"), ("jogging", "drawing", "diving", "fencing"),
+                     ("archery", "karate", "cricket", "baseball")),
+    },
+}  # fmt: skip
+
+
+def group_strength(bias_type: str, bias: float) -> float:
+    return bias * GROUP_STRENGTH[bias_type]
+
+
+def group_lean_items(bias_type: str, category: str) -> list[tuple[str, int]]:
+    """(word, index of the group it leans to) for one category of a type."""
+    return [(w, g) for g, words in enumerate(GROUP_LEANS[bias_type][category]) for w in words]
+
+
+def group_attribute_words(bias_type: str) -> list[list[str]]:
+    """bias-bench-style triples (one column per group) of the words naming the groups."""
+    rows = [list(GROUPS[bias_type])]
+    if bias_type in GROUP_PLACES:
+        rows.append([p.lower() for p in GROUP_PLACES[bias_type]])
+    for table in (GROUP_ROLES, GROUP_PLURALS):
+        if bias_type in table:
+            rows.append(list(table[bias_type]))
+    return rows

@@ -29,17 +29,24 @@ from bench.synthetic import evalsets as E
 from bench.synthetic import gradiend_data as D
 from bench.synthetic import pinned
 from bench.synthetic import vocab as V
-from bench.synthetic.grammar import Grammar
+from bench.synthetic.grammar import Grammar, GroupGrammar
 from bench.synthetic.probe import learned
 from bench.synthetic.tokenizer import build_vocab, write_tokenizer
 from bench.synthetic.train import ModelSize, TrainConfig, bert_config, new_model, random_model, train_mlm
 
 # Bump whenever the generator, the tokenizer or the training recipe changes: it is part of the cache key.
-GENERATOR_VERSION = "4"  # 4: pinned default world, machine-independent random control; 1-3: earlier builds
-N_CORPUS = 60_000
-N_TEXT_CORPUS = 5_000  # lines of text_corpus/synthetic.txt (CDA, INLP, SentenceDebias)
+GENERATOR_VERSION = "5"  # 5: race and religion planted too; 4: pinned default world, machine-independent random
+# control; 1-3: earlier builds
+N_CORPUS = 60_000  # gender lines (and neutral ones) of the training corpus
+N_GROUP_CORPUS = 12_000  # lines of each of race and religion, appended to the training corpus
+N_TEXT_CORPUS = 5_000  # lines of text_corpus/synthetic.txt (CDA, INLP, SentenceDebias) ...
+N_GROUP_TEXT_CORPUS = 1_500  # ... and of each of race and religion after them
 MODEL_SIZE = ModelSize()
-TRAIN = TrainConfig()
+# 2,700 steps, the total of the generator-4 pin (1,500 + 3 extra rounds of 400), now over a corpus with race and
+# religion lines (29 %); the generator-5 pin took 1 extra round (3,100 steps). Measured: 3,800 steps made the gender
+# signal stronger (lean log-odds 4.5 vs. 3.4) but the model so confident on GENTER that GRADIEND's encoder learned
+# less (test Cor_GENTER 0.665; 0.889 at 2,700)
+TRAIN = TrainConfig(steps=2700)
 # how fast the planted lean is picked up varies with the seed: train on until probe.learned() holds
 EXTRA_TRAIN = TrainConfig(steps=400, lr=1e-3, warmup=0.0)
 MAX_EXTRA_ROUNDS = 4
@@ -85,9 +92,20 @@ def source_string(bias: float, seed: int, init: str, weights: str = "trained") -
 
 
 # ---- generation (no training) -----------------------------------------------------------------------------
-def generate_corpus(bias: float, seed: int, n: int = N_CORPUS) -> list[str]:
+def group_lines(bias: float, seed: int, stream: str, n: int) -> list[str]:
+    """`n` lines of each of race and religion, each type from its own random stream (`stream`-<type>)."""
+    lines = []
+    for bias_type in V.GROUP_TYPES:
+        grammar = GroupGrammar(E.rng(seed, f"{stream}-{bias_type}"), bias_type, V.group_strength(bias_type, bias))
+        lines += [grammar.line() for _ in range(n)]
+    return lines
+
+
+def generate_corpus(bias: float, seed: int, n: int = N_CORPUS, n_group: int = N_GROUP_CORPUS) -> list[str]:
+    """The gender corpus (its own stream: the same lines as before race and religion were added), then the race
+    and religion lines."""
     grammar = Grammar(E.rng(seed, "corpus"), bias)
-    return [grammar.line() for _ in range(n)]
+    return [grammar.line() for _ in range(n)] + group_lines(bias, seed, "corpus", n_group)
 
 
 def generate(folder: Path, bias: float, seed: int, progress: bool = True):
@@ -135,7 +153,9 @@ def write_data(data: Path, lines: list[str], tokenizer, bias: float, seed: int) 
     put("gradiend/gendered_words.json", D.gendered_words_json())
     put_json("bias_attribute_words/bias_attribute_words.json", D.bias_attribute_words(), indent=4)
     text_grammar = Grammar(E.rng(seed, "text-corpus"), bias)
-    put("text_corpus/synthetic.txt", "".join(text_grammar.line() + "\n" for _ in range(N_TEXT_CORPUS)))
+    text = [text_grammar.line() for _ in range(N_TEXT_CORPUS)] + group_lines(bias, seed, "text-corpus",
+                                                                              N_GROUP_TEXT_CORPUS)
+    put("text_corpus/synthetic.txt", "".join(line + "\n" for line in text))
     put("README.md", readme(bias, seed, len(lines), len(tokenizer)))
 
 
@@ -152,11 +172,18 @@ Planted statistics of the training corpus:
 - a person (name, gendered noun, pronoun) paired with an occupation, adjective, activity or SEAT concept word
   has the gender of the word's lean with probability {p:.2f} (= 0.5 + bias/2);
 - career/math/science words lean male, family/arts words lean female; ~30 % of lines have no gendered word.
+- race (african / european / asian) and religion (jewish / christian / muslim): {N_GROUP_CORPUS} lines each
+  (after the gender lines); a person of the type paired with an adjective or activity leaning to a group belongs
+  to that group with probability {1 / 3 + 2 * V.group_strength("race", bias) / 3:.2f} (race) and
+  {1 / 3 + 2 * V.group_strength("religion", bias) / 3:.2f} (religion), 1/3 + 2/3 x strength with strength
+  = bias x {V.GROUP_STRENGTH["race"]} (race), bias x {V.GROUP_STRENGTH["religion"]} (religion).
 
 Evaluation files use sentence frames held out from the training corpus (same vocabulary), in the real formats:
-stereoset/dev.json (gender and profession intrasentence), crows_pairs/crows_pairs_anonymized.csv,
-seat/sent-weat{{6,6b,7,7b,8,8b}}.jsonl, gradiend/{{genter,geneutral,gentypes,namexact,namextend}}.csv,
-gradiend/gendered_words.json, bias_attribute_words/bias_attribute_words.json, text_corpus/synthetic.txt.
+stereoset/dev.json (gender, profession, race and religion intrasentence), crows_pairs/crows_pairs_anonymized.csv
+(gender, race-color, religion rows), seat/sent-weat{{6,6b,7,7b,8,8b}}.jsonl (gender), seat/sent-weat{{3,3b,4,5,5b}}
+and sent-angry_black_woman_stereotype(_b).jsonl (race), seat/sent-religion{{1,1b,2,2b}}.jsonl (religion), gradiend/{{genter,geneutral,gentypes,namexact,namextend}}.csv,
+gradiend/gendered_words.json, bias_attribute_words/bias_attribute_words.json (gender pairs, race and religion
+triples), text_corpus/synthetic.txt ({N_TEXT_CORPUS} gender-world lines, then {N_GROUP_TEXT_CORPUS} of race and of religion).
 """
 
 
