@@ -62,6 +62,18 @@ def cli(verbose):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
 
+def _parse_seeds(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    seeds = []
+    for part in _split(value):
+        try:
+            seeds.append(int(part))
+        except ValueError:
+            raise BenchError(f"--seeds must be comma-separated non-negative integers, e.g. 0,1,2; got {value!r}") from None
+    return seeds
+
+
 @cli.command()
 @click.option("--models", help="Comma-separated model names (bert-base, roberta-large, synthetic, a dir, an HF id).")
 @click.option("--methods", help="Comma-separated methods; combine with '+', e.g. gradiend-bpi+inlp. 'base' is always run.")
@@ -69,6 +81,8 @@ def cli(verbose):
 @click.option("--suite", help="A suite name from `bench list suites` or a path to a .toml file.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory for results and tables (resumable).")
 @click.option("--seed", type=int, help="Seed for methods, metrics and the bootstrap (default 0).")
+@click.option("--seeds", "seeds_", metavar="S1,S2,...",
+              help="Run every cell once per seed (a grid axis; rows per seed plus rows aggregated over the seeds).")
 @click.option("--bias-type", type=click.Choice(["gender", "race", "religion"]),
               help="Which bias the metrics measure and the methods remove (default: the suite's, else gender). "
                    "Methods defined for one type only (GRADIEND: gender) show n/a for the others.")
@@ -81,12 +95,37 @@ def cli(verbose):
 @click.option("--format", "fmt", type=click.Choice(["md", "tex"]), default="md", show_default=True,
               help="Format of the leaderboard printed at the end.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def run(models, methods, metrics, suite, out, seed, bias_type, device, data_dir, cache_dir, resamples, options, fmt, no_progress):
+@click.option("--dry-run", is_flag=True, help="Print the plan (units, what each waits for, what is cached, the "
+              "critical path) and exit without loading a model.")
+@click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,
+              help="Where units (model x method chain x seed) run: this process, Ray tasks, or SLURM jobs (submitit).")
+@click.option("--address", help="ray: the cluster to use (auto, or HOST:PORT); default: RAY_ADDRESS, else an "
+              "in-process cluster on this machine.")
+@click.option("--gpus-per-job", type=float, default=0, show_default=True, help="GPUs of each unit (ray, slurm).")
+@click.option("--cpus-per-job", type=int, default=1, show_default=True, help="CPU threads of each unit (ray, slurm).")
+@click.option("--max-retries", type=int, default=2, show_default=True,
+              help="How often a unit whose worker died is run again (ray, slurm).")
+@click.option("--ray-cpus", type=int, help="CPUs of the in-process Ray cluster (default: this machine's).")
+@click.option("--ray-gpus", type=int, help="GPUs of the in-process Ray cluster (default: this machine's).")
+@click.option("--slurm-partition", help="slurm: the partition.")
+@click.option("--slurm-time", type=int, default=24 * 60, show_default=True, help="slurm: time limit of a job in minutes.")
+@click.option("--slurm-mem", help="slurm: memory of a job, e.g. 32G.")
+@click.option("--slurm-array-parallelism", type=int, default=16, show_default=True,
+              help="slurm: at most this many jobs of an array run at once.")
+@click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]),
+              help="slurm: 'local' runs the jobs as processes on this machine (submitit's LocalExecutor).")
+@click.option("--no-wait", is_flag=True, help="slurm: submit the units that are ready and return; run the same "
+              "command again to collect finished jobs and submit the next ones.")
+def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, data_dir, cache_dir, resamples, options,
+        fmt, no_progress, dry_run, executor, address, gpus_per_job, cpus_per_job, max_retries, ray_cpus, ray_gpus,
+        slurm_partition, slurm_time, slurm_mem, slurm_array_parallelism, slurm_cluster, no_wait):
     """Run every (model, method, metric) and print the leaderboard.
 
     Results are stored one row per number in OUT/results.jsonl, with Markdown and LaTeX tables beside them.
     An interrupted run resumes when the same command is run again; fitted methods and scores are cached.
+    Units run in this process, on Ray or on SLURM (--executor); every executor writes the same results.
     """
+    from bench.executors import ExecutorOptions, make_executor
     from bench.runner import RunRequest, Runner
     from bench.suite import load_suite
     from reports.leaderboard import render
@@ -98,27 +137,52 @@ def run(models, methods, metrics, suite, out, seed, bias_type, device, data_dir,
     stats = dict(spec.get("stats", {}))
     if resamples is not None:
         stats["resamples"] = resamples
+    seeds = _parse_seeds(seeds_)
+    if seeds is not None and seed is not None:
+        raise BenchError("give --seed or --seeds, not both")
+    if seeds is None and seed is None:
+        seeds = spec.get("seeds")
     from bench.models import split_model_names
 
     request = RunRequest(
         models=(split_model_names(models) if models else []) or spec.get("models") or [],
         methods=_split(methods) or spec.get("methods") or ["base"],
         metrics=_split(metrics) or spec.get("metrics") or ["stereoset", "seat", "crows"],
-        seed=seed if seed is not None else spec.get("seed", 0),
+        seed=seed if seed is not None else (seeds[0] if seeds else spec.get("seed", 0)), seeds=list(seeds or []),
         bias_type=bias_type or spec.get("bias_type", "gender"),
         device=device, data_dir=str(data_dir) if data_dir else None, cache_dir=str(cache_dir) if cache_dir else None,
         options=opts, stats=stats, progress=not no_progress,
     )  # fmt: skip
     if not request.models:
         raise BenchError("no models given: pass --models (e.g. --models synthetic) or --suite")
+    ex = make_executor(ExecutorOptions(
+        kind=executor, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, max_retries=max_retries,
+        ray_cpus=ray_cpus, ray_gpus=ray_gpus, slurm_partition=slurm_partition, slurm_time=slurm_time,
+        slurm_mem=slurm_mem, slurm_array_parallelism=slurm_array_parallelism, slurm_cluster=slurm_cluster,
+        no_wait=no_wait,
+    ))  # fmt: skip
+    if dry_run:
+        from bench.plan import describe
+
+        runner = Runner(request, out=None, echo=lambda m: click.echo(m, err=True))
+        plan = runner.plan()
+        done = {}
+        if out is not None and (out / "manifest.json").is_file():
+            from bench.store import RunStore
+
+            store = RunStore(out, runner.request.manifest())
+            done = {u.id: all(store.done(u.model, u.chain, m, u.seed) for m in u.metrics) for u in plan.units}
+        click.echo(describe(runner, plan, executor, done))
+        return
     runner = Runner(request, out=out, echo=lambda m: click.echo(m, err=True))
-    rows = runner.run()
-    if out is not None:
+    rows = runner.run(ex)
+    if out is not None and rows:
         from reports.leaderboard import write_tables
 
         write_tables(rows, out)
-    click.echo(render(rows, fmt))
-    if out is not None:
+    if rows or not runner.errors:
+        click.echo(render(rows, fmt))
+    if out is not None and rows:
         click.echo(f"\nresults: {out / 'results.jsonl'}  tables: {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}", err=True)
     if runner.errors:
         raise BenchError("; ".join(runner.errors))
@@ -216,9 +280,11 @@ def list_(what):
 
 
 def _add_core_groups():
+    from bench.data_cli import data
     from bench.synthetic.cli import synthetic
 
     cli.add_command(synthetic)
+    cli.add_command(data)
 
 
 _add_core_groups()

@@ -11,7 +11,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from bench import __version__, serialize
 from bench.api import BIAS_TYPES, Context, NotApplicable, Scores, bias_type_note, serves_bias_type
@@ -32,6 +32,7 @@ class RunRequest:
     methods: list[str]
     metrics: list[str]
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # the seed axis (--seeds 0,1,2); empty: [seed]
     bias_type: str = "gender"
     device: str = "auto"
     data_dir: str | None = None
@@ -57,7 +58,13 @@ class RunRequest:
             parse_model_name(m)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise BenchError(f"seed must be a non-negative integer (--seed or a suite's `seed`), got {self.seed!r}")
-        stats = check_stats(self.stats, self.seed)
+        if not isinstance(self.seeds, (list, tuple)) or any(
+                isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise BenchError(f"seeds must be a list of non-negative integers (--seeds 0,1,2 or a suite's `seeds`), "
+                             f"got {self.seeds!r}")  # fmt: skip
+        seeds = list(dict.fromkeys(self.seeds)) or [self.seed]
+        seed = seeds[0]
+        stats = check_stats(self.stats, seed)
         if self.bias_type not in BIAS_TYPES:
             raise BenchError(f"bias type must be one of {', '.join(BIAS_TYPES)} (--bias-type or a suite's `bias_type`), "
                              f"got {self.bias_type!r}")  # fmt: skip
@@ -84,7 +91,7 @@ class RunRequest:
             make_metric(name, options.get(name))
         return RunRequest(
             models=list(dict.fromkeys(self.models)), methods=list(dict.fromkeys(methods)),
-            metrics=list(dict.fromkeys(metrics)), seed=self.seed, bias_type=self.bias_type, device=self.device, data_dir=self.data_dir,
+            metrics=list(dict.fromkeys(metrics)), seed=seed, seeds=seeds, bias_type=self.bias_type, device=self.device, data_dir=self.data_dir,
             cache_dir=self.cache_dir, options=options, stats=stats, progress=self.progress,
         )  # fmt: skip
 
@@ -92,6 +99,8 @@ class RunRequest:
         """What the run directory records. The hash ignores the order of models, methods and metrics (the
         order given only sets the order of the tables), so the same run asked for in another order resumes."""
         request = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "progress", "device")}
+        if list(request.get("seeds") or [request["seed"]]) == [request["seed"]]:
+            del request["seeds"]  # one seed: the manifest (and its hash) of a run before the seed axis existed
         return {"request": request, "request_hash": request_hash(request), "bench": __version__}
 
 
@@ -135,6 +144,11 @@ def versions() -> dict:
 
 
 class Runner:
+    """Runs a request: `run()` plans it (bench.plan), hands the units to an executor (bench.executors; in this
+    process by default) and is the only writer of the run directory. `run_unit()` is what a worker does with
+    one unit: load the model, debias (artifacts through the cache), score (scores through the cache) and return
+    the rows as plain data."""
+
     def __init__(self, request: RunRequest, out: Path | None = None, echo: Callable[[str], None] = print):
         self.request = request.normalised()
         self.stats = StatsConfig(seed=self.request.seed, **self.request.stats)
@@ -146,13 +160,21 @@ class Runner:
         self.echo = echo
         self.rows: list[dict] = []
         self.errors: list[str] = []
+        self.incomplete = False  # set when units were left running (slurm --no-wait)
+        self.units: list[dict] = []  # what each executed unit reported (host, pid, CUDA_VISIBLE_DEVICES, times)
         self._versions = versions()
+        self._subjects: dict[str, Subject] = {}  # base models loaded in this process
+        self._fingerprints: dict[str, dict] = {}
+        self._base_scores: dict[tuple, tuple] = {}  # (model, seed, metric) -> (Scores | None, cache key | None)
 
-    def record_data(self, subject: Subject, ctx: Context) -> None:
+    def stats_for(self, seed: int) -> StatsConfig:
+        """The bootstrap of a seed's rows uses that seed (one seed: exactly the run's StatsConfig)."""
+        return StatsConfig(seed=seed, **self.request.stats)
+
+    def data_fingerprints(self, subject: Subject, ctx: Context) -> dict[str, str]:
         """Fingerprints of every data file the run's plugins read for this model (and the model's own data
-        directory, e.g. the synthetic world's) into the manifest; a changed file refuses the resume."""
-        if self.store is None:
-            return
+        directory, e.g. the synthetic world's); the run directory records them and a changed file refuses the
+        resume."""
         paths = [Path(subject.data_dir)] if subject.data_dir and Path(subject.data_dir).is_dir() else []
         names = [("method", n) for chain in self.request.methods for n in chain.split("+")]
         for kind, name in names + [("metric", n) for n in self.request.metrics]:
@@ -162,19 +184,46 @@ class Runner:
                 paths += [p for p in files if Path(p).is_file() and Path(p).suffix != ".py"]  # code: see code_hash
             except BenchError:  # missing data: the job that needs it reports it
                 continue
-        self.store.record_data(file_fingerprints(paths))
+        return file_fingerprints(paths)
+
+    def record_data(self, subject: Subject, ctx: Context) -> None:
+        if self.store is not None:
+            self.store.record_data(self.data_fingerprints(subject, ctx))
 
     # ---- contexts and subjects -----------------------------------------------------------------------
-    def context(self, subject: Subject) -> Context:
+    def context(self, subject: Subject, seed: int | None = None) -> Context:
         return Context(
             data_dir=Path(subject.data_dir) if subject.data_dir else self.data_dir,
-            cache_dir=self.cache.root, seed=self.request.seed, device=self.device,
+            cache_dir=self.cache.root, seed=self.request.seed if seed is None else seed, device=self.device,
             options=self.request.options, resamples=self.stats.resamples, progress=self.request.progress,
             run_data_dir=self.data_dir, bias_type=self.request.bias_type,
         )  # fmt: skip
 
     def load_model(self, name: str) -> Subject:
         return load_subject(name, device=self.device, data_dir=self.data_dir, cache_dir=self.cache.root)
+
+    def base_subject(self, name: str) -> Subject:
+        """The base model, loaded once per process."""
+        if name not in self._subjects:
+            self._subjects[name] = self.load_model(name)
+        return self._subjects[name]
+
+    # ---- cache keys (bench.plan computes them without loading a model where the subject's identity is known) --
+    def method_key(self, name: str, method, subject: Subject, ctx: Context) -> tuple[str, dict]:
+        """(artifact cache key, config) of fitting method `name` on `subject`; needs only subject.identity."""
+        cfg = {"method": name, "config": method.config(), "seed": ctx.seed, "bias_type": ctx.bias_type}
+        files = method.data_files(ctx)
+        data = fingerprint(files) if files else ""
+        return stable_hash({**cfg, "subject": subject.identity, "data": data, "code": code_hash(method)}), cfg
+
+    def score_key(self, metric_name: str, metric, subject: Subject, ctx: Context) -> str:
+        """Score cache key of `metric` on `subject`; needs only subject.identity."""
+        files = metric.data_files(ctx)
+        return stable_hash({
+            "metric": metric_name, "config": metric.config(), "subject": subject.identity, "bias_type": ctx.bias_type,
+            "data": fingerprint(files) if files else "", "code": code_hash(metric), "seed": ctx.seed,
+            "format": serialize.FORMAT,
+        })  # fmt: skip
 
     def debias(self, base: Subject, chain: str, ctx: Context) -> Subject:
         """Apply each method of `a+b+...` in turn; each is fitted on the output of the previous one."""
@@ -185,10 +234,7 @@ class Runner:
                 continue
             if not serves_bias_type(type(method), ctx.bias_type):
                 raise NotApplicable(bias_type_note(type(method), ctx.bias_type))
-            cfg = {"method": name, "config": method.config(), "seed": ctx.seed, "bias_type": ctx.bias_type}
-            files = method.data_files(ctx)
-            data = fingerprint(files) if files else ""
-            key = stable_hash({**cfg, "subject": subject.identity, "data": data, "code": code_hash(method)})
+            key, cfg = self.method_key(name, method, subject, ctx)
             t0 = time.perf_counter()
             artifact, cached = self.cache.get_or_create(
                 "artifacts", name, key, lambda: method.fit(subject, ctx), method.save_artifact, method.load_artifact
@@ -205,50 +251,70 @@ class Runner:
         return subject
 
     def scores(self, subject: Subject, metric_name: str, ctx: Context) -> Scores:
+        return self.scores_and_key(subject, metric_name, ctx)[0]
+
+    def scores_and_key(self, subject: Subject, metric_name: str, ctx: Context) -> tuple[Scores, str]:
         metric = make_metric(metric_name, self.request.options.get(metric_name))
         if not serves_bias_type(type(metric), ctx.bias_type):
             raise NotApplicable(bias_type_note(type(metric), ctx.bias_type))
-        files = metric.data_files(ctx)
-        key = stable_hash({
-            "metric": metric_name, "config": metric.config(), "subject": subject.identity, "bias_type": ctx.bias_type,
-            "data": fingerprint(files) if files else "", "code": code_hash(metric), "seed": ctx.seed,
-            "format": serialize.FORMAT,
-        })  # fmt: skip
+        key = self.score_key(metric_name, metric, subject, ctx)
         allowed = serialize.plugin_packages(metric)  # the statistics resolve only to the metric's own code (or bench)
         scores, _ = self.cache.get_or_create(
             "scores", metric_name, key, lambda: metric.score(subject, ctx),
             lambda v, p: serialize.save_scores(v, p, allowed), lambda p: serialize.load_scores(p, allowed),
         )  # fmt: skip
-        return scores
+        return scores, key
+
+    def cached_scores(self, metric_name: str, key: str) -> Scores | None:
+        """Scores stored under `key` (what a worker computed), or None when the entry is missing or damaged."""
+        metric = make_metric(metric_name, self.request.options.get(metric_name))
+        allowed = serialize.plugin_packages(metric)
+        folder = self.cache.path("scores", metric_name, key)
+        if not self.cache.complete(folder):
+            return None
+        try:
+            return serialize.load_scores(folder / "artifact", allowed)
+        except Exception as e:  # noqa: BLE001 - a damaged entry: the aggregate is left for the next run
+            self._cache_warning(f"cannot read cache entry {folder} ({type(e).__name__}: {str(e)[:200]})")
+            return None
 
     def _cache_warning(self, message: str) -> None:
         self.echo(f"  warning: {message}")
 
     # ---- rows --------------------------------------------------------------------------------------------
-    def _rows(self, model, subject, metric_name, scores, base_scores, runtime, note="") -> list[dict]:
-        method_spec = subject.method
+    def _common(self, model, method_spec, metric_name, seed, runtime, note) -> dict:
         parts = method_spec.split("+")
         classes = [METHODS.get(p) for p in parts]
         label = " + ".join(c.label or c.name for c in classes)
         group = 0 if method_spec == "base" else (3 if len(parts) > 1 else classes[0].group)
-        common = dict(
-            model=model, method=method_spec, label=label, group=group, metric=metric_name, seed=self.request.seed,
+        return dict(
+            model=model, method=method_spec, label=label, group=group, metric=metric_name, seed=seed,
             bias_type=self.request.bias_type,
             runtime_s=round(runtime, 3), config_hash=stable_hash(self.request.options.get(metric_name, {})),
             versions=self._versions, note=note,
         )  # fmt: skip
+
+    @staticmethod
+    def _na(common: dict) -> list[dict]:
+        return [dict(common, submetric=None, status="n/a", value=None, ci_low=None, ci_high=None, n=None,
+                     resamples=None, delta=None, delta_low=None, delta_high=None, significant=None)]  # fmt: skip
+
+    def _rows(self, model, subject, metric_name, scores, base_scores, runtime, note="", seed=None) -> list[dict]:
+        seed = self.request.seed if seed is None else seed
+        stats = self.stats_for(seed)
+        method_spec = subject.method
+        common = self._common(model, method_spec, metric_name, seed, runtime, note)
         if scores is None:
-            return [dict(common, submetric=None, status="n/a", value=None, ci_low=None, ci_high=None, n=None,
-                         resamples=None, delta=None, delta_low=None, delta_high=None, significant=None)]  # fmt: skip
+            return self._na(common)
         rows = []
         notes = scores.notes or {}
         for sub, est in scores.estimates.items():
-            iv = interval(est, self.stats)
+            iv = interval(est, stats)
             row = dict(common, submetric=sub, status="ok", value=iv.value, ci_low=iv.low, ci_high=iv.high, n=iv.n,
                        resamples=iv.resamples, delta=None, delta_low=None, delta_high=None, significant=None,
                        note=notes.get(sub, note))  # fmt: skip
             if base_scores is not None and method_spec != "base" and sub in base_scores.estimates:
-                cmp = compare(est, base_scores.estimates[sub], self.stats)
+                cmp = compare(est, base_scores.estimates[sub], stats)
                 row.update(delta=cmp.delta, delta_low=cmp.low, delta_high=cmp.high, significant=cmp.significant)
             rows.append(row)
         for sub, value in scores.extras.items():
@@ -257,67 +323,151 @@ class Runner:
                              note=notes.get(sub, note)))  # fmt: skip
         return rows
 
-    def _emit(self, rows):
-        self.rows.extend(rows)
-        if self.store is not None:
-            self.store.add(rows)
+    def aggregate_rows(self, model: str, chain: str, metric_name: str, per_seed: list[dict]) -> list[dict]:
+        """Rows of one (model, chain, metric) over the run's seeds: `per_seed` holds, per seed in run order, what
+        the unit reported ({"score_key", "base_score_key", "note", "runtime_s"}). Values and CIs come from
+        bench.stats.interval_over_seeds / compare_over_seeds on the Scores of each seed (reloaded from the score
+        cache); the rows have the fields of a seed's rows with seed null, `seeds` and `aggregate: true`."""
+        from bench import stats as stats_module
 
-    # ---- the run -------------------------------------------------------------------------------------
-    def run(self) -> list[dict]:
-        req = self.request
-        total = len(req.models) * len(req.methods) * len(req.metrics)
-        done = 0
-        for model in req.models:
-            base = self.load_model(model)
-            ctx = self.context(base)
-            self.record_data(base, ctx)
-            base_scores: dict[str, Scores | None] = {}
-            for chain in req.methods:
-                todo = [m for m in req.metrics if not (self.store and self.store.done(model, chain, m, req.seed))]
-                if chain != "base" and not todo:
-                    done += len(req.metrics)
-                    continue
-                self.echo(f"[{model}] {chain}")
-                try:
-                    subject = self.debias(base, chain, ctx) if chain != "base" else base
-                except NotApplicable as e:  # e.g. a gender-only method in a race run: n/a cells, not an error
-                    self.echo(f"  n/a: {e}")
-                    for metric_name in req.metrics:
-                        done += 1
-                        if not (self.store and self.store.done(model, chain, metric_name, req.seed)):
-                            stamped = base.stamped(chain, "n/a")
-                            self._emit(self._rows(model, stamped, metric_name, None, None, 0.0, str(e)))
-                    continue
-                except BenchError as e:
-                    self.errors.append(f"{model} / {chain}: {e}")
-                    self.echo(f"  error: {e}")
-                    done += len(req.metrics)
-                    continue
-                for metric_name in req.metrics:
+        seeds = list(self.request.seeds)
+        cfg = self.stats_for(seeds[0])
+        runtime = sum(p.get("runtime_s") or 0.0 for p in per_seed)
+        note = next((p.get("note") for p in per_seed if p.get("note")), "")
+        common = dict(self._common(model, chain, metric_name, None, runtime, note), seeds=seeds, aggregate=True)
+        keys = [p.get("score_key") for p in per_seed]
+        if any(k is None for k in keys):
+            return self._na(common)
+        scores = [self.cached_scores(metric_name, k) for k in keys]
+        if any(s is None for s in scores):
+            raise BenchError(f"{model} / {chain} / {metric_name}: a seed's scores are missing from the cache "
+                             f"({self.cache.root}); rerun to recompute them")  # fmt: skip
+        base = None
+        base_keys = [p.get("base_score_key") for p in per_seed]
+        if chain != "base" and all(k is not None for k in base_keys):
+            base = [self.cached_scores(metric_name, k) for k in base_keys]
+            base = None if any(b is None for b in base) else base
+        notes = scores[0].notes or {}
+        rows = []
+        for sub in scores[0].estimates:
+            if not all(sub in s.estimates for s in scores):
+                continue
+            ests = [s.estimates[sub] for s in scores]
+            iv = stats_module.interval_over_seeds(ests, cfg)
+            row = dict(common, submetric=sub, status="ok", value=iv.value, ci_low=iv.low, ci_high=iv.high, n=iv.n,
+                       resamples=iv.resamples, delta=None, delta_low=None, delta_high=None, significant=None,
+                       note=notes.get(sub, note))  # fmt: skip
+            if base is not None and all(sub in b.estimates for b in base):
+                cmp = stats_module.compare_over_seeds(ests, [b.estimates[sub] for b in base], cfg)
+                row.update(delta=cmp.delta, delta_low=cmp.low, delta_high=cmp.high, significant=cmp.significant)
+            rows.append(row)
+        for sub in scores[0].extras:
+            values = [float(s.extras[sub]) for s in scores if sub in s.extras]
+            if len(values) == len(scores):
+                rows.append(dict(common, submetric=sub, status="ok", value=sum(values) / len(values), ci_low=None,
+                                 ci_high=None, n=None, resamples=None, delta=None, delta_low=None, delta_high=None,
+                                 significant=None, note=notes.get(sub, note) or "mean over seeds"))  # fmt: skip
+        return rows
+
+    # ---- one unit (what a worker does) ----------------------------------------------------------------
+    def run_unit(self, unit: dict, skip: Iterable[str] = (), progress: tuple[int, int] | None = None) -> dict:
+        """Run one unit of the plan in this process: {"model", "chain", "seed", "metrics"} (names only).
+        Returns plain data: per metric its rows (except metrics in `skip`, whose rows the run already has), the
+        score cache keys (of the subject and of the base model, for the aggregate over seeds), the data
+        fingerprints, and errors. A BenchError ends the unit (or one metric of it) as an error, not the run."""
+        model, chain, seed = unit["model"], unit["chain"], unit["seed"]
+        skip = set(skip)
+        result: dict = {"unit": unit["id"], "metrics": {}, "errors": [], "fingerprints": {}}
+        header = f"[{model}] {chain}" + (f" (seed {seed})" if len(self.request.seeds) > 1 else "")
+        self.echo(header)
+        try:
+            base = self.base_subject(model)
+            ctx = self.context(base, seed)
+            if model not in self._fingerprints:
+                self._fingerprints[model] = self.data_fingerprints(base, ctx)
+            result["fingerprints"] = self._fingerprints[model]
+        except BenchError as e:
+            return self._unit_error(result, model, chain, seed, e)
+        try:
+            subject = self.debias(base, chain, ctx) if chain != "base" else base
+        except NotApplicable as e:  # e.g. a gender-only method in a race run: n/a cells, not an error
+            self.echo(f"  n/a: {e}")
+            stamped = base.stamped(chain, "n/a")
+            for metric_name in unit["metrics"]:
+                rows = None if metric_name in skip else self._rows(model, stamped, metric_name, None, None, 0.0, str(e), seed)
+                result["metrics"][metric_name] = {"rows": rows, "score_key": None, "base_score_key": None,
+                                                  "note": str(e), "runtime_s": 0.0}  # fmt: skip
+            return result
+        except BenchError as e:
+            return self._unit_error(result, model, chain, seed, e)
+        done, total = progress if progress else (None, None)
+        for metric_name in unit["metrics"]:
+            metric_cls = METRICS.get(metric_name)
+            t0 = time.perf_counter()
+            scores, key, note = None, None, ""
+            try:
+                if metric_cls.requires in subject.capabilities:
+                    try:
+                        scores, key = self.scores_and_key(subject, metric_name, ctx)
+                    except NotApplicable as e:
+                        note = str(e)
+                else:
+                    note = f"{chain} does not serve {metric_cls.requires}"
+                base_scores, base_key = (scores, key) if chain == "base" else self._base(base, model, seed, metric_name, ctx)
+            except BenchError as e:
+                result["errors"].append(f"{model} / {chain}{self._seed_tag(seed)} / {metric_name}: {e}")
+                self.echo(f"  error: {e}")
+                continue
+            runtime = time.perf_counter() - t0
+            if chain == "base":
+                self._base_scores[(model, seed, metric_name)] = (scores, key)
+            rows = None if metric_name in skip else self._rows(model, subject, metric_name, scores, base_scores, runtime, note, seed)
+            result["metrics"][metric_name] = {"rows": rows, "score_key": key, "base_score_key": base_key,
+                                              "note": note, "runtime_s": round(runtime, 3)}  # fmt: skip
+            if rows is not None:
+                if done is not None:
                     done += 1
-                    metric_cls = METRICS.get(metric_name)
-                    applicable = metric_cls.requires in subject.capabilities
-                    t0 = time.perf_counter()
-                    scores, note = None, ""
-                    if applicable:
-                        try:
-                            scores = self.scores(subject, metric_name, ctx)
-                        except NotApplicable as e:
-                            note = str(e)
-                    else:
-                        note = f"{chain} does not serve {metric_cls.requires}"
-                    if chain == "base":
-                        base_scores[metric_name] = scores
-                    elif metric_name not in base_scores:
-                        try:
-                            base_scores[metric_name] = self.scores(base, metric_name, ctx) if metric_cls.requires in base.capabilities else None
-                        except NotApplicable:
-                            base_scores[metric_name] = None
-                    runtime = time.perf_counter() - t0
-                    if self.store and self.store.done(model, chain, metric_name, req.seed):
-                        continue
-                    self._emit(self._rows(model, subject, metric_name, scores, base_scores.get(metric_name), runtime, note))
-                    self.echo(f"  {metric_name}: {'n/a' if scores is None else f'{runtime:.1f}s'}  [{done}/{total}]")
+                count = f"  [{done}/{total}]" if done is not None else ""
+                self.echo(f"  {metric_name}: {'n/a' if scores is None else f'{runtime:.1f}s'}{count}")
+        return result
+
+    def _base(self, base: Subject, model: str, seed: int, metric_name: str, ctx: Context) -> tuple:
+        """The base model's scores (for the paired comparison): in memory when this process ran the base unit,
+        else from the cache (the plan runs the base unit first)."""
+        if (model, seed, metric_name) not in self._base_scores:
+            value: tuple = (None, None)
+            if METRICS.get(metric_name).requires in base.capabilities:
+                try:
+                    value = self.scores_and_key(base, metric_name, ctx)
+                except NotApplicable:
+                    pass
+            self._base_scores[(model, seed, metric_name)] = value
+        return self._base_scores[(model, seed, metric_name)]
+
+    def _seed_tag(self, seed: int) -> str:
+        return f" (seed {seed})" if len(self.request.seeds) > 1 else ""
+
+    def _unit_error(self, result: dict, model: str, chain: str, seed: int, e: BaseException) -> dict:
+        result["errors"].append(f"{model} / {chain}{self._seed_tag(seed)}: {e}")
+        self.echo(f"  error: {e}")
+        return result
+
+    # ---- the run (the driver) -------------------------------------------------------------------------
+    def plan(self):
+        from bench.plan import make_plan
+
+        return make_plan(self)
+
+    def run(self, executor=None) -> list[dict]:
+        """Plan the request, run the units that are not done (on `executor`, default: in this process) and
+        return the rows in plan order. The driver alone writes the run directory."""
+        from bench.executors import LocalExecutor, Collector
+
+        plan = self.plan()
+        executor = executor or LocalExecutor()
+        collector = Collector(self, plan)
+        executor.execute(self, plan, collector)
+        collector.finish()
         if self.store is not None:
             return list(self.store.rows)
         return self.rows

@@ -204,7 +204,7 @@ class RunStore:
                     "choose another --out directory or remove it"
                 )
             self.manifest["data"] = dict(old.get("data") or {})
-        elif self.out.exists() and any(self.out.iterdir()):
+        elif self.out.exists() and any(not p.name.startswith(".bench-") for p in self.out.iterdir()):
             raise RunConflict(f"{self.out} exists and is not a bench run directory; choose another --out")
         self.rows = read_rows(self.results_path) if self.results_path.is_file() else []
         self._dirty = old is None or old != self.manifest
@@ -253,8 +253,19 @@ class RunStore:
             for r in self.rows
         )
 
-    def add(self, rows: Iterable[dict]) -> None:
+    def aggregated(self, model: str, method: str, metric: str) -> bool:
+        """Whether the rows aggregated over seeds of (model, method, metric) are stored."""
+        return any(
+            r.get("aggregate") and r.get("model") == model and r.get("method") == method and r.get("metric") == metric
+            for r in self.rows
+        )
+
+    def add(self, rows: Iterable[dict], order: Callable[[dict], Any] | None = None) -> None:
+        """Add rows and rewrite results.jsonl (atomically); `order`: a sort key for the whole file (the plan's
+        order; a stable sort, so rows of one cell keep theirs)."""
         self.rows.extend(rows)
+        if order is not None:
+            self.rows.sort(key=order)
         try:
             if self._dirty:
                 write_json(self.manifest_path, self.manifest)

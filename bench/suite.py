@@ -4,7 +4,7 @@
     models  = ["synthetic"]
     methods = ["base", "gradiend-bpi", "gradiend-bpi+inlp"]
     metrics = ["stereoset", "seat", "crows"]
-    seed = 0
+    seed = 0                # or a seed axis: seeds = [0, 1, 2] (rows per seed + rows aggregated over seeds)
     bias_type = "gender"    # or "race", "religion"
     [options.inlp]          # constructor arguments of a method or metric
     n_iterations = 20
@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KEYS = {"description", "models", "methods", "metrics", "seed", "bias_type", "options", "stats"}
+KEYS = {"description", "models", "methods", "metrics", "seed", "seeds", "bias_type", "options", "stats"}
 
 
 def suite_names() -> list[str]:
@@ -56,6 +56,14 @@ def load_suite(name: str) -> dict:
     seed = suite.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise BenchError(f"{where}: seed must be a non-negative integer, got {seed!r}")
+    if "seeds" in suite:
+        seeds = suite["seeds"]
+        if "seed" in suite:
+            raise BenchError(f"{where}: give `seed` or `seeds`, not both")
+        if not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                          for x in seeds)):  # fmt: skip
+            raise BenchError(f"{where}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+        seed = seeds[0]
     from bench.api import BIAS_TYPES
 
     if suite.get("bias_type", "gender") not in BIAS_TYPES:

@@ -385,11 +385,13 @@ print(written)
 
 
 def test_concurrent_writers_of_the_same_keys(tmp_path):
+    """Four processes (four workers of a distributed run) write the same 200 keys at the same moment: no error,
+    one complete entry per key, no leftovers."""
     root = tmp_path / "cache"
     start = time.time() + 3.0
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(root), str(start), str(i)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for i in range(3)]  # fmt: skip
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(4)]  # fmt: skip
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
@@ -400,6 +402,9 @@ def test_concurrent_writers_of_the_same_keys(tmp_path):
         assert cached and value["j"] == j and np.array_equal(value["values"], np.arange(2000.0) * j)
     leftovers = [p for p in (root / "test").rglob(".*")]
     assert not leftovers, leftovers[:5]  # no temporary or discarded directories remain
+    entries = sorted(p.relative_to(root / "test").as_posix() for p in (root / "test").glob("*/*"))
+    assert entries == sorted(f"round{j // 10}/key{j % 10}" for j in range(200))  # one entry per key
+    assert all(sorted(q.name for q in (root / "test" / e).iterdir()) == ["artifact", "done"] for e in entries)
 
 
 def test_atomic_dir_first_complete_writer_wins_and_replaces_incomplete(tmp_path):

@@ -1,0 +1,592 @@
+"""Executors: where the units of a plan (bench.plan) run.
+
+- `local` (the default): in this process, in plan order; each model is loaded once.
+- `ray`: one Ray task per unit (`num_gpus=--gpus-per-job`, `num_cpus=--cpus-per-job`) on an existing cluster
+  (`--address auto|HOST`, or RAY_ADDRESS as set by `ray job submit`) or, without one, an in-process cluster on
+  this machine (loopback only, no dashboard, usage statistics off).
+- `slurm`: one submitit job per unit (job arrays of the units that are ready together), `--slurm-partition`,
+  `--slurm-time`, `--slurm-mem`, `--slurm-array-parallelism`; `--no-wait` submits and returns, and running the
+  same command again collects what finished (and submits what is ready). `--slurm-cluster local` runs the jobs
+  as local processes through submitit's LocalExecutor (tests, a box without SLURM).
+
+Only names and dicts travel to a worker: the request (RunRequest fields) and the unit. Fitted artifacts and
+scores travel through the shared content-addressed cache (bench.store.Cache; its first complete writer wins),
+so a worker needs the same installation and the same paths (cache, data, local models) as the driver. A
+worker returns plain data (rows, cache keys, data fingerprints, errors, what it ran on); the driver
+(bench.runner.Runner with Collector below) is the only writer of results.jsonl and writes it in plan order as
+units finish: every executor gives the same file.
+
+Failures: a worker that dies (killed, out of memory, node lost) is retried up to `--max-retries` times (Ray's
+task retries; for SLURM the job is resubmitted); a unit that raises a BenchError reports it (the run ends with
+status 2 listing it, its rows are absent so the next run retries it) and the other units finish; an
+interrupted driver resumes from the run directory and the cache when the command is run again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.errors import BenchError
+
+EXECUTORS = ("local", "ray", "slurm")
+
+
+@dataclass
+class ExecutorOptions:
+    kind: str = "local"
+    gpus_per_job: float = 0.0
+    cpus_per_job: int = 1
+    max_retries: int = 2
+    address: str | None = None  # ray: auto | HOST[:PORT]; None: RAY_ADDRESS or an in-process cluster
+    ray_cpus: int | None = None  # the in-process cluster's resources (default: this machine's)
+    ray_gpus: int | None = None
+    slurm_partition: str | None = None
+    slurm_time: int = 24 * 60  # minutes
+    slurm_mem: str | None = None  # e.g. 32G
+    slurm_array_parallelism: int = 16
+    slurm_cluster: str | None = None  # None: SLURM when available; "local": submitit's LocalExecutor
+    slurm_folder: str | None = None  # job files; default OUT/.bench-slurm
+    no_wait: bool = False
+    poll_s: float = 1.0
+
+
+def make_executor(options: ExecutorOptions | None = None):
+    options = options or ExecutorOptions()
+    if options.kind not in EXECUTORS:
+        raise BenchError(f"unknown executor {options.kind!r}; valid executors: {', '.join(EXECUTORS)}")
+    if options.gpus_per_job < 0 or options.cpus_per_job < 1 or options.max_retries < 0:
+        raise BenchError("--gpus-per-job must be >= 0, --cpus-per-job >= 1 and --max-retries >= 0")
+    return {"local": LocalExecutor, "ray": RayExecutor, "slurm": SlurmExecutor}[options.kind](options)
+
+
+# ---- the driver's side ---------------------------------------------------------------------------------------
+class Collector:
+    """Receives what units return; keeps the rows in plan order; writes results.jsonl (the only writer); writes
+    the rows aggregated over seeds once every seed of a (model, chain) is in."""
+
+    def __init__(self, runner, plan):
+        self.runner, self.plan = runner, plan
+        self.store = runner.store
+        self.multi_seed = len(plan.seeds) > 1
+        self.per_seed: dict[tuple, dict] = {}  # (model, chain, metric) -> {seed: what the unit reported}
+        self.finished = 0
+        self.log_units = False  # remote executors: OUT/units.jsonl records where each unit ran
+        self._unlogged: list[dict] = []
+
+    def _have(self, model, chain, metric, seed) -> bool:
+        return self.store is not None and self.store.done(model, chain, metric, seed)
+
+    def _aggregated(self, model, chain, metric) -> bool:
+        return self.store is not None and self.store.aggregated(model, chain, metric)
+
+    def skip(self, unit) -> list[str]:
+        """The unit's metrics whose rows the run directory already has."""
+        return [m for m in unit.metrics if self._have(unit.model, unit.chain, m, unit.seed)]
+
+    def needed(self, unit) -> bool:
+        if len(self.skip(unit)) < len(unit.metrics):
+            return True
+        return self.multi_seed and any(not self._aggregated(unit.model, unit.chain, m) for m in unit.metrics)
+
+    def todo(self) -> list:
+        return [u for u in self.plan.units if self.needed(u)]
+
+    def check_data(self) -> None:
+        """Before anything runs remotely: refuse a resume over changed data files, for every model whose data
+        directory is known without loading it (bench.plan.light_subject); the others are checked when their
+        first unit reports its fingerprints."""
+        if self.store is None:
+            return
+        from bench.plan import light_subject
+
+        for model in self.plan.models:
+            light = light_subject(model, self.runner.data_dir, self.runner.cache.root)
+            if light is not None:
+                self.store.record_data(self.runner.data_fingerprints(light, self.runner.context(light)))
+
+    def add(self, result: dict, worker: dict | None = None) -> None:
+        runner, unit = self.runner, self.plan.by_id[result["unit"]]
+        if self.store is not None and result.get("fingerprints"):
+            self.store.record_data(result["fingerprints"])  # a changed data file refuses the run (RunConflict)
+        for message in result.get("log", ()):
+            runner.echo(message)
+        runner.errors.extend(result.get("errors", ()))
+        if worker is not None:
+            runner.units.append({"unit": unit.id, **worker, "errors": len(result.get("errors", ()))})
+            self._unlogged.append(runner.units[-1])
+        rows: list[dict] = []
+        for metric, got in result.get("metrics", {}).items():
+            if got.get("rows") and not self._have(unit.model, unit.chain, metric, unit.seed):
+                rows += got["rows"]
+            self.per_seed.setdefault((unit.model, unit.chain, metric), {})[unit.seed] = got
+        if self.multi_seed:
+            for metric in unit.metrics:
+                rows += self._aggregate(unit.model, unit.chain, metric)
+        self.finished += 1
+        self._write(rows)
+
+    def _aggregate(self, model, chain, metric) -> list[dict]:
+        got = self.per_seed.get((model, chain, metric), {})
+        if any(seed not in got for seed in self.plan.seeds) or self._aggregated(model, chain, metric):
+            return []
+        if self.store is None and any(r.get("aggregate") and r["model"] == model and r["method"] == chain
+                                      and r["metric"] == metric for r in self.runner.rows):  # fmt: skip
+            return []
+        try:
+            return self.runner.aggregate_rows(model, chain, metric, [got[s] for s in self.plan.seeds])
+        except BenchError as e:
+            self.runner.errors.append(str(e))
+            return []
+
+    def _write(self, rows: list[dict]) -> None:
+        if self.store is not None:
+            if rows:  # (a run with nothing new leaves the file as it is, e.g. resumed with the names reordered)
+                self.store.add(rows, order=self.plan.row_key)
+            if self.log_units and self._unlogged and self.store.results_path.is_file():
+                from bench.store import write_text
+
+                log = self.store.out / "units.jsonl"
+                old = log.read_text(encoding="utf-8") if log.is_file() else ""
+                write_text(log, old + "".join(json.dumps(u, sort_keys=True) + "\n" for u in self._unlogged))
+                self._unlogged.clear()
+        else:
+            self.runner.rows.extend(rows)
+            self.runner.rows.sort(key=self.plan.row_key)
+
+    def finish(self) -> None:
+        self._write([])
+
+
+def _worker_info(start: float, kind: str) -> dict:
+    return {"executor": kind, "host": socket.gethostname(), "pid": os.getpid(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}  # fmt: skip
+
+
+# ---- local -------------------------------------------------------------------------------------------------------
+class LocalExecutor:
+    """In this process, in plan order (today's behaviour): each model is loaded once and its data fingerprints
+    are checked before its first unit, even when everything is done."""
+
+    name = "local"
+
+    def __init__(self, options: ExecutorOptions | None = None):
+        self.options = options or ExecutorOptions()
+
+    def execute(self, runner, plan, collector: Collector) -> None:
+        todo = collector.todo()
+        total = len(plan.units) * len(plan.metrics)
+        done = 0
+        for model in plan.models:
+            base = runner.base_subject(model)
+            runner.record_data(base, runner.context(base))
+            for unit in plan.units:
+                if unit.model != model:
+                    continue
+                if unit not in todo:
+                    done += len(unit.metrics)
+                    continue
+                skip = collector.skip(unit)
+                done += len(skip)
+                start = time.time()
+                result = runner.run_unit(unit.to_dict(), skip, progress=(done, total))
+                done += len(unit.metrics) - len(skip)
+                collector.add(result, _worker_info(start, "local"))
+
+
+# ---- the worker's side of the remote executors -------------------------------------------------------------------
+_WORKER_RUNNERS: dict = {}  # a worker process that runs several units of one run keeps its Runner
+
+
+def work(request: dict, unit: dict, skip: list[str], kind: str, cpus: int = 1) -> dict:
+    """Run one unit in a worker process: names and dicts in, plain data out (see bench.runner.Runner.run_unit).
+    A worker that runs several units of a run (Ray reuses its workers) keeps the Runner and the last base model
+    it loaded; it holds one model at a time (GPU memory)."""
+    start = time.time()
+    _inject_fault(unit)
+    import torch
+
+    from bench.runner import Runner, RunRequest
+
+    torch.set_num_threads(max(1, int(cpus)))
+    log: list[str] = []
+    key = json.dumps(request, sort_keys=True, default=str)
+    runner = _WORKER_RUNNERS.get(key)
+    if runner is None:
+        _WORKER_RUNNERS.clear()
+        runner = _WORKER_RUNNERS[key] = Runner(RunRequest(**request), out=None, echo=log.append)
+    runner.echo = log.append
+    if unit["model"] not in runner._subjects:
+        runner._subjects.clear()
+        runner._base_scores.clear()
+    result = runner.run_unit(unit, skip)
+    result["log"] = log
+    result["worker"] = _worker_info(start, kind)
+    return result
+
+
+def _inject_fault(unit: dict) -> None:
+    """Test hook: BENCH_FAULT_INJECT='{"unit": "<part of a unit id>", "action": "kill"|"raise", "marker": PATH}'
+    kills (SIGKILL) this worker or raises a BenchError in it the first time it runs a matching unit (the
+    marker file records that it happened)."""
+    spec = os.environ.get("BENCH_FAULT_INJECT")
+    if not spec:
+        return
+    fault = json.loads(spec)
+    if fault.get("unit") not in unit["id"]:
+        return
+    marker = Path(fault["marker"])
+    if fault.get("action") == "raise":
+        raise BenchError(f"injected failure in {unit['id']}")
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _request_dict(runner) -> dict:
+    from dataclasses import asdict
+
+    req = asdict(runner.request)
+    req["device"] = runner.request.device  # each worker resolves "auto" on its own node
+    req["cache_dir"] = str(runner.cache.root)
+    req["data_dir"] = str(runner.data_dir)
+    req["progress"] = False
+    return req
+
+
+def _schedule(plan, collector: Collector, submit_many: Callable, wait_any: Callable, echo: Callable) -> None:
+    """Submit every unit whose dependencies are finished (the engine queues them by their resources), hand
+    each result to the collector as it arrives, submit what became ready. Dependencies only avoid duplicate
+    fits: a unit whose dependency failed still runs."""
+    collector.log_units = True
+    collector.check_data()
+    todo = collector.todo()
+    pending = {u.id: u for u in todo}
+    finished = {u.id for u in plan.units if u.id not in pending}
+    running: dict[Any, Any] = {}
+    while pending or running:
+        ready = [u for u in pending.values() if all(w in finished for w in u.waits_for)]
+        for unit in ready:
+            del pending[unit.id]
+        if ready:
+            running.update(zip(submit_many(ready), ready))
+        if not running:
+            raise BenchError(f"the plan cannot proceed: {sorted(pending)} wait for units that never finish")
+        handle, result, worker = wait_any(list(running))
+        unit = running.pop(handle)
+        finished.add(unit.id)
+        collector.add(result, worker)
+        echo(f"  finished: {unit.id} [{collector.finished}/{len(todo)} units]")
+
+
+def _crash_error(unit, message: str) -> dict:
+    return {"unit": unit.id, "metrics": {}, "errors": [f"{unit.id}: {message}"], "fingerprints": {}}
+
+
+# ---- Ray ---------------------------------------------------------------------------------------------------------
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, options: ExecutorOptions):
+        self.options = options
+        self.startup_s: float | None = None
+
+    def _init(self):
+        address = self.options.address or os.environ.get("RAY_ADDRESS")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if not address:  # an in-process cluster: on loopback only (read by Ray when imported, and by its processes)
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        try:
+            import ray
+        except ImportError:
+            raise BenchError("--executor ray needs Ray: pip install 'bench-debias[ray]'") from None
+        if ray.is_initialized():
+            return ray, False
+        t0 = time.perf_counter()
+        # no runtime_env: the in-process cluster's workers inherit this process's environment; on an existing
+        # cluster (e.g. under `ray job submit`) the job's own runtime environment stays as it is
+        common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if address:
+            ray.init(address=address, **common)
+        else:
+            import torch
+
+            try:  # Ray imported before the variable was set: the same switch, set on the imported module
+                from ray._private import ray_constants
+
+                ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
+            except (ImportError, AttributeError):
+                pass
+            gpus = self.options.ray_gpus if self.options.ray_gpus is not None else torch.cuda.device_count()
+            ray.init(num_cpus=self.options.ray_cpus or os.cpu_count() or 1, num_gpus=gpus, **common)
+        self.startup_s = time.perf_counter() - t0
+        return ray, True
+
+    def execute(self, runner, plan, collector: Collector) -> None:
+        ray, started = self._init()
+        try:
+            runner.echo(f"ray: {'started an in-process cluster' if started else 'using the cluster'} "
+                        f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs)"
+                        + (f" in {self.startup_s:.1f}s" if self.startup_s is not None else ""))  # fmt: skip
+            opts = self.options
+            remote = ray.remote(work).options(num_cpus=opts.cpus_per_job, num_gpus=opts.gpus_per_job,
+                                              max_retries=opts.max_retries, retry_exceptions=False)  # fmt: skip
+            request = _request_dict(runner)
+
+            unit_of: dict = {}
+
+            def submit_many(units):
+                refs = []
+                for unit in units:
+                    runner.echo(f"[{unit.model}] {unit.chain} (seed {unit.seed}): submitted")
+                    ref = remote.remote(request, unit.to_dict(), collector.skip(unit), "ray", opts.cpus_per_job)
+                    unit_of[ref] = unit
+                    refs.append(ref)
+                return refs
+
+            def wait_any(refs):
+                (ready,), _ = ray.wait(refs, num_returns=1)
+                try:
+                    result = ray.get(ready)
+                except Exception as e:  # noqa: BLE001 - a crash after all retries, or a bug in the worker
+                    why = (f"worker failed ({type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}); "
+                           f"a crashed worker is retried {opts.max_retries} times")  # fmt: skip
+                    return ready, _crash_error(unit_of[ready], why), None
+                return ready, result, result.pop("worker", None)
+
+            _schedule(plan, collector, submit_many, wait_any, runner.echo)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+# ---- SLURM (submitit) --------------------------------------------------------------------------------------------
+class SlurmExecutor:
+    name = "slurm"
+
+    def __init__(self, options: ExecutorOptions):
+        self.options = options
+
+    def _executor(self, folder: Path):
+        try:
+            import submitit
+        except ImportError:
+            raise BenchError("--executor slurm needs submitit: pip install 'bench-debias[slurm]'") from None
+        opts = self.options
+        if opts.slurm_cluster == "local":
+            ex = submitit.LocalExecutor(folder=str(folder))
+            ex.update_parameters(timeout_min=int(opts.slurm_time))
+            return ex, "local"
+        ex = submitit.AutoExecutor(folder=str(folder), cluster=opts.slurm_cluster)
+        params: dict = {"timeout_min": int(opts.slurm_time), "cpus_per_task": int(opts.cpus_per_job),
+                        "slurm_array_parallelism": int(opts.slurm_array_parallelism), "name": "bench",
+                        "gpus_per_node": int(opts.gpus_per_job)}  # fmt: skip
+        if opts.slurm_partition:
+            params["slurm_partition"] = opts.slurm_partition
+        if opts.slurm_mem:
+            params["slurm_mem"] = opts.slurm_mem
+        ex.update_parameters(**params)
+        return ex, ex.cluster
+
+    def execute(self, runner, plan, collector: Collector) -> None:
+        import submitit
+
+        opts = self.options
+        if opts.slurm_folder:
+            folder = Path(opts.slurm_folder)
+        elif runner.store is not None:
+            folder = runner.store.out / ".bench-slurm"
+        else:
+            raise BenchError("--executor slurm needs --out (or --slurm-folder) for its job files")
+        folder = folder.resolve()
+        ex, cluster = self._executor(folder)
+        local = cluster == "local"
+        request = _request_dict(runner)
+        jobs_file = folder / "jobs.json"
+        submitted = json.loads(jobs_file.read_text()) if jobs_file.is_file() else {}
+        gpus = int(opts.gpus_per_job)
+        # submitit's local cluster starts every job at once and gives each the same GPUs: the driver keeps at
+        # most --slurm-array-parallelism jobs running and pins each to its own (SLURM does both on a cluster)
+        free = list(range(max(1, opts.slurm_array_parallelism)))
+        if opts.no_wait:  # nobody stays to start queued jobs: submit every ready unit at once
+            free = list(range(max(len(free), len(plan.units))))
+        queue: list[_JobHandle] = []
+        retries: dict[str, int] = {}
+
+        def record(handle):
+            submitted[handle.unit.id] = {"job_id": handle.job.job_id, "cluster": cluster}
+            runner.echo(f"[{handle.unit.model}] {handle.unit.chain} (seed {handle.unit.seed}): job {handle.job.job_id}")
+
+        def args(unit):
+            return (work, request, unit.to_dict(), collector.skip(unit), "slurm", opts.cpus_per_job)
+
+        def fill():
+            while queue and free:
+                h = queue.pop(0)
+                h.slot = free.pop(0)
+                if gpus:
+                    ex.update_parameters(visible_gpus=tuple(range(h.slot * gpus, (h.slot + 1) * gpus)), gpus_per_node=gpus)
+                h.job = ex.submit(*args(h.unit))
+                record(h)
+            _save(jobs_file, submitted)
+
+        def submit_many(units):
+            handles = [_JobHandle(None, u) for u in units]
+            if local:
+                queue.extend(handles)
+                fill()
+                return handles
+            with ex.batch():  # one job array; --slurm-array-parallelism bounds how many run at once
+                jobs = [ex.submit(*args(u)) for u in units]
+            for h, job in zip(handles, jobs):
+                h.job = job
+                record(h)
+            _save(jobs_file, submitted)
+            return handles
+
+        def resubmit(h):
+            if local:
+                h.job = None
+                queue.insert(0, h)
+                fill()
+            else:
+                h.job = ex.submit(*args(h.unit))
+                record(h)
+                _save(jobs_file, submitted)
+
+        def wait_any(handles):
+            while True:
+                for h in handles:
+                    if h.job is None or not h.job.done():
+                        continue
+                    if h.slot is not None:
+                        free.append(h.slot)
+                        free.sort()
+                        h.slot = None
+                    try:
+                        result = h.job.result()
+                    except submitit.core.utils.UncompletedJobError as e:  # the process died: resubmit (bounded)
+                        n = retries.get(h.unit.id, 0)
+                        first = str(e).strip().splitlines()[0][:200]
+                        if n < opts.max_retries:
+                            retries[h.unit.id] = n + 1
+                            runner.echo(f"  {h.unit.id}: job {h.job.job_id} died ({first}); resubmitting "
+                                        f"({n + 1}/{opts.max_retries})")  # fmt: skip
+                            resubmit(h)
+                            continue
+                        return h, _crash_error(h.unit, f"job died {n + 1} times ({first})"), None
+                    except Exception as e:  # noqa: BLE001 - an exception in the worker (a bug): the unit's error
+                        last = str(e).strip().splitlines()[-1][:300]
+                        return h, _crash_error(h.unit, f"job {h.job.job_id} failed: {last}"), None
+                    submitted.pop(h.unit.id, None)
+                    return h, result, result.pop("worker", None)
+                fill()
+                time.sleep(opts.poll_s)
+
+        if opts.no_wait:
+            self._no_wait(runner, plan, collector, submitit, folder, submitted, submit_many, jobs_file)
+            return
+        _schedule(plan, collector, submit_many, wait_any, runner.echo)
+        if jobs_file.is_file():
+            jobs_file.unlink()
+
+    def _no_wait(self, runner, plan, collector, submitit, folder, submitted, submit_many, jobs_file) -> None:
+        """Collect the jobs of an earlier --no-wait call that finished, submit every unit that is ready and not
+        running, and return. Run the same command again until it says that every unit is finished."""
+        running = 0
+        collector.log_units = True
+        collector.check_data()
+        finished = {u.id for u in plan.units if not collector.needed(u)}
+        for uid, rec in list(submitted.items()):
+            if uid not in plan.by_id or uid in finished:
+                submitted.pop(uid)
+                continue
+            job = _job(submitit, folder, rec)
+            state = _state(job)
+            if state == "running":
+                running += 1
+                continue
+            submitted.pop(uid)
+            if state == "finished":
+                try:
+                    result = job.result()
+                except Exception as e:  # noqa: BLE001 - died or failed: submitted again below
+                    runner.echo(f"  {uid}: job {rec['job_id']} did not finish ({type(e).__name__}); resubmitting")
+                    continue
+                collector.add(result, result.pop("worker", None))
+                finished.add(uid)
+        _save(jobs_file, submitted)
+        ready = [u for u in plan.units if u.id not in finished and u.id not in submitted
+                 and all(w in finished for w in u.waits_for)]  # fmt: skip
+        if ready:
+            submit_many(ready)
+        left = len([u for u in plan.units if u.id not in finished])
+        if left:
+            runner.echo(f"slurm: {running} job(s) still running, {len(ready)} submitted, {left} unit(s) not finished; "
+                        "run the same command again to collect")  # fmt: skip
+            runner.incomplete = True
+        else:
+            runner.echo("slurm: every unit is finished")
+            if jobs_file.is_file():
+                jobs_file.unlink()
+
+
+class _JobHandle:
+    def __init__(self, job, unit):
+        self.job, self.unit, self.slot = job, unit, None
+
+
+def _save(path: Path, obj) -> None:
+    from bench.store import write_json
+
+    write_json(path, obj)
+
+
+def _job(submitit, folder: Path, rec: dict):
+    if rec.get("cluster") == "local":
+        from submitit.local.local import LocalJob
+
+        return LocalJob(folder, rec["job_id"])
+    return submitit.SlurmJob(folder, rec["job_id"])
+
+
+def _state(job) -> str:
+    """finished | running | lost (a job of an earlier driver whose outcome is unknown: resubmit)."""
+    if job.paths.result_pickle.exists():
+        return "finished"
+    try:
+        state = str(job.state).upper()
+    except Exception:  # noqa: BLE001
+        return "lost"
+    if state in ("RUNNING", "PENDING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED"):
+        return "running"
+    if state.startswith("NO PROCESS") and _alive(job.job_id):
+        return "running"
+    return "lost"
+
+
+def _alive(job_id: str) -> bool:
+    try:
+        os.kill(int(job_id), 0)
+        return True
+    except (ValueError, ProcessLookupError, PermissionError):
+        return False
+
+
+def executor_names() -> tuple[str, ...]:
+    return EXECUTORS
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `bench run --executor ...`")

@@ -1,0 +1,316 @@
+"""Executors: local (in process), Ray (in-process cluster: 2 CPUs, 2 fake GPUs) and SLURM through submitit's
+local executor give the same results.jsonl; each unit sees its own GPU; failures are contained and retried; an
+interrupted driver resumes.
+
+The fast tests use a tiny random BERT and plugins registered here (local executor, in process). The slow ones
+run the `ci` suite (synthetic world) in subprocesses, against one local reference run per session
+(tests/ci_runs.py). Identity of two runs: every field of every row, in order, except `runtime_s` (wall-clock).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+
+import pytest
+import torch
+
+from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
+from bench.cli import main
+from bench.errors import BenchError
+from bench.registry import METHODS, METRICS, register_method, register_metric
+from ci_runs import REPO, assert_same_results, bench_cli, ci_args, ci_reference, fresh_cache, rows, units  # noqa: F401
+
+TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
+
+
+def _mean_rows(values, idx):
+    return values[idx[0]].mean(axis=1) * 100
+
+
+class ExNorm(Metric):
+    """Mean norm of the first hidden state of a few sentences, per sentence."""
+
+    requires = EMBED
+    columns = (Column("NORM", "norm", "0", 2),)
+
+    def score(self, subject, ctx):
+        enc = subject.tokenizer(["a b c", "d e", "f g h i", "j"], return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            h = subject.hidden_states(enc.input_ids, enc.attention_mask)[:, 0].norm(dim=-1).numpy().astype(float)
+        h = h * (1.0 + 0.01 * ctx.seed)  # seed-dependent, so rows per seed differ
+        return Scores("ex-norm", {"norm": Estimate((len(h),), partial(_mean_rows, h))})
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, h):
+        return h * self.factor
+
+
+class ExScale(Debiaser):
+    label = "ExScale"
+    changes = "representation"
+
+    def __init__(self, factor: float = 0.5):
+        self.factor = factor
+
+    def fit(self, subject, ctx):
+        return {"factor": self.factor}
+
+    def apply(self, subject, artifact):
+        return subject.with_transform(_Scale(artifact["factor"]))
+
+
+class ExFails(ExScale):
+    label = "ExFails"
+
+    def fit(self, subject, ctx):
+        raise BenchError("ex-fails cannot be fitted here")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plugins():
+    added = [(METRICS, "ex-norm", ExNorm), (METHODS, "ex-scale", ExScale), (METHODS, "ex-fails", ExFails)]
+    for registry, name, cls in added:
+        if name not in registry:
+            (register_metric if registry is METRICS else register_method)(name)(cls)
+    yield
+    for registry, name, _ in added:
+        registry.unregister(name)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertForMaskedLM(cfg).save_pretrained(path)
+    BertTokenizerFast.from_pretrained(TOKENIZER_DIR).save_pretrained(path)
+    return path
+
+
+def _bench(args, capsys):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _tiny(tiny_model_dir, tmp_path, methods, *extra):
+    return ["run", "--models", tiny_model_dir, "--methods", methods, "--metrics", "ex-norm", "--data-dir", tmp_path,
+            "--cache-dir", tmp_path / "cache", "--resamples", "50", *extra]  # fmt: skip
+
+
+# ---- fast: the local executor ----------------------------------------------------------------------------------
+def test_failing_unit_does_not_stop_the_others_and_is_retried_next_run(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    args = _tiny(tiny_model_dir, tmp_path, "ex-fails,ex-scale,ex-fails+ex-scale", "--out", out)
+    code, stdout, err = _bench(args, capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
+    assert err.count("ex-fails cannot be fitted here") >= 3  # two units failed, each reported
+    got = rows(out)
+    assert [r["method"] for r in got] == ["base", "ex-scale"]  # the others finished, in plan order
+    assert "ExScale" in stdout  # the table of what finished is printed
+    # the failed units have no rows, so the next run retries them (here: they can be fitted now)
+    monkeypatch.setattr(ExFails, "fit", ExScale.fit)
+    code, _, err = _bench(args, capsys)
+    assert code == 0, err
+    assert [r["method"] for r in rows(out)] == ["base", "ex-fails", "ex-scale", "ex-fails+ex-scale"]
+    assert rows(out)[:1] == got[:1] and rows(out)[2] == got[1]
+
+
+def test_scoring_error_ends_one_metric_not_the_run(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def score(self, subject, ctx):
+        calls.append(subject.method)
+        if subject.method == "ex-scale":
+            raise BenchError("scoring failed on ex-scale")
+        return original(self, subject, ctx)
+
+    original = ExNorm.score
+    monkeypatch.setattr(ExNorm, "score", score)
+    out = tmp_path / "run"
+    code, _, err = _bench(_tiny(tiny_model_dir, tmp_path, "ex-scale,ex-scale+ex-scale", "--out", out), capsys)
+    assert code == 2 and "scoring failed on ex-scale" in err.strip().splitlines()[-1]
+    assert [r["method"] for r in rows(out)] == ["base", "ex-scale+ex-scale"]
+
+
+def test_rows_are_written_in_plan_order_whatever_the_order_units_finish(tiny_model_dir, tmp_path, capsys):
+    """The collector (the driver) keeps results.jsonl in plan order when results arrive out of order."""
+    from bench.executors import Collector
+    from bench.runner import Runner, RunRequest
+
+    ref = tmp_path / "ref"
+    assert _bench(_tiny(tiny_model_dir, tmp_path, "ex-scale,ex-scale+ex-scale", "--out", ref), capsys)[0] == 0
+    request = RunRequest(models=[str(tiny_model_dir)], methods=["ex-scale", "ex-scale+ex-scale"], metrics=["ex-norm"],
+                         data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), stats={"resamples": 50},
+                         progress=False)  # fmt: skip
+    runner = Runner(request, out=tmp_path / "shuffled", echo=lambda m: None)
+    plan = runner.plan()
+    collector = Collector(runner, plan)
+    results = [runner.run_unit(u.to_dict()) for u in plan.units]
+    for result in reversed(results):
+        collector.add(result)
+    collector.finish()
+    assert_same_results(ref, tmp_path / "shuffled")
+
+
+def test_remote_workers_receive_names_and_dicts_only(tiny_model_dir, tmp_path):
+    """What travels to a worker is JSON: the request's fields and the unit (no model, no plugin object)."""
+    from bench.executors import _request_dict
+    from bench.runner import Runner, RunRequest
+
+    runner = Runner(RunRequest(models=[str(tiny_model_dir)], methods=["ex-scale"], metrics=["ex-norm"],
+                               cache_dir=str(tmp_path / "c")), echo=lambda m: None)  # fmt: skip
+    payload = {"request": _request_dict(runner), "units": [u.to_dict() for u in runner.plan().units]}
+    assert json.loads(json.dumps(payload)) == payload
+    again = RunRequest(**payload["request"]).normalised()
+    assert again.data_dir == str(runner.data_dir)  # the driver's resolved data directory (same path on every node)
+    assert again.manifest()["request"] == dict(runner.request.manifest()["request"], data_dir=again.data_dir)
+
+
+def test_fault_injection_hook_raises_a_bench_error(monkeypatch, tmp_path):
+    from bench.executors import _inject_fault
+
+    monkeypatch.setenv("BENCH_FAULT_INJECT", json.dumps({"unit": "/ cda /", "action": "raise", "marker": str(tmp_path / "m")}))
+    _inject_fault({"id": "synthetic / inlp / seed 0"})  # not matching: nothing happens
+    with pytest.raises(BenchError, match="injected failure"):
+        _inject_fault({"id": "synthetic / cda / seed 0"})
+
+
+def test_executor_options_are_checked(capsys, tmp_path):
+    code, _, err = _bench(["run", "--models", "synthetic", "--executor", "ray", "--cpus-per-job", "0",
+                           "--cache-dir", tmp_path], capsys)  # fmt: skip
+    assert code == 2 and "--cpus-per-job" in err
+
+
+# ---- slow: the ci suite on Ray and on submitit's local executor -------------------------------------------------
+def _assert_own_gpus(log: list[dict]) -> None:
+    """Each unit saw exactly one GPU, and units that ran at the same time saw different ones."""
+    for u in log:
+        assert u["cuda_visible_devices"] in ("0", "1"), u
+    for i, a in enumerate(log):
+        for b in log[i + 1:]:
+            if a["start"] < b["end"] and b["start"] < a["end"]:  # overlapping in time
+                assert a["cuda_visible_devices"] != b["cuda_visible_devices"], (a, b)
+
+
+RAY = ["--executor", "ray", "--ray-cpus", "2", "--ray-gpus", "2", "--gpus-per-job", "1", "--cpus-per-job", "1"]
+SUBMITIT = ["--executor", "slurm", "--slurm-cluster", "local", "--slurm-array-parallelism", "2", "--gpus-per-job", "1"]
+
+
+@pytest.mark.slow
+def test_ray_gives_the_local_results(ci_reference, tmp_path):
+    pytest.importorskip("ray")
+    ref, _ = ci_reference
+    out, cache = tmp_path / "run", fresh_cache(tmp_path / "cache")
+    done = bench_cli(ci_args(out, cache, *RAY))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_results(ref, out)
+    log = units(out)
+    assert len(log) == 5 and {u["executor"] for u in log} == {"ray"}
+    _assert_own_gpus(log)
+
+
+@pytest.mark.slow
+def test_submitit_gives_the_local_results(ci_reference, tmp_path):
+    pytest.importorskip("submitit")
+    ref, _ = ci_reference
+    out, cache = tmp_path / "run", fresh_cache(tmp_path / "cache")
+    done = bench_cli(ci_args(out, cache, *SUBMITIT))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_results(ref, out)
+    log = units(out)
+    assert len(log) == 5 and {u["executor"] for u in log} == {"slurm"}
+    assert len({u["pid"] for u in log}) == 5  # one job (process) per unit
+    _assert_own_gpus(log)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["ray", "slurm"])
+def test_killed_worker_is_retried(executor, ci_reference, tmp_path):
+    pytest.importorskip("ray" if executor == "ray" else "submitit")
+    ref, ref_cache = ci_reference
+    marker = tmp_path / "killed"
+    fault = json.dumps({"unit": "/ cda+inlp /", "action": "kill", "marker": str(marker)})
+    out = tmp_path / "run"
+    done = bench_cli(ci_args(out, ref_cache, *(RAY if executor == "ray" else SUBMITIT)), env={"BENCH_FAULT_INJECT": fault})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert marker.is_file(), "the fault was not injected"
+    killed_pid = int(marker.read_text())
+    (retry,) = [u for u in units(out) if "cda+inlp" in u["unit"]]
+    assert retry["pid"] != killed_pid  # a new worker ran it
+    assert_same_results(ref, out)
+
+
+@pytest.mark.slow
+def test_failing_unit_on_ray_does_not_stop_the_others(ci_reference, tmp_path):
+    pytest.importorskip("ray")
+    ref, ref_cache = ci_reference
+    fault = json.dumps({"unit": "/ inlp /", "action": "raise", "marker": str(tmp_path / "m")})
+    out = tmp_path / "run"
+    done = bench_cli(ci_args(out, ref_cache, *RAY), env={"BENCH_FAULT_INJECT": fault})
+    assert done.returncode == 2 and "injected failure in synthetic / inlp / seed 0" in done.stderr.splitlines()[-1]
+    assert {r["method"] for r in rows(out)} == {"base", "cda", "sentence-debias", "cda+inlp"}
+    done = bench_cli(ci_args(out, ref_cache, *RAY))  # the next run does what failed
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_results(ref, out)
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes(ci_reference, tmp_path):
+    ref, _ = ci_reference
+    out, cache = tmp_path / "run", fresh_cache(tmp_path / "cache")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    driver = subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, ci_args(out, cache))], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 600
+    while time.time() < deadline and driver.poll() is None:
+        if (out / "results.jsonl").is_file() and {r["method"] for r in rows(out)} >= {"base", "cda"}:
+            break
+        time.sleep(0.2)
+    assert driver.poll() is None, "the run ended before it could be interrupted"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    partial_rows = rows(out)
+    assert 0 < len(partial_rows) < len(rows(ref))
+    done = bench_cli(ci_args(out, cache))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cda: fitted" not in done.stderr  # finished work is not redone: CDA's fit came from the cache
+    assert_same_results(ref, out)
+
+
+@pytest.mark.slow
+def test_slurm_no_wait_submits_and_a_rerun_collects(ci_reference, tmp_path):
+    pytest.importorskip("submitit")
+    ref, ref_cache = ci_reference
+    out = tmp_path / "run"
+    args = ci_args(out, ref_cache, *SUBMITIT, "--no-wait")
+    first = bench_cli(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "run the same command again" in first.stderr
+    for _ in range(120):
+        time.sleep(2)
+        again = bench_cli(args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        if "every unit is finished" in again.stderr:
+            break
+    else:
+        pytest.fail("the run never finished")
+    assert_same_results(ref, out)
+    assert not (out / ".bench-slurm" / "jobs.json").exists()
