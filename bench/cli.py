@@ -176,13 +176,14 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
         return
     runner = Runner(request, out=out, echo=lambda m: click.echo(m, err=True))
     rows = runner.run(ex)
-    if out is not None and rows:
+    shown = rows + runner.error_rows  # failed cells read "error" in the tables; results.jsonl keeps only results
+    if out is not None and shown:
         from reports.leaderboard import write_tables
 
-        write_tables(rows, out)
-    if rows or not runner.errors:
-        click.echo(render(rows, fmt))
-    if out is not None and rows:
+        write_tables(shown, out)
+    if shown or not runner.errors:
+        click.echo(render(shown, fmt))
+    if out is not None and shown:
         click.echo(f"\nresults: {out / 'results.jsonl'}  tables: {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}", err=True)
     if runner.errors:
         raise BenchError("; ".join(runner.errors))

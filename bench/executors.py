@@ -117,6 +117,7 @@ class Collector:
         for message in result.get("log", ()):
             runner.echo(message)
         runner.errors.extend(result.get("errors", ()))
+        runner.error_rows.extend(result.get("error_rows", ()))
         if worker is not None:
             runner.units.append({"unit": unit.id, **worker, "errors": len(result.get("errors", ()))})
             self._unlogged.append(runner.units[-1])

@@ -160,6 +160,9 @@ class Runner:
         self.echo = echo
         self.rows: list[dict] = []
         self.errors: list[str] = []
+        # Cells of units or metrics that failed: shown as "error" in the tables of this run, never stored in
+        # results.jsonl (so running the same command again retries them).
+        self.error_rows: list[dict] = []
         self.incomplete = False  # set when units were left running (slurm --no-wait)
         self.units: list[dict] = []  # what each executed unit reported (host, pid, CUDA_VISIBLE_DEVICES, times)
         self._versions = versions()
@@ -416,6 +419,7 @@ class Runner:
                 base_scores, base_key = (scores, key) if chain == "base" else self._base(base, model, seed, metric_name, ctx)
             except BenchError as e:
                 result["errors"].append(f"{model} / {chain}{self._seed_tag(seed)} / {metric_name}: {e}")
+                result.setdefault("error_rows", []).append(self._error_row(model, chain, metric_name, seed, e))
                 self.echo(f"  error: {e}")
                 continue
             runtime = time.perf_counter() - t0
@@ -449,8 +453,14 @@ class Runner:
 
     def _unit_error(self, result: dict, model: str, chain: str, seed: int, e: BaseException) -> dict:
         result["errors"].append(f"{model} / {chain}{self._seed_tag(seed)}: {e}")
+        metrics = self.request.metrics
+        result["error_rows"] = [self._error_row(model, chain, m, seed, e) for m in metrics]
         self.echo(f"  error: {e}")
         return result
+
+    def _error_row(self, model: str, chain: str, metric: str, seed: int, e: BaseException) -> dict:
+        common = self._common(model, chain, metric, seed, 0.0, f"error: {e}")
+        return dict(self._na(common)[0], status="error")
 
     # ---- the run (the driver) -------------------------------------------------------------------------
     def plan(self):

@@ -34,6 +34,7 @@ class Cell:
     high: float | None = None
     significant: bool = False
     na: bool = False
+    error: bool = False
     best: bool = False
 
 
@@ -123,7 +124,8 @@ def build(rows: list[dict]):
                     r = ok[0]
                     cells.append(Cell(r["value"], r.get("ci_low"), r.get("ci_high"), bool(r.get("significant"))))
                 else:
-                    cells.append(Cell(na=any(r.get("status") == "n/a" for r in match)))
+                    cells.append(Cell(na=any(r.get("status") == "n/a" for r in match),
+                                      error=any(r.get("status") == "error" for r in match)))
             body.append((methods[method][0], methods[method][1], cells))
         for j, (_, col) in enumerate(columns):
             candidates = [cells[j] for label, group, cells in body if cells[j].value is not None and not math.isnan(cells[j].value)]
@@ -141,7 +143,7 @@ def _fmt(x: float | None, d: int) -> str:
 
 def _cell_md(c: Cell, d: int) -> str:
     if c.value is None:
-        return "n/a" if c.na else ""
+        return "error" if c.error else "n/a" if c.na else ""
     text = _fmt(c.value, d)
     text = f"**{text}**" if c.best else text
     ci = f" [{_fmt(c.low, d)}, {_fmt(c.high, d)}]" if c.low is not None else ""
@@ -156,7 +158,7 @@ def _tex_escape(s: str) -> str:
 
 def _cell_tex(c: Cell, d: int) -> str:
     if c.value is None:
-        return "n/a" if c.na else ""
+        return "error" if c.error else "n/a" if c.na else ""
     text = _fmt(c.value, d)
     text = rf"\textbf{{{text}}}" if c.best else text
     ci = rf" {{\scriptsize[{_fmt(c.low, d)}, {_fmt(c.high, d)}]}}" if c.low is not None else ""
@@ -182,6 +184,8 @@ def render_markdown(rows: list[dict]) -> str:
         "\n\nValue [95 % bootstrap CI]" + (f", {seeds}" if seeds else "") + ". **bold**: best per model and column; "
         f"{SIG_MD}: significant change vs. Base (paired bootstrap, CI of the difference excludes 0); n/a: does not apply."
     )
+    if any(r.get("status") == "error" for r in rows):
+        note += " error: failed in this run (the message is in the run's output; the same command again retries it)."
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + note
 
 

@@ -125,6 +125,9 @@ def test_failing_unit_does_not_stop_the_others_and_is_retried_next_run(tiny_mode
     got = rows(out)
     assert [r["method"] for r in got] == ["base", "ex-scale"]  # the others finished, in plan order
     assert "ExScale" in stdout  # the table of what finished is printed
+    failed = [l for l in stdout.splitlines() if "ExFails" in l]  # ... with the failed cells marked, not blank
+    assert len(failed) == 2 and all("| error" in l for l in failed) and "error: failed in this run" in stdout
+    assert "| error" in (out / "leaderboard.md").read_text()
     # the failed units have no rows, so the next run retries them (here: they can be fitted now)
     monkeypatch.setattr(ExFails, "fit", ExScale.fit)
     code, _, err = _bench(args, capsys)
