@@ -176,7 +176,9 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
         return
     runner = Runner(request, out=out, echo=lambda m: click.echo(m, err=True))
     rows = runner.run(ex)
-    shown = rows + runner.error_rows  # failed cells read "error" in the tables; results.jsonl keeps only results
+    # failed cells read "error" beside the results (results.jsonl keeps only results); nothing at all finished:
+    # the error alone, and nothing written
+    shown = rows + runner.error_rows if rows else []
     if out is not None and shown:
         from reports.leaderboard import write_tables
 
