@@ -64,6 +64,9 @@ class Debiaser(_Configurable, abc.ABC):
     # Bias types the method can debias (ctx.bias_type); None: it does not depend on the type (base).
     # A run for another type shows the method's cells as n/a.
     bias_types: ClassVar[frozenset[str] | None] = frozenset({"gender"})
+    # Methods of one family share expensive work inside their fits (GRADIEND-BPI/-FPI/-MPI: one training, one
+    # decoder grid, in the method's own cache); a distributed run fits the first of a family before the others.
+    fit_family: ClassVar[str] = ""
 
     @abc.abstractmethod
     def fit(self, subject, ctx: "Context") -> Any:

@@ -10,7 +10,9 @@ cache's first complete writer wins:
 - the base unit runs before the chains of its model (they compare with its scores);
 - a chain runs after the unit that fits its longest prefix: `gradiend-bpi+inlp` waits for `gradiend-bpi`;
   when the prefix is not a unit of its own, the first chain (in plan order) sharing it fits it and the others
-  wait for that one. So no two units fit the same artifact at the same time.
+  wait for that one. So no two units fit the same artifact at the same time;
+- a chain whose first method shares work with an earlier one (the same `Debiaser.fit_family`: GRADIEND-BPI,
+  -FPI and -MPI share one training and one decoder grid) waits for the first chain of that family.
 
 What is cached is found without loading a model where the subject's identity is known from its name (Hugging
 Face ids and directories; the synthetic world once it is generated); otherwise "unknown until loaded".
@@ -101,6 +103,9 @@ def make_plan(runner) -> Plan:
                 prefix_owner = _prefix_owner(chain, req.methods[:i])
                 if prefix_owner is not None:
                     waits = waits + (ids[prefix_owner],)
+                sibling = _family_owner(chain, req.methods[:i]) if prefix_owner is None else None
+                if sibling is not None and ids[sibling] not in waits:
+                    waits = waits + (ids[sibling],)
                 units.append(Unit(ids[chain], model, chain, seed, tuple(req.metrics), req.bias_type, waits))
     return Plan(units, list(req.models), list(req.methods), seeds, list(req.metrics))
 
@@ -115,6 +120,22 @@ def _prefix_owner(chain: str, earlier: list[str]) -> str | None:
         for other in earlier:
             if other != "base" and other.split("+")[:j] == prefix:
                 return other
+    return None
+
+
+def _family_owner(chain: str, earlier: list[str]) -> str | None:
+    """The first earlier chain whose first method is of the same `fit_family` as this chain's first method
+    (GRADIEND-FPI after GRADIEND-BPI: their fits share one training, which must not run twice at once)."""
+    from bench.registry import METHODS
+
+    first = chain.split("+")[0]
+    family = METHODS.get(first).fit_family if first != "base" else ""
+    if not family:
+        return None
+    for other in earlier:
+        head = other.split("+")[0]
+        if other != "base" and head != first and METHODS.get(head).fit_family == family:
+            return other
     return None
 
 

@@ -101,6 +101,10 @@ def test_units_and_dependencies_of_the_paper_grid():
     assert waits[ids["gradiend-bpi+inlp"]] == ["base", "gradiend-bpi"]  # never fits the same GRADIEND twice at once
     assert waits[ids["gradiend-bpi+sentence-debias"]] == ["base", "gradiend-bpi"]
     assert waits[ids["dropout+inlp"]] == ["base", "dropout"]
+    # GRADIEND's three variants share one training and grid (fit_family): never trained twice at once
+    assert waits[ids["gradiend-bpi"]] == ["base"]
+    assert waits[ids["gradiend-fpi"]] == ["base", "gradiend-bpi"]
+    assert waits[ids["gradiend-mpi"]] == ["base", "gradiend-bpi"]
     for u in plan.units:  # a unit waits only for units of its own model and seed, earlier in plan order
         for w in u.waits_for:
             dep = plan.by_id[w]

@@ -71,6 +71,7 @@ class GradiendDebiaser(Debiaser):
     """Shared implementation; the subclasses only differ in the selection criterion."""
 
     criterion: ClassVar[str] = "bpi"
+    fit_family = "gradiend"  # the three variants share the training and the grid: fit one after another
     group = 1
     changes = "weights"
     quick: ClassVar[dict] = {
