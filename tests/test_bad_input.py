@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
-from bench.cli import main
 from bench.errors import BenchError
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from tests.test_runner_cli import Scale
+from cli_helpers import run_bench
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
@@ -113,16 +113,6 @@ def no_model_loading(monkeypatch):
     monkeypatch.setattr("bench.runner.load_subject", refuse)
 
 
-def _bench(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _one_line_error(code, err, *names, exit_code=2):
     """One `error: ...` line (the last on stderr; progress lines of a run may come before it) naming `names`."""
     assert code == exit_code, err
@@ -168,7 +158,7 @@ def _rows(out):
 )
 def test_bad_values_fail_before_any_model_loads(args, names, tmp_path, capsys, no_model_loading):
     out = tmp_path / "run"
-    code, _, err = _bench(["run", "--models", "synthetic", "--cache-dir", tmp_path / "c", "--out", out, *args], capsys)
+    code, _, err = run_bench(["run", "--models", "synthetic", "--cache-dir", tmp_path / "c", "--out", out, *args], capsys)
     _one_line_error(code, err, *names)
     _untouched(out)
 
@@ -199,7 +189,7 @@ def test_bad_suite_values(toml, names, tmp_path, capsys, no_model_loading):
     suite = tmp_path / "suite.toml"
     suite.write_text('models = ["synthetic"]\nmethods = ["base", "inlp"]\nmetrics = ["stereoset"]\n' + toml)
     out = tmp_path / "run"
-    code, _, err = _bench(["run", "--suite", suite, "--cache-dir", tmp_path / "c", "--out", out], capsys)
+    code, _, err = run_bench(["run", "--suite", suite, "--cache-dir", tmp_path / "c", "--out", out], capsys)
     _one_line_error(code, err, *names)
     _untouched(out)
 
@@ -214,7 +204,7 @@ def test_models_option_keeps_model_options_together(tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr("bench.runner.load_subject", fake_load)
     out = tmp_path / "run"
-    code, _, err = _bench(["run", "--models", "synthetic:bias=0.8,seed=0", "--metrics", "bad-fn",
+    code, _, err = run_bench(["run", "--models", "synthetic:bias=0.8,seed=0", "--metrics", "bad-fn",
                            "--cache-dir", tmp_path / "c", "--out", out], capsys)  # fmt: skip
     _one_line_error(code, err, "stop after parsing synthetic:bias=0.8,seed=0")
     assert seen == ["synthetic:bias=0.8,seed=0"]
@@ -242,11 +232,11 @@ def test_rerun_of_a_chain_with_base_adds_no_rows(tiny_model_dir, toy_data, tmp_p
     out = tmp_path / "run"
     args = ["run", "--models", tiny_model_dir, "--methods", "base+bad-shrink", "--metrics", "bad-fn",
             "--data-dir", toy_data, "--cache-dir", tmp_path / "c", "--out", out, "--resamples", "20"]  # fmt: skip
-    assert _bench(args, capsys)[0] == 0
+    assert run_bench(args, capsys)[0] == 0
     rows = _rows(out)
     assert sorted(r["method"] for r in rows) == ["bad-shrink", "base"]
-    assert _bench(args, capsys)[0] == 0
-    assert _bench([*args[:4], "bad-shrink+base", *args[5:]], capsys)[0] == 0
+    assert run_bench(args, capsys)[0] == 0
+    assert run_bench([*args[:4], "bad-shrink+base", *args[5:]], capsys)[0] == 0
     assert _rows(out) == rows
 
 
@@ -268,7 +258,7 @@ def test_non_utf8_data_file_names_file_and_byte(relative, content, metric, bad, 
     (data / relative).parent.mkdir(parents=True)
     (data / relative).write_bytes(content)
     out = tmp_path / "run"
-    code, _, err = _bench(["run", "--models", tiny_model_dir, "--metrics", metric, "--data-dir", data,
+    code, _, err = run_bench(["run", "--models", tiny_model_dir, "--metrics", metric, "--data-dir", data,
                            "--cache-dir", tmp_path / "c", "--out", out], capsys)  # fmt: skip
     _one_line_error(code, err, str(data / relative), f"byte offset {offset}", "UTF-8")
     _untouched(out)
@@ -291,7 +281,7 @@ def test_non_utf8_in_every_reader(tmp_path):
 def test_out_is_a_file(tmp_path, capsys, no_model_loading):
     out = tmp_path / "run"
     out.write_text("not a directory")
-    code, _, err = _bench(["run", "--models", "synthetic", "--metrics", "bad-fn", "--out", out], capsys)
+    code, _, err = run_bench(["run", "--models", "synthetic", "--metrics", "bad-fn", "--out", out], capsys)
     _one_line_error(code, err, f"--out {out}", "is a file")
     assert out.read_text() == "not a directory"
 
@@ -300,7 +290,7 @@ def test_out_under_a_file(tmp_path, capsys, no_model_loading):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = blocker / "run"
-    code, _, err = _bench(["run", "--models", "synthetic", "--metrics", "bad-fn", "--out", out], capsys)
+    code, _, err = run_bench(["run", "--models", "synthetic", "--metrics", "bad-fn", "--out", out], capsys)
     _one_line_error(code, err, f"--out {out}", str(blocker), "not a directory")
     assert blocker.read_text() == "x"
 
@@ -314,7 +304,7 @@ def test_out_not_writable(tmp_path, capsys, monkeypatch, no_model_loading):
         monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == parent else real(p, mode, **kw))
     out = parent / "run"
     try:
-        code, _, err = _bench(["run", "--models", "synthetic", "--metrics", "bad-fn", "--out", out], capsys)
+        code, _, err = run_bench(["run", "--models", "synthetic", "--metrics", "bad-fn", "--out", out], capsys)
     finally:
         parent.chmod(0o755)
     _one_line_error(code, err, f"--out {out}", "not writable", str(parent))
@@ -326,7 +316,7 @@ def test_corrupted_manifest(content, tmp_path, capsys, no_model_loading):
     out = tmp_path / "run"
     out.mkdir()
     (out / "manifest.json").write_text(content, encoding="latin-1")
-    code, _, err = _bench(["run", "--models", "synthetic", "--metrics", "bad-fn", "--out", out], capsys)
+    code, _, err = run_bench(["run", "--models", "synthetic", "--metrics", "bad-fn", "--out", out], capsys)
     _one_line_error(code, err, str(out / "manifest.json"), "corrupted")
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
@@ -337,11 +327,11 @@ def test_failed_run_does_not_lock_its_directory(tiny_model_dir, toy_data, tmp_pa
     common = ["run", "--models", tiny_model_dir, "--metrics", "bad-fn", "--data-dir", toy_data,
               "--cache-dir", tmp_path / "c", "--out", out, "--resamples", "20"]  # fmt: skip
     monkeypatch.setattr(FileNorm, "score", lambda self, s, c: (_ for _ in ()).throw(BenchError("scoring failed")))
-    code, _, err = _bench([*common, "-o", "bad-fn.batch_size=4"], capsys)
+    code, _, err = run_bench([*common, "-o", "bad-fn.batch_size=4"], capsys)
     _one_line_error(code, err, "scoring failed")
     _untouched(out)  # the model loaded, but no result was ready: no manifest
     monkeypatch.undo()
-    assert _bench(common, capsys)[0] == 0  # the corrected command (other options) runs into the same directory
+    assert run_bench(common, capsys)[0] == 0  # the corrected command (other options) runs into the same directory
     assert {r["metric"] for r in _rows(out)} == {"bad-fn"}
 
 
@@ -349,9 +339,9 @@ def test_order_of_metrics_and_methods_is_the_same_run(tiny_model_dir, toy_data, 
     out = tmp_path / "run"
     common = ["run", "--models", tiny_model_dir, "--data-dir", toy_data, "--cache-dir", tmp_path / "c",
               "--out", out, "--resamples", "20"]  # fmt: skip
-    assert _bench([*common, "--metrics", "bad-fn,bad-fn2", "--methods", "bad-shrink"], capsys)[0] == 0
+    assert run_bench([*common, "--metrics", "bad-fn,bad-fn2", "--methods", "bad-shrink"], capsys)[0] == 0
     rows = _rows(out)
-    code, _, err = _bench([*common, "--metrics", "bad-fn2,bad-fn", "--methods", "base,bad-shrink"], capsys)
+    code, _, err = run_bench([*common, "--metrics", "bad-fn2,bad-fn", "--methods", "base,bad-shrink"], capsys)
     assert code == 0, err
     assert _rows(out) == rows
 
@@ -360,13 +350,13 @@ def test_changed_data_file_refuses_resume(tiny_model_dir, toy_data, tmp_path, ca
     out = tmp_path / "run"
     args = ["run", "--models", tiny_model_dir, "--metrics", "bad-fn", "--data-dir", toy_data,
             "--cache-dir", tmp_path / "c", "--out", out, "--resamples", "20"]  # fmt: skip
-    assert _bench(args, capsys)[0] == 0
+    assert run_bench(args, capsys)[0] == 0
     manifest = json.loads((out / "manifest.json").read_text())
     data_file = toy_data / "toy" / "lines.txt"
     assert str(data_file.resolve()) in manifest["data"]
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     data_file.write_text("he went to the moon.\n")
-    code, _, err = _bench(args, capsys)
+    code, _, err = run_bench(args, capsys)
     _one_line_error(code, err, "data file", str(data_file.resolve()), "changed")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -388,10 +378,10 @@ def test_changed_file_in_a_models_own_data_dir_refuses_resume(tiny_model_dir, to
         out = tmp_path / "run"
         args = ["run", "--models", "bad-world:seed=1", "--metrics", "bad-fn", "--cache-dir", tmp_path / "c",
                 "--out", out, "--resamples", "20"]  # fmt: skip
-        code, _, err = _bench(args, capsys)
+        code, _, err = run_bench(args, capsys)
         assert code == 0, err
         (world / "toy" / "unread.txt").write_text("changed\n")
-        code, _, err = _bench(args, capsys)
+        code, _, err = run_bench(args, capsys)
         _one_line_error(code, err, str((world / "toy" / "unread.txt").resolve()), "changed")
     finally:
         MODELS.unregister("bad-world")
@@ -400,7 +390,7 @@ def test_changed_file_in_a_models_own_data_dir_refuses_resume(tiny_model_dir, to
 def test_non_utf8_suite_file(tmp_path, capsys, no_model_loading):
     suite = tmp_path / "suite.toml"
     suite.write_bytes(b'models = ["synthetic"]\ndescription = "caf\xe9"\n')
-    code, _, err = _bench(["run", "--suite", suite, "--out", tmp_path / "run"], capsys)
+    code, _, err = run_bench(["run", "--suite", suite, "--out", tmp_path / "run"], capsys)
     offset = suite.read_bytes().index(b"\xe9")
     _one_line_error(code, err, str(suite), f"byte offset {offset}")
     _untouched(tmp_path / "run")
@@ -429,7 +419,7 @@ def _write(path, rows):
 def test_check_nothing_comparable_and_malformed(baseline, code, names, tmp_path, capsys):
     run = _write(tmp_path / "run.jsonl", [GOOD])
     base = _write(tmp_path / "base.jsonl", baseline)
-    got, stdout, err = _bench(["check", run, "--baseline", base], capsys)
+    got, stdout, err = run_bench(["check", run, "--baseline", base], capsys)
     _one_line_error(got, err, *names, exit_code=code)
     assert "within tolerance" not in stdout
 
@@ -437,24 +427,24 @@ def test_check_nothing_comparable_and_malformed(baseline, code, names, tmp_path,
 def test_check_malformed_run(tmp_path, capsys):
     run = _write(tmp_path / "run.jsonl", [{**GOOD, "value": "1.0"}])
     base = _write(tmp_path / "base.jsonl", [GOOD])
-    code, _, err = _bench(["check", run, "--baseline", base], capsys)
+    code, _, err = run_bench(["check", run, "--baseline", base], capsys)
     _one_line_error(code, err, "malformed", "run row", exit_code=4)
 
 
 @pytest.mark.parametrize("tolerance", ["nan", "-1", "inf", "-inf"])
 def test_check_rejects_bad_tolerance(tolerance, tmp_path, capsys):
     run = _write(tmp_path / "run.jsonl", [GOOD])
-    code, _, err = _bench(["check", run, "--baseline", run, "--tolerance", tolerance], capsys)
+    code, _, err = run_bench(["check", run, "--baseline", run, "--tolerance", tolerance], capsys)
     _one_line_error(code, err, "--tolerance", "finite number >= 0")
 
 
 def test_check_ok_and_regression_codes_and_help(tmp_path, capsys):
     run = _write(tmp_path / "run.jsonl", [GOOD])
-    assert _bench(["check", run, "--baseline", run], capsys)[0] == 0
+    assert run_bench(["check", run, "--baseline", run], capsys)[0] == 0
     drift = _write(tmp_path / "drift.jsonl", [{**GOOD, "value": 2.0}])
-    code, stdout, _ = _bench(["check", run, "--baseline", drift], capsys)
+    code, stdout, _ = run_bench(["check", run, "--baseline", drift], capsys)
     assert code == 1 and "FAIL" in stdout
-    _, stdout, _ = _bench(["check", "--help"], capsys)
+    _, stdout, _ = run_bench(["check", "--help"], capsys)
     for line in ("0  every", "1  regression", "3  nothing comparable", "4  malformed"):
         assert line in stdout
 
@@ -466,7 +456,7 @@ def test_files_get_the_users_umask(tiny_model_dir, toy_data, tmp_path, capsys):
     old = os.umask(0o022)
     try:
         out = tmp_path / "run"
-        assert _bench(["run", "--models", tiny_model_dir, "--methods", "bad-shrink", "--metrics", "bad-fn",
+        assert run_bench(["run", "--models", tiny_model_dir, "--methods", "bad-shrink", "--metrics", "bad-fn",
                        "--data-dir", toy_data, "--cache-dir", tmp_path / "c", "--out", out, "--resamples", "20"],
                       capsys)[0] == 0  # fmt: skip
         for name in ("results.jsonl", "manifest.json", "leaderboard.md"):

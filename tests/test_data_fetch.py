@@ -21,8 +21,8 @@ from pathlib import Path
 import huggingface_hub  # noqa: F401  imported here, before any test sets HF_HUB_OFFLINE (read once, at import)
 import pytest
 
-from bench.cli import main
 from bench.fetch import load_manifest
+from cli_helpers import run_bench
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 GROUPS = {"stereoset", "crows", "seat", "glue", "superglue", "gradiend", "corpus"}
@@ -126,16 +126,6 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
-def _bench(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _real_entries(*groups):
     return load_manifest().select(groups)
 
@@ -175,7 +165,7 @@ def test_manifest_covers_the_layout_with_sources_and_says_what_is_unverified():
 
 @needs_shared
 def test_verify_passes_on_the_shared_data_for_every_hashed_file(capsys):
-    code, out, err = _bench(["data", "verify", "--data-dir", SHARED, "--all"], capsys)
+    code, out, err = run_bench(["data", "verify", "--data-dir", SHARED, "--all"], capsys)
     assert code == 0, out + err
     status = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.splitlines()
               if line.startswith("| ") and not line.startswith("| file")}
@@ -189,17 +179,17 @@ def test_verify_passes_on_the_shared_data_for_every_hashed_file(capsys):
 
 
 def test_list_shows_groups_sizes_licences_and_sources(capsys):
-    code, out, _ = _bench(["data", "list"], capsys)
+    code, out, _ = run_bench(["data", "list"], capsys)
     assert code == 0
     for g in GROUPS:
         assert f"| {g}" in out
     assert "CC BY-NC 4.0" in out and "raw.githubusercontent.com" in out and "dl.fbaipublicfiles.com" in out
-    code, out, _ = _bench(["data", "list", "--files", "crows"], capsys)
+    code, out, _ = run_bench(["data", "list", "--files", "crows"], capsys)
     assert "crows_pairs/crows_pairs_anonymized.csv" in out and "https://raw.githubusercontent.com/nyu-mll" in out
 
 
 def test_unknown_group_is_one_clear_error(tmp_path, capsys):
-    code, _, err = _bench(["data", "fetch", "seats", "--data-dir", tmp_path / "d"], capsys)
+    code, _, err = run_bench(["data", "fetch", "seats", "--data-dir", tmp_path / "d"], capsys)
     assert code == 2 and "unknown data group 'seats'" in err and "superglue" in err
     assert not (tmp_path / "d").exists()
 
@@ -210,13 +200,13 @@ def test_fresh_fetch_writes_the_layout_byte_identical(mirror, tmp_path, capsys):
     entries = _real_entries("crows", "seat")
     _serve_real(mirror, entries)
     data = tmp_path / "bench-data"
-    code, out, err = _bench(["data", "fetch", "crows", "seat", "--data-dir", data, "--mirror", mirror.url], capsys)
+    code, out, err = run_bench(["data", "fetch", "crows", "seat", "--data-dir", data, "--mirror", mirror.url], capsys)
     assert code == 0, err
     _same_tree(data, entries)
     assert "| seat" in out and "| crows" in out  # the summary table
     # a second run finds everything in place and downloads nothing
     n = len(mirror.log)
-    code, out, _ = _bench(["data", "fetch", "crows", "seat", "--data-dir", data, "--mirror", mirror.url], capsys)
+    code, out, _ = run_bench(["data", "fetch", "crows", "seat", "--data-dir", data, "--mirror", mirror.url], capsys)
     assert code == 0 and len(mirror.log) == n
     seat_row = next(line for line in out.splitlines() if line.startswith("| seat"))
     assert [c.strip() for c in seat_row.split("|")][2] == "50"  # present
@@ -229,11 +219,11 @@ def test_interrupted_download_resumes_with_a_range_request(mirror, tmp_path, cap
     mirror.drop_once.add(key)
     data = tmp_path / "d"
     args = ["data", "fetch", "crows", "--data-dir", data, "--mirror", mirror.url, "--no-progress"]
-    code, _, err = _bench(args + ["--retries", "0"], capsys)
+    code, _, err = run_bench(args + ["--retries", "0"], capsys)
     assert code == 1 and "interrupted" in err and e.path in err
     part = data / ".partial" / (e.path + ".part")
     assert 0 < part.stat().st_size < e.size and not (data / e.path).exists()
-    code, _, err = _bench(args, capsys)  # the next run continues where the first stopped
+    code, _, err = run_bench(args, capsys)  # the next run continues where the first stopped
     assert code == 0, err
     assert mirror.gets(key)[-1][2] == f"bytes={e.size // 2}-"
     _same_tree(data, [e])
@@ -244,7 +234,7 @@ def test_interruption_within_a_run_is_resumed_in_that_run(mirror, tmp_path, caps
     (e,) = _real_entries("crows")
     key = mirror.add_url(e.url, (SHARED / e.path).read_bytes())
     mirror.drop_once.add(key)
-    code, _, err = _bench(["data", "fetch", "crows", "--data-dir", tmp_path, "--mirror", mirror.url], capsys)
+    code, _, err = run_bench(["data", "fetch", "crows", "--data-dir", tmp_path, "--mirror", mirror.url], capsys)
     assert code == 0, err
     assert [r[2] for r in mirror.gets(key)] == [None, f"bytes={e.size // 2}-"]
     _same_tree(tmp_path, [e])
@@ -257,7 +247,7 @@ def test_a_corrupted_byte_is_detected_and_the_file_not_placed(mirror, tmp_path, 
     bad = entries[1]
     mirror.corrupt.add(mirror.add_url(bad.url, (SHARED / bad.path).read_bytes()))
     data = tmp_path / "d"
-    code, out, err = _bench(["data", "fetch", "seat", "--data-dir", data, "--mirror", mirror.url], capsys)
+    code, out, err = run_bench(["data", "fetch", "seat", "--data-dir", data, "--mirror", mirror.url], capsys)
     assert code == 1
     assert f"mismatch: {bad.path}" in err and "not placed" in err
     assert not (data / bad.path).exists()
@@ -278,7 +268,7 @@ def test_server_down_names_the_missing_files_at_once(tmp_path, capsys, monkeypat
     monkeypatch.setattr(fetch_mod.urllib.request, "urlopen", lambda *a, **k: calls.append(a) or real(*a, **k))
     entries = _real_entries("crows", "seat")
     t0 = time.perf_counter()
-    code, _, err = _bench(["data", "fetch", "crows", "seat", "--data-dir", tmp_path, "--mirror", url], capsys)
+    code, _, err = run_bench(["data", "fetch", "crows", "seat", "--data-dir", tmp_path, "--mirror", url], capsys)
     assert code == 1 and time.perf_counter() - t0 < 10
     assert len(calls) == 1  # one refused connection, not one per file (no retry storm)
     for e in entries:
@@ -289,7 +279,7 @@ def test_server_down_names_the_missing_files_at_once(tmp_path, capsys, monkeypat
 def test_offline_mode_attempts_nothing_and_lists_sources(mirror, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    code, out, err = _bench(["data", "fetch", "crows", "gradiend", "--data-dir", tmp_path / "none", "--mirror",
+    code, out, err = run_bench(["data", "fetch", "crows", "gradiend", "--data-dir", tmp_path / "none", "--mirror",
                              mirror.url], capsys)  # fmt: skip
     assert code == 1 and time.perf_counter() - t0 < 5 and mirror.log == []
     assert "missing (offline)" in err
@@ -362,13 +352,13 @@ def hub_setup(mirror, tmp_path, monkeypatch):
 
 def test_hub_archive_and_mrpc_routes_write_the_layout_byte_identical(hub_setup, mirror, tmp_path, capsys):
     data = tmp_path / "d"
-    code, out, err = _bench(["data", "fetch", "--data-dir", data, "--mirror", mirror.url], capsys)
+    code, out, err = run_bench(["data", "fetch", "--data-dir", data, "--mirror", mirror.url], capsys)
     assert code == 0, err
     _same_tree(data, load_manifest().files)
     for p in ("seat/sent-weat7.jsonl", "seat/sent-weat8.jsonl"):  # through hf_hub_download: HEAD, then GET
         assert ("HEAD", hub_setup[p], None) in mirror.log and mirror.gets(hub_setup[p])
     assert len(mirror.gets(hub_setup["zip"])) == 1  # one archive download serves all its members
-    code, out, err = _bench(["data", "verify", "--data-dir", data, "--strict"], capsys)
+    code, out, err = run_bench(["data", "verify", "--data-dir", data, "--strict"], capsys)
     assert code == 0 and "7 ok, 0 mismatch, 0 missing" in out
 
 
@@ -376,7 +366,7 @@ def test_hub_download_resumes_and_honours_the_offline_cache(hub_setup, mirror, t
     key = hub_setup["seat/sent-weat7.jsonl"]
     mirror.drop_once.add(key)
     data = tmp_path / "d"
-    code, _, err = _bench(["data", "fetch", "seat", "--data-dir", data], capsys)
+    code, _, err = run_bench(["data", "fetch", "seat", "--data-dir", data], capsys)
     assert code == 0, err
     assert len(mirror.gets(key)) == 2  # huggingface_hub retried the dropped transfer itself (it resumes with a
     # Range request once a 10 MB chunk has arrived; this file is smaller, so it starts over)
@@ -384,7 +374,7 @@ def test_hub_download_resumes_and_honours_the_offline_cache(hub_setup, mirror, t
     # offline: the files come from the hub cache, without a request
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     n = len(mirror.log)
-    code, _, err = _bench(["data", "fetch", "seat", "--data-dir", tmp_path / "d2"], capsys)
+    code, _, err = run_bench(["data", "fetch", "seat", "--data-dir", tmp_path / "d2"], capsys)
     assert code == 0, err
     assert len(mirror.log) == n
     _same_tree(tmp_path / "d2", load_manifest().select(("seat",)))
@@ -394,11 +384,11 @@ def test_hub_corrupted_file_is_not_placed_and_refetched_next_time(hub_setup, mir
     key = hub_setup["seat/sent-weat8.jsonl"]
     mirror.corrupt.add(key)
     data = tmp_path / "d"
-    code, _, err = _bench(["data", "fetch", "seat", "--data-dir", data], capsys)
+    code, _, err = run_bench(["data", "fetch", "seat", "--data-dir", data], capsys)
     assert code == 1 and "mismatch: seat/sent-weat8.jsonl" in err
     assert not (data / "seat" / "sent-weat8.jsonl").exists() and (data / "seat" / "sent-weat7.jsonl").exists()
     mirror.corrupt.clear()  # the source is repaired: the bad copy was dropped from the hub cache
-    code, _, err = _bench(["data", "fetch", "seat", "--data-dir", data], capsys)
+    code, _, err = run_bench(["data", "fetch", "seat", "--data-dir", data], capsys)
     assert code == 0, err
     _same_tree(data, load_manifest().select(("seat",)))
 
@@ -406,7 +396,7 @@ def test_hub_corrupted_file_is_not_placed_and_refetched_next_time(hub_setup, mir
 def test_hub_server_down_is_reported_once_per_host(hub_setup, mirror, tmp_path, capsys):
     mirror.stop()
     t0 = time.perf_counter()
-    code, _, err = _bench(["data", "fetch", "seat", "--data-dir", tmp_path / "d"], capsys)
+    code, _, err = run_bench(["data", "fetch", "seat", "--data-dir", tmp_path / "d"], capsys)
     assert code == 1 and time.perf_counter() - t0 < 5  # no back-off per file
     assert "seat/sent-weat7.jsonl" in err and "seat/sent-weat8.jsonl" in err and "unreachable" in err
 
@@ -419,7 +409,7 @@ def test_verify_flags_a_changed_file_and_missing_ones(tmp_path, capsys):
     for e in entries:
         (data / e.path).parent.mkdir(parents=True, exist_ok=True)
         (data / e.path).write_bytes((SHARED / e.path).read_bytes())
-    code, out, _ = _bench(["data", "verify", "seat", "--data-dir", data], capsys)
+    code, out, _ = run_bench(["data", "verify", "seat", "--data-dir", data], capsys)
     assert code == 0 and "50 ok, 0 mismatch" in out
     changed = data / entries[4].path
     content = bytearray(changed.read_bytes())
@@ -427,13 +417,13 @@ def test_verify_flags_a_changed_file_and_missing_ones(tmp_path, capsys):
     changed.write_bytes(bytes(content))
     (data / entries[7].path).unlink()
     (data / "seat" / "notes.txt").write_text("mine")
-    code, out, err = _bench(["data", "verify", "seat", "--data-dir", data], capsys)
+    code, out, err = run_bench(["data", "verify", "seat", "--data-dir", data], capsys)
     assert code == 1 and "1 mismatch" in out and "1 missing" in out and "1 extra" in out
     assert f"| {entries[4].path}" in out and "mismatch" in out and "bench data fetch seat" in err
     (data / entries[4].path).write_bytes((SHARED / entries[4].path).read_bytes())
-    code, out, err = _bench(["data", "verify", "seat", "--data-dir", data], capsys)
+    code, out, err = run_bench(["data", "verify", "seat", "--data-dir", data], capsys)
     assert code == 0  # missing and extra files are reported; they fail only with --strict
-    code, out, err = _bench(["data", "verify", "seat", "--data-dir", data, "--strict"], capsys)
+    code, out, err = run_bench(["data", "verify", "seat", "--data-dir", data, "--strict"], capsys)
     assert code == 1 and "1 missing, 1 extra" in err
 
 
@@ -461,7 +451,7 @@ def test_bench_run_without_a_file_says_which_group_provides_it(tmp_path, capsys)
     BertForMaskedLM(cfg).save_pretrained(model)
     BertTokenizerFast.from_pretrained(tok).save_pretrained(model)
     (tmp_path / "data").mkdir()
-    code, _, err = _bench(["run", "--models", model, "--metrics", "seat", "--data-dir", tmp_path / "data",
+    code, _, err = run_bench(["run", "--models", model, "--metrics", "seat", "--data-dir", tmp_path / "data",
                            "--cache-dir", tmp_path / "c", "--out", tmp_path / "run"], capsys)  # fmt: skip
     assert code == 2 and "Traceback" not in err
     assert f"bench data fetch seat --data-dir {tmp_path / 'data'}" in err.strip().splitlines()[-1]

@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
-from bench.cli import main
 from bench.errors import BenchError
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from ci_runs import REPO, assert_same_results, bench_cli, ci_args, ci_reference, fresh_cache, rows, units  # noqa: F401
+from cli_helpers import run_bench
 
 TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
@@ -100,16 +100,6 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
-def _bench(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _tiny(tiny_model_dir, tmp_path, methods, *extra):
     return ["run", "--models", tiny_model_dir, "--methods", methods, "--metrics", "ex-norm", "--data-dir", tmp_path,
             "--cache-dir", tmp_path / "cache", "--resamples", "50", *extra]  # fmt: skip
@@ -119,7 +109,7 @@ def _tiny(tiny_model_dir, tmp_path, methods, *extra):
 def test_failing_unit_does_not_stop_the_others_and_is_retried_next_run(tiny_model_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     args = _tiny(tiny_model_dir, tmp_path, "ex-fails,ex-scale,ex-fails+ex-scale", "--out", out)
-    code, stdout, err = _bench(args, capsys)
+    code, stdout, err = run_bench(args, capsys)
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert err.count("ex-fails cannot be fitted here") >= 3  # two units failed, each reported
     got = rows(out)
@@ -130,7 +120,7 @@ def test_failing_unit_does_not_stop_the_others_and_is_retried_next_run(tiny_mode
     assert "| error" in (out / "leaderboard.md").read_text()
     # the failed units have no rows, so the next run retries them (here: they can be fitted now)
     monkeypatch.setattr(ExFails, "fit", ExScale.fit)
-    code, _, err = _bench(args, capsys)
+    code, _, err = run_bench(args, capsys)
     assert code == 0, err
     assert [r["method"] for r in rows(out)] == ["base", "ex-fails", "ex-scale", "ex-fails+ex-scale"]
     assert rows(out)[:1] == got[:1] and rows(out)[2] == got[1]
@@ -148,7 +138,7 @@ def test_scoring_error_ends_one_metric_not_the_run(tiny_model_dir, tmp_path, cap
     original = ExNorm.score
     monkeypatch.setattr(ExNorm, "score", score)
     out = tmp_path / "run"
-    code, _, err = _bench(_tiny(tiny_model_dir, tmp_path, "ex-scale,ex-scale+ex-scale", "--out", out), capsys)
+    code, _, err = run_bench(_tiny(tiny_model_dir, tmp_path, "ex-scale,ex-scale+ex-scale", "--out", out), capsys)
     assert code == 2 and "scoring failed on ex-scale" in err.strip().splitlines()[-1]
     assert [r["method"] for r in rows(out)] == ["base", "ex-scale+ex-scale"]
 
@@ -159,7 +149,7 @@ def test_rows_are_written_in_plan_order_whatever_the_order_units_finish(tiny_mod
     from bench.runner import Runner, RunRequest
 
     ref = tmp_path / "ref"
-    assert _bench(_tiny(tiny_model_dir, tmp_path, "ex-scale,ex-scale+ex-scale", "--out", ref), capsys)[0] == 0
+    assert run_bench(_tiny(tiny_model_dir, tmp_path, "ex-scale,ex-scale+ex-scale", "--out", ref), capsys)[0] == 0
     request = RunRequest(models=[str(tiny_model_dir)], methods=["ex-scale", "ex-scale+ex-scale"], metrics=["ex-norm"],
                          data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), stats={"resamples": 50},
                          progress=False)  # fmt: skip
@@ -197,7 +187,7 @@ def test_fault_injection_hook_raises_a_bench_error(monkeypatch, tmp_path):
 
 
 def test_executor_options_are_checked(capsys, tmp_path):
-    code, _, err = _bench(["run", "--models", "synthetic", "--executor", "ray", "--cpus-per-job", "0",
+    code, _, err = run_bench(["run", "--models", "synthetic", "--executor", "ray", "--cpus-per-job", "0",
                            "--cache-dir", tmp_path], capsys)  # fmt: skip
     assert code == 2 and "--cpus-per-job" in err
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
-from bench.cli import main
 from bench.plan import Plan, Unit, _prefix_owner, light_subject
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from bench.runner import Runner, RunRequest
 from ci_runs import REPO
+from cli_helpers import run_bench
 
 TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
@@ -69,16 +69,6 @@ def no_model_loading(monkeypatch):
     monkeypatch.setattr("bench.models.load_subject", refuse)
 
 
-def _bench(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _plan(methods, seeds=(0,), models=("synthetic",)):
     runner = Runner(RunRequest(models=list(models), methods=methods, metrics=["stereoset", "seat"], seeds=list(seeds)),
                     echo=lambda m: None)  # fmt: skip
@@ -131,7 +121,7 @@ def test_critical_path_is_the_longest_chain_of_waiting_units():
 
 def test_dry_run_of_the_paper_suite_loads_no_model_and_writes_nothing(tmp_path, capsys, no_model_loading):
     out = tmp_path / "run"
-    code, stdout, err = _bench(["run", "--suite", "paper", "--dry-run", "--out", out, "--cache-dir", tmp_path / "c"], capsys)
+    code, stdout, err = run_bench(["run", "--suite", "paper", "--dry-run", "--out", out, "--cache-dir", tmp_path / "c"], capsys)
     assert code == 0, err
     assert "plan: 60 units = 4 model(s) x 15 method chain(s) x 1 seed(s)" in stdout
     assert "bert-large / gradiend-bpi+inlp / seed 0" in stdout and "waits for: #" in stdout
@@ -152,10 +142,10 @@ def test_dry_run_says_what_is_cached(tmp_path, capsys):
     BertTokenizerFast.from_pretrained(TOKENIZER_DIR).save_pretrained(model)
     args = ["run", "--models", model, "--methods", "plan-half,plan-half+plan-half", "--metrics", "plan-norm",
             "--data-dir", tmp_path, "--cache-dir", tmp_path / "c", "--resamples", "20", "--out", tmp_path / "run"]  # fmt: skip
-    code, before, _ = _bench([*args, "--dry-run"], capsys)
+    code, before, _ = run_bench([*args, "--dry-run"], capsys)
     assert code == 0 and "plan-half to fit" in before and "1 to score" in before and "[done" not in before
-    assert _bench(args, capsys)[0] == 0
-    code, after, _ = _bench([*args, "--dry-run"], capsys)
+    assert run_bench(args, capsys)[0] == 0
+    code, after, _ = run_bench([*args, "--dry-run"], capsys)
     assert code == 0
     assert "to fit" not in after and "to score" not in after and "plan-half cached" in after and "1 cached" in after
     assert after.count("[done in the run directory]") == 3 and "(nothing to do)" in after

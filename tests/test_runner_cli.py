@@ -13,6 +13,7 @@ from torch import nn
 from bench.api import EMBED, MLM, Column, Debiaser, Estimate, Metric, Scores
 from bench.cli import main
 from bench.registry import METHODS, METRICS, register_method, register_metric
+from cli_helpers import run_bench
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
@@ -135,22 +136,12 @@ def _run(args, capsys):
     return e.value.code, out.out, out.err
 
 
-def _bench(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_run_writes_rows_tables_and_resumes(tiny_model_dir, toy_data, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", "--models", str(tiny_model_dir), "--methods", "scale-hidden,mlm-only", "--metrics", "he-prob,norm",
             "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--resamples", "200",
             "--device", "cpu"]  # fmt: skip
-    code, stdout, _ = _bench(args, capsys)
+    code, stdout, _ = run_bench(args, capsys)
     assert code == 0
     rows = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     by = {(r["method"], r["metric"]): r for r in rows}
@@ -165,7 +156,7 @@ def test_run_writes_rows_tables_and_resumes(tiny_model_dir, toy_data, tmp_path, 
     assert "| Model" in stdout and "n/a" in stdout and "Scale" in stdout
     assert (out / "leaderboard.tex").read_text().count(r"\toprule") == 1
     # same command again: resumes, nothing recomputed, same rows
-    code, _, err = _bench(args, capsys)
+    code, _, err = run_bench(args, capsys)
     assert code == 0 and "scale-hidden" not in err.split("[")[-1]
     assert [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()] == rows
 
@@ -174,19 +165,19 @@ def test_report_and_check(tiny_model_dir, toy_data, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", "--models", str(tiny_model_dir), "--methods", "scale-hidden", "--metrics", "norm",
             "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--resamples", "100"]  # fmt: skip
-    assert _bench(args, capsys)[0] == 0
-    code, stdout, _ = _bench(["report", str(out), "--format", "tex"], capsys)
+    assert run_bench(args, capsys)[0] == 0
+    code, stdout, _ = run_bench(["report", str(out), "--format", "tex"], capsys)
     assert code == 0 and r"\begin{tabular}" in stdout and r"\textbf" in stdout
-    assert _bench(["check", str(out), "--baseline", str(out / "results.jsonl")], capsys)[0] == 0
+    assert run_bench(["check", str(out), "--baseline", str(out / "results.jsonl")], capsys)[0] == 0
     drifted = tmp_path / "baseline.jsonl"
     rows = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     rows[0]["value"] += 1.0
     drifted.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code, stdout, _ = _bench(["check", str(out), "--baseline", str(drifted)], capsys)
+    code, stdout, _ = run_bench(["check", str(out), "--baseline", str(drifted)], capsys)
     assert code == 1 and "FAIL" in stdout
     rows[0]["tolerance"] = 2.0
     drifted.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert _bench(["check", str(out), "--baseline", str(drifted)], capsys)[0] == 0
+    assert run_bench(["check", str(out), "--baseline", str(drifted)], capsys)[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -203,28 +194,28 @@ def test_bad_input_is_one_clear_line(args, message, tiny_model_dir, toy_data, tm
     out = tmp_path / "run"
     base = ["run", "--models", str(tiny_model_dir), "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "c"),
             "--out", str(out)]  # fmt: skip
-    code, _, err = _bench(base + args, capsys)
+    code, _, err = run_bench(base + args, capsys)
     assert code == 2
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (out / "results.jsonl").exists()
 
 
 def test_unknown_model_lists_valid_names(capsys):
-    code, _, err = _bench(["run", "--models", "nosuchmodel", "--metrics", "norm"], capsys)
+    code, _, err = run_bench(["run", "--models", "nosuchmodel", "--metrics", "norm"], capsys)
     assert code == 2 and "unknown model 'nosuchmodel'" in err and "bert-base" in err and "synthetic" in err
 
 
 def test_unavailable_hub_model_says_how_to_provide_it(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    code, _, err = _bench(["run", "--models", "bert-base", "--metrics", "norm", "--cache-dir", str(tmp_path)], capsys)
+    code, _, err = run_bench(["run", "--models", "bert-base", "--metrics", "norm", "--cache-dir", str(tmp_path)], capsys)
     assert code == 2 and "bert-base-cased" in err and "local directory" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_data_file_names_the_file(tiny_model_dir, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, _, err = _bench(["run", "--models", str(tiny_model_dir), "--metrics", "he-prob", "--data-dir", str(empty),
+    code, _, err = run_bench(["run", "--models", str(tiny_model_dir), "--metrics", "he-prob", "--data-dir", str(empty),
                            "--cache-dir", str(tmp_path / "c")], capsys)  # fmt: skip
     assert code == 2 and "toy/sentences.txt" in err and "missing" in err
 
@@ -233,16 +224,16 @@ def test_output_dir_with_a_different_run_is_refused(tiny_model_dir, toy_data, tm
     out = tmp_path / "run"
     common = ["run", "--models", str(tiny_model_dir), "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "c"),
               "--out", str(out), "--resamples", "50"]  # fmt: skip
-    assert _bench(common + ["--metrics", "norm"], capsys)[0] == 0
+    assert run_bench(common + ["--metrics", "norm"], capsys)[0] == 0
     before = (out / "results.jsonl").read_text()
-    code, _, err = _bench(common + ["--metrics", "he-prob"], capsys)
+    code, _, err = run_bench(common + ["--metrics", "he-prob"], capsys)
     assert code == 2 and "already holds a different run" in err
     assert (out / "results.jsonl").read_text() == before
 
 
 def test_identical_subject_is_an_error_not_a_row(tiny_model_dir, toy_data, tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, err = _bench(["run", "--models", str(tiny_model_dir), "--methods", "does-nothing", "--metrics", "norm",
+    code, _, err = run_bench(["run", "--models", str(tiny_model_dir), "--methods", "does-nothing", "--metrics", "norm",
                            "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "c"), "--out", str(out),
                            "--resamples", "50"], capsys)  # fmt: skip
     assert code == 2 and "identical to its input" in err
@@ -256,14 +247,14 @@ def test_fitted_artifacts_are_cached(tiny_model_dir, toy_data, tmp_path, capsys,
     monkeypatch.setattr(ScaleHidden, "fit", lambda self, s, c: calls.append(1) or original(self, s, c))
     common = ["run", "--models", str(tiny_model_dir), "--methods", "scale-hidden", "--metrics", "norm",
               "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "c"), "--resamples", "50"]  # fmt: skip
-    assert _bench(common, capsys)[0] == 0
-    assert _bench(common, capsys)[0] == 0
+    assert run_bench(common, capsys)[0] == 0
+    assert run_bench(common, capsys)[0] == 0
     assert len(calls) == 1
 
 
 def test_combination_fits_second_on_first(tiny_model_dir, toy_data, tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, _ = _bench(["run", "--models", str(tiny_model_dir), "--methods", "scale-hidden+scale-hidden",
+    code, _, _ = run_bench(["run", "--models", str(tiny_model_dir), "--methods", "scale-hidden+scale-hidden",
                          "--metrics", "norm", "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "c"),
                          "--out", str(out), "--resamples", "50"], capsys)  # fmt: skip
     assert code == 0
@@ -275,14 +266,14 @@ def test_combination_fits_second_on_first(tiny_model_dir, toy_data, tmp_path, ca
 
 def test_list_commands(capsys):
     for what, expected in [("methods", "base"), ("metrics", "norm"), ("models", "bert-base"), ("suites", "")]:
-        code, stdout, _ = _bench(["list", what], capsys)
+        code, stdout, _ = run_bench(["list", what], capsys)
         assert code == 0 and expected in stdout
-    _, stdout, _ = _bench(["list", "methods"], capsys)
+    _, stdout, _ = run_bench(["list", "methods"], capsys)
     assert "[also: gradiend]" in next(line for line in stdout.splitlines() if line.startswith("gradiend-bpi"))
 
 
 def test_help_explains(capsys):
-    code, stdout, _ = _bench(["run", "--help"], capsys)
+    code, stdout, _ = run_bench(["run", "--help"], capsys)
     assert code == 0 and "--methods" in stdout and "resume" in stdout
 
 
@@ -299,7 +290,7 @@ def test_bias_type_is_a_run_level_choice(tiny_model_dir, toy_data, tmp_path, cap
         register_metric("race-norm")(RaceNorm)
     common = ["--models", str(tiny_model_dir), "--methods", "scale-hidden", "--metrics", "race-norm,norm",
               "--data-dir", str(toy_data), "--cache-dir", str(tmp_path / "cache"), "--resamples", "50"]  # fmt: skip
-    code, stdout, _ = _bench(["run", *common, "--out", str(tmp_path / "race"), "--bias-type", "race"], capsys)
+    code, stdout, _ = run_bench(["run", *common, "--out", str(tmp_path / "race"), "--bias-type", "race"], capsys)
     assert code == 0
     rows = [json.loads(l) for l in (tmp_path / "race" / "results.jsonl").read_text().splitlines()]
     by = {(r["method"], r["metric"]): r for r in rows}
@@ -309,12 +300,12 @@ def test_bias_type_is_a_run_level_choice(tiny_model_dir, toy_data, tmp_path, cap
     assert by[("scale-hidden", "race-norm")]["status"] == "n/a"  # the method is gender-only
     assert "defined for gender bias, not race" in by[("scale-hidden", "race-norm")]["note"]
     assert "(race)" in stdout
-    code, _, _ = _bench(["run", *common, "--out", str(tmp_path / "gender")], capsys)
+    code, _, _ = run_bench(["run", *common, "--out", str(tmp_path / "gender")], capsys)
     assert code == 0
     gender = [json.loads(l) for l in (tmp_path / "gender" / "results.jsonl").read_text().splitlines()]
     assert {r["bias_type"] for r in gender} == {"gender"}
     assert {r["status"] for r in gender} == {"ok"}
-    code, stdout, _ = _bench(["report", str(tmp_path / "gender"), str(tmp_path / "race")], capsys)
+    code, stdout, _ = run_bench(["report", str(tmp_path / "gender"), str(tmp_path / "race")], capsys)
     assert code == 0 and "(gender)" in stdout and "(race)" in stdout
-    code, _, err = _bench(["run", *common, "--bias-type", "age"], capsys)
+    code, _, err = run_bench(["run", *common, "--bias-type", "age"], capsys)
     assert code == 2 and "age" in err

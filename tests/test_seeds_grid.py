@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
-from bench.cli import main
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from ci_runs import REPO, bench_cli, ci_args, ci_reference, comparable, rows  # noqa: F401
+from cli_helpers import run_bench
 
 TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
@@ -80,16 +80,6 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
-def _bench(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _args(model, tmp_path, out, *seed_args):
     return ["run", "--models", model, "--methods", "seed-scale", "--metrics", "seed-norm", "--data-dir", tmp_path,
             "--cache-dir", tmp_path / "cache", "--resamples", "100", "--out", out, *seed_args]  # fmt: skip
@@ -100,7 +90,7 @@ def test_seeds_give_rows_per_seed_and_aggregated_rows(tiny_model_dir, tmp_path, 
     from bench.stats import StatsConfig, compare_over_seeds, interval_over_seeds
 
     grid = tmp_path / "grid"
-    assert _bench(_args(tiny_model_dir, tmp_path, grid, "--seeds", "0,1"), capsys)[0] == 0
+    assert run_bench(_args(tiny_model_dir, tmp_path, grid, "--seeds", "0,1"), capsys)[0] == 0
     got = rows(grid)
     assert [(r["method"], r["seed"], r["submetric"]) for r in got] == [
         ("base", 0, "norm"), ("base", 0, "count"), ("seed-scale", 0, "norm"), ("seed-scale", 0, "count"),
@@ -113,7 +103,7 @@ def test_seeds_give_rows_per_seed_and_aggregated_rows(tiny_model_dir, tmp_path, 
     assert set(agg[0]) - {"seeds", "aggregate"} == set(per_seed[0])  # the fields of a seed's row, plus two
     # seed 0's rows are the rows of a one-seed run with seed 0
     single = tmp_path / "single"
-    assert _bench(_args(tiny_model_dir, tmp_path, single, "--seed", "0"), capsys)[0] == 0
+    assert run_bench(_args(tiny_model_dir, tmp_path, single, "--seed", "0"), capsys)[0] == 0
     assert comparable(per_seed[:4]) == comparable(rows(single))
     # the aggregated values are the seeds engineer's statistics on each seed's Scores (from the score cache)
     runner = Runner(RunRequest(models=[str(tiny_model_dir)], methods=["seed-scale"], metrics=["seed-norm"],
@@ -135,8 +125,8 @@ def test_seeds_give_rows_per_seed_and_aggregated_rows(tiny_model_dir, tmp_path, 
 
 def test_one_seed_is_todays_run(tiny_model_dir, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert _bench(_args(tiny_model_dir, tmp_path, a, "--seeds", "3"), capsys)[0] == 0
-    assert _bench(_args(tiny_model_dir, tmp_path, b, "--seed", "3"), capsys)[0] == 0
+    assert run_bench(_args(tiny_model_dir, tmp_path, a, "--seeds", "3"), capsys)[0] == 0
+    assert run_bench(_args(tiny_model_dir, tmp_path, b, "--seed", "3"), capsys)[0] == 0
     assert comparable(rows(a)) == comparable(rows(b)) and all("aggregate" not in r for r in rows(a))
     assert (a / "manifest.json").read_text() == (b / "manifest.json").read_text()
 
@@ -144,11 +134,11 @@ def test_one_seed_is_todays_run(tiny_model_dir, tmp_path, capsys):
 def test_missing_aggregate_rows_are_written_by_the_next_run(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "grid"
     args = _args(tiny_model_dir, tmp_path, out, "--seeds", "0,1")
-    assert _bench(args, capsys)[0] == 0
+    assert run_bench(args, capsys)[0] == 0
     full = (out / "results.jsonl").read_text()
     lines = full.splitlines(keepends=True)
     (out / "results.jsonl").write_text("".join(lines[:4] + lines[8:10]))  # driver died: seed 1 and 1 aggregate lost
-    code, _, err = _bench(args, capsys)
+    code, _, err = run_bench(args, capsys)
     assert code == 0, err
     assert comparable(rows(out)) == comparable([__import__("json").loads(l) for l in lines])
 
@@ -159,7 +149,7 @@ def test_missing_aggregate_rows_are_written_by_the_next_run(tiny_model_dir, tmp_
     (["--seeds", "0,-1"], "seeds must be a list of non-negative integers"),
 ])  # fmt: skip
 def test_bad_seeds(args, message, tmp_path, capsys):
-    code, _, err = _bench(["run", "--models", "synthetic", "--cache-dir", tmp_path, *args], capsys)
+    code, _, err = run_bench(["run", "--models", "synthetic", "--cache-dir", tmp_path, *args], capsys)
     assert code == 2 and message in err
 
 
