@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import http.client
 import io
 import os
@@ -30,6 +29,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.data import file_sha256
 from bench.errors import BenchError, DataError, UnknownName
 
 ENV_MANIFEST = "BENCH_DATA_MANIFEST"
@@ -158,14 +158,6 @@ def group_of(relative: str) -> str | None:
 
 
 # ---- hashing and placing -------------------------------------------------------------------------------------
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class HashMismatch(BenchError):
     pass
 
@@ -181,7 +173,7 @@ class Interrupted(BenchError):
 def place(part: Path, dest: Path, entry: Entry) -> str:
     """Check `part` against the entry's sha256, then move it to `dest` atomically. Returns the hash. A file with
     an unexpected hash is deleted (never placed) and HashMismatch raised."""
-    digest = sha256_of(part)
+    digest = file_sha256(part)
     if entry.sha256 and digest != entry.sha256:
         part.unlink(missing_ok=True)
         raise HashMismatch(f"sha256 {digest[:16]}… differs from the manifest's {entry.sha256[:16]}…; the download "
@@ -422,7 +414,7 @@ def fetch(data_dir, groups=(), *, manifest: Manifest | None = None, transfers: T
     for e in entries:
         dest = data_dir / e.path
         if dest.is_file():
-            if e.sha256 and sha256_of(dest) != e.sha256:
+            if e.sha256 and file_sha256(dest) != e.sha256:
                 out.append(Outcome(e, "mismatch", "present with an unexpected sha256 (left as it is; delete it to fetch it again)"))
             else:
                 out.append(Outcome(e, "present"))
@@ -545,7 +537,7 @@ def verify(data_dir, groups=(), manifest: Manifest | None = None) -> list[Check]
         elif not e.sha256:
             checks.append(Check(e.path, "unverified", e.group, "no verified hash in the manifest yet"))
         else:
-            digest = sha256_of(p)
+            digest = file_sha256(p)
             if digest == e.sha256:
                 checks.append(Check(e.path, "ok", e.group))
             else:

@@ -1,8 +1,7 @@
 """The full GLUE table: `bench glue-table RUN_DIR`, kept as an alias of `bench task-table RUN_DIR --suite glue`.
 
 Everything is in reports/task_table.py, which renders any task suite (GLUE, SuperGLUE, ...) from the stored rows
-and imports no metric module. `is_glue_row` and `write_tables` are what reports/leaderboard.py calls: they cover
-every task suite in the rows, so a run with SuperGLUE also gets superglue.md / superglue.tex beside glue.md.
+and imports no metric module; `write_tables` (re-exported) writes every task suite's table of the rows.
 
     bench glue-table RUN_DIR [--format md|tex] [--write]
 """
@@ -16,11 +15,6 @@ from reports import task_table
 from reports.task_table import MISSING_DATA, write_tables  # noqa: F401  (re-exported)
 
 SUITE = "glue"
-
-
-def is_glue_row(row: dict) -> bool:
-    """Whether the row belongs to a task suite (GLUE, SuperGLUE, ...): the leaderboard then writes their tables."""
-    return task_table.is_task_row(row) or task_table.suite_of(row) == SUITE
 
 
 def table(rows: list[dict]):

@@ -24,6 +24,7 @@ from bench.errors import BenchError
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from ci_runs import REPO, assert_same_results, bench_cli, ci_args, ci_reference, fresh_cache, rows, units  # noqa: F401
 from cli_helpers import run_bench
+from tests.test_runner_cli import Scale
 
 TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
@@ -46,15 +47,6 @@ class ExNorm(Metric):
         return Scores("ex-norm", {"norm": Estimate((len(h),), partial(_mean_rows, h))})
 
 
-class _Scale(torch.nn.Module):
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, h):
-        return h * self.factor
-
-
 class ExScale(Debiaser):
     label = "ExScale"
     changes = "representation"
@@ -66,7 +58,7 @@ class ExScale(Debiaser):
         return {"factor": self.factor}
 
     def apply(self, subject, artifact):
-        return subject.with_transform(_Scale(artifact["factor"]))
+        return subject.with_transform(Scale(artifact["factor"]))
 
 
 class ExFails(ExScale):

@@ -13,6 +13,7 @@ from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from ci_runs import REPO, bench_cli, ci_args, ci_reference, comparable, rows  # noqa: F401
 from cli_helpers import run_bench
+from tests.test_runner_cli import Scale
 
 TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
@@ -35,15 +36,6 @@ class SeedNorm(Metric):
         return Scores("seed-norm", {"norm": Estimate((len(h),), partial(_mean_rows, h))}, extras={"count": len(h)})
 
 
-class _Scale(torch.nn.Module):
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, h):
-        return h * self.factor
-
-
 class SeedScale(Debiaser):
     """A factor that depends on the fit's seed (as a trained method's artifact does)."""
 
@@ -54,7 +46,7 @@ class SeedScale(Debiaser):
         return {"factor": 0.5 + 0.1 * ctx.seed}
 
     def apply(self, subject, artifact):
-        return subject.with_transform(_Scale(artifact["factor"]))
+        return subject.with_transform(Scale(artifact["factor"]))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -82,12 +82,12 @@ def test_markdown_and_latex():
 
 def test_write_tables_and_commands(tmp_path):
     from bench.store import write_text
-    from reports.glue_table import glue_table, is_glue_row
-    from reports.task_table import task_table
+    from reports.glue_table import glue_table
+    from reports.task_table import is_task_row, task_table
 
     paths = write_tables(rows(), tmp_path)
     assert sorted(p.name for p in paths) == sorted(f"{s}.{e}" for s in ("superglue", "glue", "newsuite") for e in ("md", "tex"))
-    assert any(is_glue_row(r) for r in rows() if r["metric"].startswith("superglue"))  # the leaderboard writes them all
+    assert any(is_task_row(r) for r in rows() if r["metric"].startswith("superglue"))  # the leaderboard writes them all
     write_text(tmp_path / "run" / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows()))
     res = CliRunner().invoke(task_table, [str(tmp_path / "run"), "--suite", "superglue", "--write"])
     assert res.exit_code == 0, res.output
