@@ -111,21 +111,30 @@ def compare(variant: Estimate, base: Estimate, cfg: StatsConfig = StatsConfig())
         raise ValueError(f"cannot pair estimates over different items: {variant.strata} vs {base.strata}")
     idx = bootstrap_indices(variant.strata, cfg.resamples, cfg.seed)
     dv, db = _distribution(variant, cfg, idx), _distribution(base, cfg, idx)
-    delta = variant.point() - base.point()
+    return _comparison(variant.point(), base.point(), dv, db, sum(variant.strata), cfg)
+
+
+def _comparison(pv: float, pb: float, dv: np.ndarray, db: np.ndarray, n: int, cfg: StatsConfig) -> Comparison:
+    """Variant vs. base from their point values and paired bootstrap distributions (cfg.significance)."""
+    delta = pv - pb
     if cfg.significance == "overlap":
-        iv = _interval(variant.point(), dv, sum(variant.strata), cfg)
-        ib = _interval(base.point(), db, sum(base.strata), cfg)
+        iv, ib = _interval(pv, dv, n, cfg), _interval(pb, db, n, cfg)
         sig = iv.high < ib.low or ib.high < iv.low
         return Comparison(delta, float("nan"), float("nan"), bool(sig))
-    diff = _interval(delta, dv - db, sum(variant.strata), cfg)
+    diff = _interval(delta, dv - db, n, cfg)
     sig = diff.low > 0 or diff.high < 0
     return Comparison(delta, diff.low, diff.high, bool(sig))
 
 
 # ---- seeds as a grid axis (see the module docstring) -----------------------------------------------------------
+def _seed_draws(n_seeds: int, cfg: StatsConfig) -> np.ndarray:
+    """(R, S): the seeds drawn (with replacement) at each of the S positions of each replicate."""
+    return np.random.default_rng([cfg.seed, 0]).integers(0, n_seeds, size=(cfg.resamples, n_seeds))
+
+
 def _seed_counts(n_seeds: int, cfg: StatsConfig) -> np.ndarray:
-    """(R, S): how often each seed is drawn in each replicate (S draws with replacement)."""
-    draws = np.random.default_rng([cfg.seed, 0]).integers(0, n_seeds, size=(cfg.resamples, n_seeds))
+    """(R, S): how often each seed is drawn in each replicate."""
+    draws = _seed_draws(n_seeds, cfg)
     counts = np.zeros((cfg.resamples, n_seeds), dtype=np.int64)
     np.add.at(counts, (np.arange(cfg.resamples)[:, None], draws), 1)
     return counts
@@ -150,7 +159,7 @@ def _seed_distribution(groups: Sequence[Sequence[Estimate]], cfg: StatsConfig) -
                 out[g] += drawn * np.where(drawn > 0, cache[id(est)], 0.0)  # an undrawn seed's nan drops out
         return [o / n_seeds for o in out]
     # independent: position j draws seed s_j and its own items; each seed is scored on the replicates that drew it
-    draws = np.random.default_rng([cfg.seed, 0]).integers(0, n_seeds, size=(cfg.resamples, n_seeds))
+    draws = _seed_draws(n_seeds, cfg)
     for j in range(n_seeds):
         seed = cfg.seed if j == 0 else [cfg.seed, 1, j]
         indices: dict[tuple, list[np.ndarray]] = {}
@@ -201,13 +210,4 @@ def compare_over_seeds(
         if tuple(v.strata) != tuple(b.strata):
             raise ValueError(f"cannot pair estimates over different items: {v.strata} vs {b.strata}")
     dv, db = _seed_distribution([estimates, paired], cfg)
-    pv, pb = _mean_point(estimates), _mean_point(base)
-    delta = pv - pb
-    n = sum(estimates[0].strata)
-    if cfg.significance == "overlap":
-        iv, ib = _interval(pv, dv, n, cfg), _interval(pb, db, n, cfg)
-        sig = iv.high < ib.low or ib.high < iv.low
-        return Comparison(delta, float("nan"), float("nan"), bool(sig))
-    diff = _interval(delta, dv - db, n, cfg)
-    sig = diff.low > 0 or diff.high < 0
-    return Comparison(delta, diff.low, diff.high, bool(sig))
+    return _comparison(_mean_point(estimates), _mean_point(base), dv, db, sum(estimates[0].strata), cfg)
