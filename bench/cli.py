@@ -175,18 +175,22 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
         click.echo(describe(runner, plan, executor, done))
         return
     runner = Runner(request, out=out, echo=lambda m: click.echo(m, err=True))
-    rows = runner.run(ex)
-    # failed cells read "error" beside the results (results.jsonl keeps only results); nothing at all finished:
-    # the error alone, and nothing written
-    shown = rows + runner.error_rows if rows else []
-    if out is not None and shown:
-        from reports.leaderboard import write_tables
+    try:
+        ex.start()
+        rows = runner.run(ex)
+        # failed cells read "error" beside the results (results.jsonl keeps only results); nothing at all
+        # finished: the error alone, and nothing written
+        shown = rows + runner.error_rows if rows else []
+        if out is not None and shown:
+            from reports.leaderboard import write_tables
 
-        write_tables(shown, out)
-    if shown or not runner.errors:
-        click.echo(render(shown, fmt))
-    if out is not None and shown:
-        click.echo(f"\nresults: {out / 'results.jsonl'}  tables: {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}", err=True)
+            write_tables(shown, out)
+        if shown or not runner.errors:
+            click.echo(render(shown, fmt))
+        if out is not None and shown:
+            click.echo(f"\nresults: {out / 'results.jsonl'}  tables: {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}", err=True)
+    finally:
+        ex.close()  # (Ray's cluster stops after the table is out)
     if runner.errors:
         raise BenchError("; ".join(runner.errors))
 

@@ -56,6 +56,17 @@ class ExecutorOptions:
     poll_s: float = 1.0
 
 
+class _Executor:
+    """start() prepares where units run (Ray: its cluster), close() releases it; both are no-ops unless an
+    executor needs them. execute() starts and closes on its own when the caller did not."""
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def make_executor(options: ExecutorOptions | None = None):
     options = options or ExecutorOptions()
     if options.kind not in EXECUTORS:
@@ -170,7 +181,7 @@ def _worker_info(start: float, kind: str) -> dict:
 
 
 # ---- local -------------------------------------------------------------------------------------------------------
-class LocalExecutor:
+class LocalExecutor(_Executor):
     """In this process, in plan order (today's behaviour): each model is loaded once and its data fingerprints
     are checked before its first unit, even when everything is done."""
 
@@ -209,7 +220,8 @@ def work(request: dict, unit: dict, skip: list[str], kind: str, cpus: int = 1) -
     A worker that runs several units of a run (Ray reuses its workers) keeps the Runner and the last base model
     it loaded; it holds one model at a time (GPU memory)."""
     start = time.time()
-    _inject_fault(unit)
+    if not unit.get("warm"):
+        _inject_fault(unit)
     import torch
 
     from bench.runner import Runner, RunRequest
@@ -225,6 +237,9 @@ def work(request: dict, unit: dict, skip: list[str], kind: str, cpus: int = 1) -
     if unit["model"] not in runner._subjects:
         runner._subjects.clear()
         runner._base_scores.clear()
+    if unit.get("warm"):  # load the model the next units of this worker will need (see _schedule)
+        runner.base_subject(unit["model"])
+        return {"unit": unit["id"], "warm": True, "worker": _worker_info(start, kind)}
     result = runner.run_unit(unit, skip)
     result["log"] = log
     result["worker"] = _worker_info(start, kind)
@@ -266,16 +281,28 @@ def _request_dict(runner) -> dict:
     return req
 
 
-def _schedule(plan, collector: Collector, submit_many: Callable, wait_any: Callable, echo: Callable) -> None:
+def warm_unit(model: str) -> dict:
+    return {"id": f"warm-up: {model}", "model": model, "warm": True}
+
+
+def _schedule(plan, collector: Collector, submit_many: Callable, wait_any: Callable, echo: Callable,
+              warm: Callable | None = None, slots: int = 0) -> None:
     """Submit every unit whose dependencies are finished (the engine queues them by their resources), hand
     each result to the collector as it arrives, submit what became ready. Dependencies only avoid duplicate
-    fits: a unit whose dependency failed still runs."""
+    fits: a unit whose dependency failed still runs.
+
+    `warm(model)` (engines whose workers run several units: Ray on CPUs) submits a warm-up, and `slots` is how
+    many units run at once: while a model's first units run and others wait for them, each idle slot loads
+    that model (imports, Runner, weights), so the waiting units start at once when they become ready. A
+    warm-up's outcome is ignored (a unit that fails reports its own error)."""
     collector.log_units = True
     collector.check_data()
     todo = collector.todo()
     pending = {u.id: u for u in todo}
     finished = {u.id for u in plan.units if u.id not in pending}
     running: dict[Any, Any] = {}
+    warming: dict[Any, str] = {}
+    warmed: set[str] = set()
     while pending or running:
         ready = [u for u in pending.values() if all(w in finished for w in u.waits_for)]
         for unit in ready:
@@ -284,7 +311,17 @@ def _schedule(plan, collector: Collector, submit_many: Callable, wait_any: Calla
             running.update(zip(submit_many(ready), ready))
         if not running:
             raise BenchError(f"the plan cannot proceed: {sorted(pending)} wait for units that never finish")
-        handle, result, worker = wait_any(list(running))
+        if warm is not None:
+            for model in plan.models:
+                idle = slots - len(running) - len(warming)
+                waiting = sum(u.model == model for u in pending.values())
+                if idle <= 0 or model in warmed or not waiting or all(u.model != model for u in running.values()):
+                    continue
+                warmed.add(model)
+                warming.update((warm(model), model) for _ in range(min(idle, waiting)))
+        handle, result, worker = wait_any(list(running) + list(warming))
+        if warming.pop(handle, None) is not None:
+            continue
         unit = running.pop(handle)
         finished.add(unit.id)
         collector.add(result, worker)
@@ -296,55 +333,96 @@ def _crash_error(unit, message: str) -> dict:
 
 
 # ---- Ray ---------------------------------------------------------------------------------------------------------
-class RayExecutor:
+class RayExecutor(_Executor):
     name = "ray"
 
     def __init__(self, options: ExecutorOptions):
         self.options = options
         self.startup_s: float | None = None
+        self._ray = None  # the module, once this process called ray.init
+        self._owns_cluster = False  # an in-process cluster (stopped by close), not an existing one
 
-    def _init(self):
+    def start(self) -> None:
+        if self._ray is not None:
+            return
         address = self.options.address or os.environ.get("RAY_ADDRESS")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if not address:  # an in-process cluster: on loopback only (read by Ray when imported, and by its processes)
+        loopback = not address or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+        if loopback:  # this process talks to the cluster on loopback (read by Ray when imported, and by its processes)
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if not address:  # token authentication, Ray's default for a new cluster, set so that Ray does not warn
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        elif "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+            # a cluster from `ray start` uses token authentication by default, but a driver that connects to it
+            # sends its token only when told to (as Ray's own CLI does when a token is at hand)
+            os.environ["RAY_AUTH_MODE"] = "token"
         try:
             import ray
         except ImportError:
             raise BenchError("--executor ray needs Ray: pip install 'bench-debias[ray]'") from None
-        if ray.is_initialized():
-            return ray, False
-        t0 = time.perf_counter()
-        # no runtime_env: the in-process cluster's workers inherit this process's environment; on an existing
-        # cluster (e.g. under `ray job submit`) the job's own runtime environment stays as it is
-        common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if address:
-            ray.init(address=address, **common)
-        else:
-            import torch
-
+        if ray.is_initialized():  # a caller that connected on its own keeps its connection
+            return
+        if loopback:
             try:  # Ray imported before the variable was set: the same switch, set on the imported module
                 from ray._private import ray_constants
 
                 ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
             except (ImportError, AttributeError):
                 pass
-            gpus = self.options.ray_gpus if self.options.ray_gpus is not None else torch.cuda.device_count()
-            ray.init(num_cpus=self.options.ray_cpus or os.cpu_count() or 1, num_gpus=gpus, **common)
+        t0 = time.perf_counter()
+        # no runtime_env: the in-process cluster's workers inherit this process's environment; on an existing
+        # cluster (e.g. under `ray job submit`) the job's own runtime environment stays as it is
+        common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if address:
+            try:
+                ray.init(address=address, **common)
+            except (ConnectionError, RuntimeError) as e:
+                last = str(e).strip().splitlines()[-1][:300]
+                raise BenchError(f"could not connect to the Ray cluster at {address} ({last}); start one with "
+                                 "`ray start --head`, pass its address (--address HOST:PORT, or auto on one of its "
+                                 "nodes), and if it uses token authentication give this process its token "
+                                 "(RAY_AUTH_TOKEN, or ~/.ray/auth_token)") from None  # fmt: skip
+        else:
+            gpus = self.options.ray_gpus
+            if gpus is None:
+                import torch
+
+                gpus = torch.cuda.device_count()
+            # address="local": a new cluster even when `ray start` runs on this machine (ray.init would join it)
+            ray.init(address="local", num_cpus=self.options.ray_cpus or os.cpu_count() or 1, num_gpus=gpus, **common)
         self.startup_s = time.perf_counter() - t0
-        return ray, True
+        self._ray, self._owns_cluster = ray, not address
+
+    def close(self) -> None:
+        """Stop the in-process cluster, or disconnect from an existing one (which keeps running)."""
+        if self._ray is not None:
+            self._ray.shutdown()
+        self._ray, self._owns_cluster = None, False
+
+    def _slots(self, ray) -> int:
+        """How many units the cluster runs at once (by CPUs and GPUs per unit)."""
+        res, opts = ray.cluster_resources(), self.options
+        slots = int(res.get("CPU", 0) // opts.cpus_per_job) if opts.cpus_per_job else 1 << 30
+        if opts.gpus_per_job:
+            slots = min(slots, int(res.get("GPU", 0) // opts.gpus_per_job))
+        return max(1, slots)
 
     def execute(self, runner, plan, collector: Collector) -> None:
-        ray, started = self._init()
-        try:
-            runner.echo(f"ray: {'started an in-process cluster' if started else 'using the cluster'} "
-                        f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs)"
-                        + (f" in {self.startup_s:.1f}s" if self.startup_s is not None else ""))  # fmt: skip
-            opts = self.options
-            remote = ray.remote(work).options(num_cpus=opts.cpus_per_job, num_gpus=opts.gpus_per_job,
-                                              max_retries=opts.max_retries, retry_exceptions=False)  # fmt: skip
-            request = _request_dict(runner)
+        started_here = self._ray is None
+        self.start()
+        import ray
 
+        try:
+            res = ray.cluster_resources()
+            how = "started an in-process cluster" if self._owns_cluster else "connected to the cluster"
+            runner.echo(f"ray: {how} ({res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs)"
+                        + (f" in {self.startup_s:.1f}s" if self._ray is not None else ""))  # fmt: skip
+            opts = self.options
+            # a GPU unit gets a fresh worker process (max_calls=1): a reused process would keep the CUDA device and
+            # memory of its previous unit (ray-project/ray#29624); CPU workers are reused and warmed up (_schedule)
+            remote = ray.remote(num_cpus=opts.cpus_per_job, num_gpus=opts.gpus_per_job, max_retries=opts.max_retries,
+                                retry_exceptions=False, **({"max_calls": 1} if opts.gpus_per_job else {}))(work)  # fmt: skip
+            request = _request_dict(runner)
             unit_of: dict = {}
 
             def submit_many(units):
@@ -356,24 +434,32 @@ class RayExecutor:
                     refs.append(ref)
                 return refs
 
+            def warm(model):
+                ref = remote.remote(request, warm_unit(model), [], "ray", opts.cpus_per_job)
+                unit_of[ref] = None
+                return ref
+
             def wait_any(refs):
                 (ready,), _ = ray.wait(refs, num_returns=1)
                 try:
                     result = ray.get(ready)
                 except Exception as e:  # noqa: BLE001 - a crash after all retries, or a bug in the worker
+                    if unit_of[ready] is None:
+                        return ready, None, None
                     why = (f"worker failed ({type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}); "
                            f"a crashed worker is retried {opts.max_retries} times")  # fmt: skip
                     return ready, _crash_error(unit_of[ready], why), None
                 return ready, result, result.pop("worker", None)
 
-            _schedule(plan, collector, submit_many, wait_any, runner.echo)
+            warm_up = warm if not opts.gpus_per_job else None
+            _schedule(plan, collector, submit_many, wait_any, runner.echo, warm=warm_up, slots=self._slots(ray))
         finally:
-            if started:
-                ray.shutdown()
+            if started_here:
+                self.close()
 
 
 # ---- SLURM (submitit) --------------------------------------------------------------------------------------------
-class SlurmExecutor:
+class SlurmExecutor(_Executor):
     name = "slurm"
 
     def __init__(self, options: ExecutorOptions):
@@ -541,6 +627,11 @@ class SlurmExecutor:
             runner.echo("slurm: every unit is finished")
             if jobs_file.is_file():
                 jobs_file.unlink()
+
+
+def _ray_token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(
+        os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").is_file()
 
 
 class _JobHandle:

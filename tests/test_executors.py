@@ -213,6 +213,24 @@ def test_ray_gives_the_local_results(ci_reference, tmp_path):
 
 
 @pytest.mark.slow
+def test_ray_on_an_existing_cluster_gives_the_local_results(ci_reference, tmp_path):
+    """`ray start --head` (token authentication, as Ray sets it up), then `bench run --address`: the driver finds
+    the token on its own; CPU-only units, so workers are reused and warmed up (bench.executors._schedule)."""
+    pytest.importorskip("ray")
+    from ray_head import ray_head
+
+    ref, _ = ci_reference
+    out, cache = tmp_path / "run", fresh_cache(tmp_path / "cache")
+    with ray_head(tmp_path) as (address, env):
+        done = bench_cli(ci_args(out, cache, "--executor", "ray", "--address", address), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"ray: connected to the cluster (2 CPUs, 0 GPUs)" in done.stderr
+    assert_same_results(ref, out)
+    log = units(out)
+    assert len(log) == 5 and len({u["pid"] for u in log}) <= 2  # two 1-CPU workers ran all five units
+
+
+@pytest.mark.slow
 def test_submitit_gives_the_local_results(ci_reference, tmp_path):
     pytest.importorskip("submitit")
     ref, _ = ci_reference
