@@ -178,6 +178,79 @@ def test_fault_injection_hook_raises_a_bench_error(monkeypatch, tmp_path):
         _inject_fault({"id": "synthetic / cda / seed 0"})
 
 
+class _FakeCollector:
+    """What bench.executors._schedule needs of a Collector: every unit to do, results recorded in order."""
+
+    def __init__(self, plan):
+        self.plan, self.finished, self.log_units, self.added = plan, 0, False, []
+
+    def check_data(self):
+        pass
+
+    def todo(self):
+        return list(self.plan.units)
+
+    def add(self, result, worker):
+        self.added.append(result["unit"])
+        self.finished += 1
+
+
+def _schedule_events(slots: int, models=("m",)) -> list[tuple]:
+    """Run _schedule on a fake engine that finishes handles first in, first out; returns what it was asked."""
+    from types import SimpleNamespace
+
+    from bench.executors import _schedule
+
+    units = []
+    for m in models:
+        units.append(SimpleNamespace(id=f"{m}/base", model=m, waits_for=()))
+        units += [SimpleNamespace(id=f"{m}/{x}", model=m, waits_for=(f"{m}/base",)) for x in "abc"]
+    plan = SimpleNamespace(units=units, models=list(models))
+    events: list[tuple] = []
+    queue: list = []
+
+    def submit_many(ready):
+        for u in ready:
+            events.append(("submit", u.id))
+            queue.append(u.id)
+        return [u.id for u in ready]
+
+    def warm(model):
+        events.append(("warm", model))
+        queue.append(f"warm-{len(events)}")
+        return queue[-1]
+
+    def wait_any(handles):
+        handle = next(h for h in queue if h in handles)
+        queue.remove(handle)
+        events.append(("done", handle))
+        return handle, {"unit": handle}, None
+
+    collector = _FakeCollector(plan)
+    _schedule(plan, collector, submit_many, wait_any, lambda m: None, warm=warm, slots=slots)
+    assert sorted(collector.added) == sorted(u.id for u in units)  # warm-ups never reach the collector
+    return events
+
+
+def test_idle_slots_load_the_model_while_its_first_unit_runs():
+    events = _schedule_events(slots=3)
+    # the base runs on one slot; the two idle ones warm up (no more than the three units waiting for it)
+    assert events[:3] == [("submit", "m/base"), ("warm", "m"), ("warm", "m")]
+    assert events.count(("warm", "m")) == 2  # once per model
+    assert events.index(("submit", "m/a")) > events.index(("done", "m/base"))
+    assert _schedule_events(slots=1).count(("warm", "m")) == 0  # no idle slot: nothing to warm
+    assert _schedule_events(slots=8).count(("warm", "m")) == 3  # one per waiting unit, not per slot
+    two = _schedule_events(slots=2, models=("m", "n"))
+    # both bases run at once (nothing idle); a model is warmed only while one of its units runs
+    assert two[:2] == [("submit", "m/base"), ("submit", "n/base")]
+    for model in ("m", "n"):
+        for i, e in enumerate(two):
+            if e == ("warm", model):
+                started = [x for x in two[:i] if x[0] == "submit" and x[1].startswith(model + "/")]
+                finished_all = [x for x in two[:i] if x[0] == "done" and x[1].startswith(model + "/")]
+                assert len(started) > len(finished_all), (model, two)
+
+
 def test_executor_options_are_checked(capsys, tmp_path):
     code, _, err = run_bench(["run", "--models", "synthetic", "--executor", "ray", "--cpus-per-job", "0",
                            "--cache-dir", tmp_path], capsys)  # fmt: skip
