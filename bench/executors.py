@@ -346,6 +346,8 @@ class RayExecutor(_Executor):
         if self._ray is not None:
             return
         address = self.options.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            _check_reachable(address)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         loopback = not address or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
         if loopback:  # this process talks to the cluster on loopback (read by Ray when imported, and by its processes)
@@ -627,6 +629,20 @@ class SlurmExecutor(_Executor):
             runner.echo("slurm: every unit is finished")
             if jobs_file.is_file():
                 jobs_file.unlink()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Ray retries an unreachable cluster for minutes without a word: one TCP connection attempt to its GCS port
+    first (HOST:PORT addresses; `auto` and ray:// are left to Ray)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BenchError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with `ray start --head` "
+                         "and pass the address it prints (--address HOST:PORT), or leave out --address (and "
+                         "RAY_ADDRESS) for an in-process cluster on this machine") from None  # fmt: skip
 
 
 def _ray_token_available() -> bool:

@@ -251,6 +251,17 @@ def test_idle_slots_load_the_model_while_its_first_unit_runs():
                 assert len(started) > len(finished_all), (model, two)
 
 
+def test_unreachable_ray_cluster_is_a_clear_error_at_once(capsys, tmp_path):
+    pytest.importorskip("ray")
+    from ray_head import free_port
+
+    t0 = time.monotonic()
+    code, _, err = run_bench(["run", "--models", "synthetic", "--executor", "ray", "--address",
+                              f"127.0.0.1:{free_port()}", "--cache-dir", tmp_path], capsys)  # fmt: skip
+    assert code == 2 and "no Ray cluster answers at 127.0.0.1:" in err and "ray start --head" in err
+    assert time.monotonic() - t0 < 30  # (Ray alone retries for minutes)
+
+
 def test_executor_options_are_checked(capsys, tmp_path):
     code, _, err = run_bench(["run", "--models", "synthetic", "--executor", "ray", "--cpus-per-job", "0",
                            "--cache-dir", tmp_path], capsys)  # fmt: skip
