@@ -5,7 +5,8 @@ method group (base / GRADIEND / baselines / combinations). Columns
 come from the metrics' `Column` declarations (SS, SEAT, CrowS, LMS, GLUE). A cell shows the value with its
 95 % CI; the best variant per model and column is bold (closest to 50 for SS/CrowS, smallest |x| for SEAT,
 largest for LMS/GLUE); a dagger marks a significant change vs. the base model (paired bootstrap, CI of the
-difference excludes 0); n/a where a method does not apply; an empty cell where nothing was run.
+difference excludes 0); "!" after the CI where the value lies outside it (SPEC §3.5: the reference's tables flag
+such cells as well); n/a where a method does not apply; an empty cell where nothing was run.
 
 Seeds: a run over several seeds stores per-seed rows (`seed`: the seed) and aggregate rows (`seed`: null,
 `seeds`: the list, `aggregate`: true; mean over the seeds with a two-stage bootstrap CI, bench.stats). A cell
@@ -25,6 +26,9 @@ from bench.api import Column
 from bench.store import write_text
 
 SIG_MD, SIG_TEX = "†", r"$^\dagger$"
+OUTSIDE_MD, OUTSIDE_TEX = "!", r"$^{!}$"
+OUTSIDE_NOTE = ("the value lies outside its percentile CI (the bootstrap distribution of this statistic is shifted "
+                "away from the estimate; the reference's tables flag such cells too)")
 
 
 @dataclass
@@ -36,6 +40,14 @@ class Cell:
     na: bool = False
     error: bool = False
     best: bool = False
+
+    @property
+    def outside(self) -> bool:
+        """The point estimate lies outside its own CI (beyond rounding of the last bits)."""
+        if self.value is None or self.low is None or self.high is None or math.isnan(self.value):
+            return False
+        slack = 1e-9 * max(1.0, abs(self.value))
+        return self.value < self.low - slack or self.value > self.high + slack
 
 
 def _columns(rows: list[dict]) -> list[tuple[str, Column]]:
@@ -147,7 +159,7 @@ def _cell_md(c: Cell, d: int) -> str:
     text = _fmt(c.value, d)
     text = f"**{text}**" if c.best else text
     ci = f" [{_fmt(c.low, d)}, {_fmt(c.high, d)}]" if c.low is not None else ""
-    return text + ci + (f" {SIG_MD}" if c.significant else "")
+    return text + ci + (OUTSIDE_MD if c.outside else "") + (f" {SIG_MD}" if c.significant else "")
 
 
 def _tex_escape(s: str) -> str:
@@ -162,7 +174,7 @@ def _cell_tex(c: Cell, d: int) -> str:
     text = _fmt(c.value, d)
     text = rf"\textbf{{{text}}}" if c.best else text
     ci = rf" {{\scriptsize[{_fmt(c.low, d)}, {_fmt(c.high, d)}]}}" if c.low is not None else ""
-    return text + ci + (SIG_TEX if c.significant else "")
+    return text + ci + (OUTSIDE_TEX if c.outside else "") + (SIG_TEX if c.significant else "")
 
 
 def _header(col: Column) -> str:
@@ -184,6 +196,8 @@ def render_markdown(rows: list[dict]) -> str:
         "\n\nValue [95 % bootstrap CI]" + (f", {seeds}" if seeds else "") + ". **bold**: best per model and column; "
         f"{SIG_MD}: significant change vs. Base (paired bootstrap, CI of the difference excludes 0); n/a: does not apply."
     )
+    if any(c.outside for _, methods in table for _, _, cells in methods for c in cells):
+        note += f" {OUTSIDE_MD}: {OUTSIDE_NOTE}."
     if any(r.get("status") == "error" for r in rows):
         note += " error: failed in this run (the message is in the run's output; the same command again retries it)."
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + note
@@ -214,6 +228,8 @@ def render_latex(rows: list[dict]) -> str:
     seeds = seeds_note(cell_rows(rows))
     if seeds:
         lines.append(f"% values: {seeds}")
+    if any(c.outside for _, methods in table for _, _, cells in methods for c in cells):
+        lines.append(f"% {OUTSIDE_TEX}: {OUTSIDE_NOTE}")
     return "\n".join(lines)
 
 
