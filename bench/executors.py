@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.errors import BenchError
+from bench.store import write_json
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -528,7 +529,7 @@ class SlurmExecutor(_Executor):
                     ex.update_parameters(visible_gpus=tuple(range(h.slot * gpus, (h.slot + 1) * gpus)), gpus_per_node=gpus)
                 h.job = ex.submit(*args(h.unit))
                 record(h)
-            _save(jobs_file, submitted)
+            write_json(jobs_file, submitted)
 
         def submit_many(units):
             handles = [_JobHandle(None, u) for u in units]
@@ -541,7 +542,7 @@ class SlurmExecutor(_Executor):
             for h, job in zip(handles, jobs):
                 h.job = job
                 record(h)
-            _save(jobs_file, submitted)
+            write_json(jobs_file, submitted)
             return handles
 
         def resubmit(h):
@@ -552,7 +553,7 @@ class SlurmExecutor(_Executor):
             else:
                 h.job = ex.submit(*args(h.unit))
                 record(h)
-                _save(jobs_file, submitted)
+                write_json(jobs_file, submitted)
 
         def wait_any(handles):
             while True:
@@ -615,7 +616,7 @@ class SlurmExecutor(_Executor):
                     continue
                 collector.add(result, result.pop("worker", None))
                 finished.add(uid)
-        _save(jobs_file, submitted)
+        write_json(jobs_file, submitted)
         ready = [u for u in plan.units if u.id not in finished and u.id not in submitted
                  and all(w in finished for w in u.waits_for)]  # fmt: skip
         if ready:
@@ -653,12 +654,6 @@ def _ray_token_available() -> bool:
 class _JobHandle:
     def __init__(self, job, unit):
         self.job, self.unit, self.slot = job, unit, None
-
-
-def _save(path: Path, obj) -> None:
-    from bench.store import write_json
-
-    write_json(path, obj)
 
 
 def _job(submitit, folder: Path, rec: dict):
