@@ -214,7 +214,9 @@ class Runner:
     # ---- cache keys (bench.plan computes them without loading a model where the subject's identity is known) --
     def method_key(self, name: str, method, subject: Subject, ctx: Context) -> tuple[str, dict]:
         """(artifact cache key, config) of fitting method `name` on `subject`; needs only subject.identity."""
-        cfg = {"method": name, "config": method.config(), "seed": ctx.seed, "bias_type": ctx.bias_type}
+        # a type-independent method (bias_types None, e.g. Dropout) fits the same thing in every run: one entry
+        bias_type = ctx.bias_type if type(method).bias_types is not None else None
+        cfg = {"method": name, "config": method.config(), "seed": ctx.seed, "bias_type": bias_type}
         files = method.data_files(ctx)
         data = fingerprint(files) if files else ""
         return stable_hash({**cfg, "subject": subject.identity, "data": data, "code": code_hash(method)}), cfg

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import reference_scorers as ref
-from bench.api import Context, serves_bias_type
+from bench.api import BIAS_TYPES, Context, serves_bias_type
 from bench.errors import DataError
 from bench.registry import METHODS, METRICS
 from bench.stats import interval
@@ -163,6 +163,23 @@ def test_declared_bias_types():
         assert not serves_bias_type(METHODS.get(name), "religion"), name
     for name in ("stereoset", "crows", "seat"):
         assert METRICS.get(name).bias_types == every
+
+
+def test_a_type_independent_fit_is_one_cache_entry_for_every_bias_type(data_dir, tmp_path):
+    """Dropout's checkpoint does not depend on the bias type, so gender, race and religion runs share it; a method
+    with per-type fits (CDA) keeps one entry per type."""
+    from types import SimpleNamespace
+
+    from bench.registry import make_method
+    from bench.runner import Runner, RunRequest
+
+    runner = Runner(RunRequest(models=["synthetic"], methods=["base"], metrics=["crows"], cache_dir=str(tmp_path),
+                               data_dir=str(data_dir)), out=None)
+    subject = SimpleNamespace(identity={"model": "x", "stamps": []})
+    for name, entries in (("dropout", 1), ("cda", 3)):
+        method = make_method(name, {})
+        keys = {runner.method_key(name, method, subject, ctx_for(data_dir, tmp_path, t))[0] for t in BIAS_TYPES}
+        assert len(keys) == entries, name
 
 
 def _paper_ternary(line: str, triples, choice: dict[int, int]) -> str:
