@@ -350,7 +350,7 @@ class RayExecutor(_Executor):
         if address:
             _check_reachable(address)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        loopback = not address or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+        loopback = not address or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
         if loopback:  # this process talks to the cluster on loopback (read by Ray when imported, and by its processes)
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         if not address:  # token authentication, Ray's default for a new cluster, set so that Ray does not warn
@@ -639,7 +639,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     if not host or not port.isdigit() or "://" in address:
         return
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
         raise BenchError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with `ray start --head` "
                          "and pass the address it prints (--address HOST:PORT), or leave out --address (and "
