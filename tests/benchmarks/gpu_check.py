@@ -19,8 +19,8 @@ that fails or runs out of time is recorded as such and the others still run; exi
 Device: CUDA when available, else the CPU (`--device cpu` forces it). Nothing is downloaded (HF_HUB_OFFLINE=1):
 the bert-base config and tokenizer come from <data>/models/bert-base-uncased-tokenizer. `--tiny` runs the same
 steps on a tiny model (2 layers, 64 hidden; GRADIEND on it alone) and small subsets (on CUDA too when there is
-one), and the executor step as one small `--executor local` run (an in-process Ray cluster alone takes ~10 s to
-start on 2 cores; the executor tests cover Ray): what CI runs (tests/test_gpu_check.py), in about a minute on
+one), and the executor step as one small `--executor local` run (an in-process Ray cluster costs ~5 s to start
+and stop on 2 cores; the executor tests cover Ray): what CI runs (tests/test_gpu_check.py), in about a minute on
 2 shared cores.
 Time: every step has a cap and the whole check a deadline (`budget`, 450 s; tiny 150 s), so that it stays under
 8 minutes on one H100: a step that would start after the deadline is recorded as skipped.
