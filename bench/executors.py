@@ -36,6 +36,7 @@ from bench.errors import BenchError
 from bench.store import write_json
 
 EXECUTORS = ("local", "ray", "slurm")
+HEARTBEAT_S = 300.0  # remote units: a line on what is still running when nothing finished for this long
 
 
 @dataclass
@@ -287,7 +288,7 @@ def warm_unit(model: str) -> dict:
 
 
 def _schedule(plan, collector: Collector, submit_many: Callable, wait_any: Callable, echo: Callable,
-              warm: Callable | None = None, slots: int = 0) -> None:
+              warm: Callable | None = None, slots: int = 0, heartbeat_s: float = HEARTBEAT_S) -> None:
     """Submit every unit whose dependencies are finished (the engine queues them by their resources), hand
     each result to the collector as it arrives, submit what became ready. Dependencies only avoid duplicate
     fits: a unit whose dependency failed still runs.
@@ -295,7 +296,10 @@ def _schedule(plan, collector: Collector, submit_many: Callable, wait_any: Calla
     `warm(model)` (engines whose workers run several units: Ray on CPUs) submits a warm-up, and `slots` is how
     many units run at once: while a model's first units run and others wait for them, each idle slot loads
     that model (imports, Runner, weights), so the waiting units start at once when they become ready. A
-    warm-up's outcome is ignored (a unit that fails reports its own error)."""
+    warm-up's outcome is ignored (a unit that fails reports its own error).
+
+    `wait_any(handles, timeout)` returns None when nothing finished within `timeout` seconds; then a line says
+    what is still running (a unit may take hours on a cluster, and a silent driver looks hung)."""
     collector.log_units = True
     collector.check_data()
     todo = collector.todo()
@@ -304,12 +308,14 @@ def _schedule(plan, collector: Collector, submit_many: Callable, wait_any: Calla
     running: dict[Any, Any] = {}
     warming: dict[Any, str] = {}
     warmed: set[str] = set()
+    since: dict[str, float] = {}  # unit id -> when it was submitted
     while pending or running:
         ready = [u for u in pending.values() if all(w in finished for w in u.waits_for)]
         for unit in ready:
             del pending[unit.id]
         if ready:
             running.update(zip(submit_many(ready), ready))
+            since.update((u.id, time.monotonic()) for u in ready)
         if not running:
             raise BenchError(f"the plan cannot proceed: {sorted(pending)} wait for units that never finish")
         if warm is not None:
@@ -320,13 +326,30 @@ def _schedule(plan, collector: Collector, submit_many: Callable, wait_any: Calla
                     continue
                 warmed.add(model)
                 warming.update((warm(model), model) for _ in range(min(idle, waiting)))
-        handle, result, worker = wait_any(list(running) + list(warming))
+        got = wait_any(list(running) + list(warming), heartbeat_s)
+        if got is None:
+            echo(_still_running(running, pending, since, collector.finished, len(todo)))
+            continue
+        handle, result, worker = got
         if warming.pop(handle, None) is not None:
             continue
         unit = running.pop(handle)
         finished.add(unit.id)
         collector.add(result, worker)
         echo(f"  finished: {unit.id} [{collector.finished}/{len(todo)} units]")
+
+
+def _still_running(running: dict, pending: dict, since: dict, finished: int, total: int) -> str:
+    now = time.monotonic()
+    oldest = min(running.values(), key=lambda u: since.get(u.id, now))
+    return (f"  still running: {len(running)} unit(s), {len(pending)} waiting, {finished}/{total} finished; "
+            f"longest: {oldest.id} ({_duration(now - since.get(oldest.id, now))})")
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def _crash_error(unit, message: str) -> dict:
@@ -442,8 +465,11 @@ class RayExecutor(_Executor):
                 unit_of[ref] = None
                 return ref
 
-            def wait_any(refs):
-                (ready,), _ = ray.wait(refs, num_returns=1)
+            def wait_any(refs, timeout):
+                done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+                if not done:
+                    return None
+                (ready,) = done
                 try:
                     result = ray.get(ready)
                 except Exception as e:  # noqa: BLE001 - a crash after all retries, or a bug in the worker
@@ -555,8 +581,9 @@ class SlurmExecutor(_Executor):
                 record(h)
                 write_json(jobs_file, submitted)
 
-        def wait_any(handles):
-            while True:
+        def wait_any(handles, timeout):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
                 for h in handles:
                     if h.job is None or not h.job.done():
                         continue
@@ -583,6 +610,7 @@ class SlurmExecutor(_Executor):
                     return h, result, result.pop("worker", None)
                 fill()
                 time.sleep(opts.poll_s)
+            return None
 
         if opts.no_wait:
             self._no_wait(runner, plan, collector, submitit, folder, submitted, submit_many, jobs_file)

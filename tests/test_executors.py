@@ -195,8 +195,9 @@ class _FakeCollector:
         self.finished += 1
 
 
-def _schedule_events(slots: int, models=("m",)) -> list[tuple]:
-    """Run _schedule on a fake engine that finishes handles first in, first out; returns what it was asked."""
+def _schedule_events(slots: int, models=("m",), quiet_waits: int = 0, echoed: list | None = None) -> list[tuple]:
+    """Run _schedule on a fake engine that finishes handles first in, first out (after `quiet_waits` waits in
+    which nothing finishes); returns what it was asked."""
     from types import SimpleNamespace
 
     from bench.executors import _schedule
@@ -208,6 +209,7 @@ def _schedule_events(slots: int, models=("m",)) -> list[tuple]:
     plan = SimpleNamespace(units=units, models=list(models))
     events: list[tuple] = []
     queue: list = []
+    quiet = [None] * quiet_waits
 
     def submit_many(ready):
         for u in ready:
@@ -220,14 +222,19 @@ def _schedule_events(slots: int, models=("m",)) -> list[tuple]:
         queue.append(f"warm-{len(events)}")
         return queue[-1]
 
-    def wait_any(handles):
+    def wait_any(handles, timeout):
+        assert timeout > 0
+        if quiet:
+            quiet.pop()
+            return None
         handle = next(h for h in queue if h in handles)
         queue.remove(handle)
         events.append(("done", handle))
         return handle, {"unit": handle}, None
 
     collector = _FakeCollector(plan)
-    _schedule(plan, collector, submit_many, wait_any, lambda m: None, warm=warm, slots=slots)
+    echo = echoed.append if echoed is not None else (lambda m: None)
+    _schedule(plan, collector, submit_many, wait_any, echo, warm=warm, slots=slots)
     assert sorted(collector.added) == sorted(u.id for u in units)  # warm-ups never reach the collector
     return events
 
@@ -260,6 +267,14 @@ def test_unreachable_ray_cluster_is_a_clear_error_at_once(capsys, tmp_path):
                               f"127.0.0.1:{free_port()}", "--cache-dir", tmp_path], capsys)  # fmt: skip
     assert code == 2 and "no Ray cluster answers at 127.0.0.1:" in err and "ray start --head" in err
     assert time.monotonic() - t0 < 30  # (Ray alone retries for minutes)
+
+
+def test_a_driver_waiting_long_says_what_is_still_running():
+    echoed: list[str] = []
+    events = _schedule_events(slots=1, quiet_waits=2, echoed=echoed)
+    still = [m for m in echoed if "still running" in m]
+    assert len(still) == 2 and still[0].startswith("  still running: 1 unit(s), 3 waiting, 0/4 finished; longest: m/base (")
+    assert sorted(e[1] for e in events if e[0] == "done") == ["m/a", "m/b", "m/base", "m/c"]  # and then it goes on
 
 
 def test_executor_options_are_checked(capsys, tmp_path):
