@@ -352,6 +352,17 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def _show_worker_error(echo: Callable, unit_id: str, e: BaseException, lines: int = 60) -> None:
+    """The worker's own traceback (the engine's exception carries it as text), as a local run would show it; the
+    table and the exit status get its last line."""
+    text = str(e).strip().splitlines()
+    shown = text[-lines:]
+    echo(f"  {unit_id}: the worker raised {type(e).__name__}"
+         + (f" (last {lines} of {len(text)} lines)" if len(text) > lines else "") + ":")  # fmt: skip
+    for line in shown:
+        echo(f"    {line}")
+
+
 def _crash_error(unit, message: str) -> dict:
     return {"unit": unit.id, "metrics": {}, "errors": [f"{unit.id}: {message}"], "fingerprints": {}}
 
@@ -475,6 +486,7 @@ class RayExecutor(_Executor):
                 except Exception as e:  # noqa: BLE001 - a crash after all retries, or a bug in the worker
                     if unit_of[ready] is None:
                         return ready, None, None
+                    _show_worker_error(runner.echo, unit_of[ready].id, e)
                     why = (f"worker failed ({type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}); "
                            f"a crashed worker is retried {opts.max_retries} times")  # fmt: skip
                     return ready, _crash_error(unit_of[ready], why), None
@@ -604,6 +616,7 @@ class SlurmExecutor(_Executor):
                             continue
                         return h, _crash_error(h.unit, f"job died {n + 1} times ({first})"), None
                     except Exception as e:  # noqa: BLE001 - an exception in the worker (a bug): the unit's error
+                        _show_worker_error(runner.echo, h.unit.id, e)
                         last = str(e).strip().splitlines()[-1][:300]
                         return h, _crash_error(h.unit, f"job {h.job.job_id} failed: {last}"), None
                     submitted.pop(h.unit.id, None)

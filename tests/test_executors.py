@@ -368,6 +368,7 @@ def test_failing_unit_on_ray_does_not_stop_the_others(ci_reference, tmp_path):
     out = tmp_path / "run"
     done = bench_cli(ci_args(out, ref_cache, *RAY), env={"BENCH_FAULT_INJECT": fault})
     assert done.returncode == 2 and "injected failure in synthetic / inlp / seed 0" in done.stderr.splitlines()[-1]
+    assert "synthetic / inlp / seed 0: the worker raised" in done.stderr and "in _inject_fault" in done.stderr
     assert {r["method"] for r in rows(out)} == {"base", "cda", "sentence-debias", "cda+inlp"}
     done = bench_cli(ci_args(out, ref_cache, *RAY))  # the next run does what failed
     assert done.returncode == 0, done.stderr[-3000:]
