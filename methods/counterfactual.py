@@ -74,6 +74,20 @@ def _match_case(original: str, replacement: str) -> str:
     return replacement
 
 
+def _attribute_word(candidate: str, words) -> str | None:
+    """The attribute word (a key of `words`, lower case) at the start of `candidate` (a regex match), or None;
+    a trailing possessive and a sentence-final period are not part of it."""
+    key = candidate.lower().replace("’", "'")
+    forms = [key, key[:-1]] if key.endswith(".") else [key]  # "mr." is a word, "he." is "he" + period
+    for form in forms:
+        if form in words:
+            return candidate[: len(form)]
+        for suffix in _POSSESSIVE:
+            if form.endswith(suffix) and form[: -len(suffix)] in words:
+                return candidate[: len(form) - len(suffix)]
+    return None
+
+
 @dataclass(frozen=True)
 class Match:
     start: int  # span of the attribute word in the text (punctuation and possessive excluded)
@@ -101,23 +115,11 @@ class CounterfactualSwapper:
         self._exact_table = swap_table(paper_pairs(self.pairs)) if exact else {}
 
     # ---- finding words -------------------------------------------------------------------------------
-    def _lookup(self, candidate: str) -> str | None:
-        """The attribute word at the start of `candidate` (a regex match), or None."""
-        key = candidate.lower().replace("’", "'")
-        forms = [key, key[:-1]] if key.endswith(".") else [key]  # "mr." is a word, "he." is "he" + period
-        for form in forms:
-            if form in self._table:
-                return candidate[: len(form)]
-            for suffix in _POSSESSIVE:
-                if form.endswith(suffix) and form[: -len(suffix)] in self._table:
-                    return candidate[: len(form) - len(suffix)]
-        return None
-
     def matches(self, text: str) -> list[Match]:
         """Attribute words in `text` (default matching rules; see the module docstring)."""
         out = []
         for m in _WORD.finditer(text):
-            word = self._lookup(m.group(0))
+            word = _attribute_word(m.group(0), self._table)
             if word is None:
                 continue
             key = word.lower().replace("’", "'")
@@ -228,21 +230,10 @@ class GroupSwapper:
                     for g, w in enumerate(marked):
                         self._exact[w] = (g, marked)
 
-    def _lookup(self, candidate: str) -> str | None:
-        key = candidate.lower().replace("’", "'")
-        forms = [key, key[:-1]] if key.endswith(".") else [key]
-        for form in forms:
-            if form in self._entry:
-                return candidate[: len(form)]
-            for suffix in _POSSESSIVE:
-                if form.endswith(suffix) and form[: -len(suffix)] in self._entry:
-                    return candidate[: len(form) - len(suffix)]
-        return None
-
     def matches(self, text: str) -> list[GroupMatch]:
         out = []
         for m in _WORD.finditer(text):
-            word = self._lookup(m.group(0))
+            word = _attribute_word(m.group(0), self._entry)
             if word is None:
                 continue
             group, words = self._entry[word.lower().replace("’", "'")]
