@@ -102,6 +102,18 @@ class GenderedSentences:
         return {"male": len(self.male), "female": len(self.female), "neutral": len(self.neutral)}
 
 
+def _cut_neutral(tokens: list[str], rng: random.Random) -> str:
+    """A random prefix of at least 4 tokens (neutral sentences)."""
+    return " ".join(tokens[: rng.randint(4, len(tokens))])
+
+
+def _cut_after(sentence: str, tokens: list[str], start: int, rng: random.Random) -> str:
+    """Cut after a random token at or after the whitespace token holding the character at `start` (the first
+    attribute word)."""
+    first = len(sentence[: start + 1].split()) - 1
+    return " ".join(tokens[: rng.randint(first + 1, len(tokens))])
+
+
 def gendered_sentences(
     sentences: Sequence[str], swapper: CounterfactualSwapper, per_class: int, seed: int = 0, min_tokens: int = 5,
     balance: bool = True,
@@ -131,12 +143,11 @@ def gendered_sentences(
             continue
         if not sides:
             if len(neutral) < per_class:
-                neutral.append(" ".join(tokens[: rng.randint(4, len(tokens))]))
+                neutral.append(_cut_neutral(tokens, rng))
             continue
         bucket = male if sides == {SIDE_MALE} else female
         if len(bucket) < per_class:
-            first = len(sentence[: found[0].start + 1].split()) - 1  # whitespace token holding the first word
-            bucket.append(" ".join(tokens[: rng.randint(first + 1, len(tokens))]))
+            bucket.append(_cut_after(sentence, tokens, found[0].start, rng))
     if balance:
         n = min(len(male), len(female), len(neutral))
         male, female, neutral = male[:n], female[:n], neutral[:n]
@@ -179,10 +190,9 @@ def group_sentences(
         found = swapper.matches(sentence)
         if not found:
             if len(neutral) < per_class:
-                neutral.append(" ".join(tokens[: rng.randint(4, len(tokens))]))
+                neutral.append(_cut_neutral(tokens, rng))
             continue
-        first = len(sentence[: found[0].start + 1].split()) - 1
-        cut = " ".join(tokens[: rng.randint(first + 1, len(tokens))])
+        cut = _cut_after(sentence, tokens, found[0].start, rng)
         if len(any_group) < per_class:
             any_group.append(cut)
         present = {m.group for m in found}
@@ -191,6 +201,30 @@ def group_sentences(
             if len(groups[g]) < per_class:
                 groups[g].append(cut)
     return GroupSentences(list(names or group_names(swapper)), groups, any_group, neutral)
+
+
+def corpus_group_sentences(ctx, corpus: str | None, per_class: int, min_tokens: int) -> GroupSentences:
+    """`group_sentences` of the run's corpus for the run's bias type (race / religion), seeded by the run."""
+    from bench.data import text_corpus
+
+    return group_sentences(corpus_sentences(text_corpus(ctx.data_dir, corpus)),
+                           load_group_swapper(ctx.data_dir, ctx.bias_type), per_class, seed=ctx.seed,
+                           min_tokens=min_tokens)  # fmt: skip
+
+
+def labelled_classes(classes: list[list[str]], labels: list[int], names: list[str], balance: bool, ctx,
+                     needs: str) -> tuple[list[str], np.ndarray, dict]:
+    """(texts, labels, counts) of the given classes (each cut to the smallest with `balance`); a class with
+    fewer than MIN_PER_CLASS texts raises DataError "<needs> per class from text_corpus/ ..." (`needs` names
+    the method and what it counts)."""
+    if balance:
+        n = min(len(c) for c in classes)
+        classes = [c[:n] for c in classes]
+    counts = {name: len(c) for name, c in zip(names, classes)}
+    if min(counts.values()) < MIN_PER_CLASS:
+        raise DataError(f"{needs} per class from text_corpus/ in {ctx.data_dir} ({ctx.bias_type}); found {counts}")
+    texts = [t for c in classes for t in c]
+    return texts, np.array([y for c, y in zip(classes, labels) for _ in c], dtype=np.int64), counts
 
 
 def counterfactual_tuples(
@@ -307,24 +341,12 @@ def concept_examples(ctx, method: str, *, bios_file: str | None, max_bios: int |
         if bios_file is not None:
             raise DataError(f"{method}: bios_file (Bias-in-Bios) has gender labels only; a {bias_type} fit reads "
                             "the corpus sentences (leave bios_file unset)")
-        from bench.data import text_corpus
-
-        found = group_sentences(corpus_sentences(text_corpus(ctx.data_dir, corpus)),
-                                load_group_swapper(ctx.data_dir, bias_type), per_class, seed=ctx.seed,
-                                min_tokens=min_tokens)  # fmt: skip
-        classes = list(found.groups) + ([found.neutral] if neutral else [])
-        if balance:
-            n = min(len(c) for c in classes)
-            classes = [c[:n] for c in classes]
-        labels = [g for g, c in enumerate(classes[: len(found.groups)]) for _ in c]
-        labels += [NEUTRAL] * (len(classes[-1]) if neutral else 0)
-        texts = [t for c in classes for t in c]
-        names = found.names + (["neutral"] if neutral else [])
-        counts = {name: len(c) for name, c in zip(names, classes)}
-        if min(counts.values()) < MIN_PER_CLASS:
-            raise DataError(f"{method} needs at least {MIN_PER_CLASS} examples per class from text_corpus/ in "
-                            f"{ctx.data_dir} ({bias_type}); found {counts}")
-        return texts, np.array(labels, dtype=np.int64), counts
+        found = corpus_group_sentences(ctx, corpus, per_class, min_tokens)
+        k = len(found.groups)
+        return labelled_classes(list(found.groups) + ([found.neutral] if neutral else []),
+                                list(range(k)) + ([NEUTRAL] if neutral else []),
+                                found.names + (["neutral"] if neutral else []), balance, ctx,
+                                f"{method} needs at least {MIN_PER_CLASS} examples")  # fmt: skip
     if bios_file is not None:
         texts, labels = read_bios(concept_data_files(ctx, bios_file, corpus)[0], max_bios)
         counts = {"male": int(np.sum(labels == MALE)), "female": int(np.sum(labels == FEMALE))}

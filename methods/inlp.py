@@ -42,8 +42,8 @@ import torch
 from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
-from methods.bias_sentences import (FEMALE, MALE, MIN_PER_CLASS, NEUTRAL, corpus_data_files, corpus_sentences,
-                                    gendered_sentences, group_sentences, load_group_swapper, load_swapper)
+from methods.bias_sentences import (FEMALE, MALE, MIN_PER_CLASS, NEUTRAL, corpus_data_files, corpus_group_sentences,
+                                    corpus_sentences, gendered_sentences, labelled_classes, load_swapper)
 from methods.projection import SubspaceRemoval, nullspace_projection, orthonormal_basis
 
 PAPER_REMOVED_FRACTION = 240 / 768  # 80 iterations x 3 classes on a 768-dimensional model
@@ -153,25 +153,14 @@ class INLP(Debiaser):
         """Race / religion: (texts, labels, counts); binary any-group (1) vs neutral (0), or with
         `group_classes` one class per group (0..k-1) plus neutral (NEUTRAL); classes cut to the smallest with
         `balance`."""
-        from bench.data import text_corpus
-
-        found = group_sentences(corpus_sentences(text_corpus(ctx.data_dir, self.corpus)),
-                                load_group_swapper(ctx.data_dir, ctx.bias_type), self.per_class, seed=ctx.seed,
-                                min_tokens=self.min_tokens)  # fmt: skip
+        found = corpus_group_sentences(ctx, self.corpus, self.per_class, self.min_tokens)
         if self.group_classes:
             classes, labels = list(found.groups) + [found.neutral], list(range(len(found.groups))) + [NEUTRAL]
             names = found.names + ["neutral"]
         else:
             classes, labels, names = [found.any_group, found.neutral], [1, 0], [ctx.bias_type, "neutral"]
-        if self.balance:
-            n = min(len(c) for c in classes)
-            classes = [c[:n] for c in classes]
-        counts = {name: len(c) for name, c in zip(names, classes)}
-        if min(counts.values()) < MIN_PER_CLASS:
-            raise DataError(f"INLP needs at least {MIN_PER_CLASS} sentences per class from text_corpus/ in "
-                            f"{ctx.data_dir} ({ctx.bias_type}); found {counts}")
-        texts = [t for c in classes for t in c]
-        return texts, np.array([y for c, y in zip(classes, labels) for _ in c]), counts
+        return labelled_classes(classes, labels, names, self.balance, ctx,
+                                f"INLP needs at least {MIN_PER_CLASS} sentences")  # fmt: skip
 
     def fit(self, subject, ctx):
         from sklearn.model_selection import train_test_split
