@@ -300,6 +300,18 @@ class Runner:
         )  # fmt: skip
 
     @staticmethod
+    def _ok_row(common: dict, sub: str, note: str, value: float | None = None, iv=None, cmp=None) -> dict:
+        """One result row: with a bootstrap interval `iv` (and a comparison with base `cmp`), or a plain `value`
+        without CI (a metric's extras)."""
+        row = dict(common, submetric=sub, status="ok", value=value, ci_low=None, ci_high=None, n=None, resamples=None,
+                   delta=None, delta_low=None, delta_high=None, significant=None, note=note)  # fmt: skip
+        if iv is not None:
+            row.update(value=iv.value, ci_low=iv.low, ci_high=iv.high, n=iv.n, resamples=iv.resamples)
+        if cmp is not None:
+            row.update(delta=cmp.delta, delta_low=cmp.low, delta_high=cmp.high, significant=cmp.significant)
+        return row
+
+    @staticmethod
     def _na(common: dict) -> list[dict]:
         return [dict(common, submetric=None, status="n/a", value=None, ci_low=None, ci_high=None, n=None,
                      resamples=None, delta=None, delta_low=None, delta_high=None, significant=None)]  # fmt: skip
@@ -315,17 +327,12 @@ class Runner:
         notes = scores.notes or {}
         for sub, est in scores.estimates.items():
             iv = interval(est, stats)
-            row = dict(common, submetric=sub, status="ok", value=iv.value, ci_low=iv.low, ci_high=iv.high, n=iv.n,
-                       resamples=iv.resamples, delta=None, delta_low=None, delta_high=None, significant=None,
-                       note=notes.get(sub, note))  # fmt: skip
+            cmp = None
             if base_scores is not None and method_spec != "base" and sub in base_scores.estimates:
                 cmp = compare(est, base_scores.estimates[sub], stats)
-                row.update(delta=cmp.delta, delta_low=cmp.low, delta_high=cmp.high, significant=cmp.significant)
-            rows.append(row)
+            rows.append(self._ok_row(common, sub, notes.get(sub, note), iv=iv, cmp=cmp))
         for sub, value in scores.extras.items():
-            rows.append(dict(common, submetric=sub, status="ok", value=float(value), ci_low=None, ci_high=None,
-                             n=None, resamples=None, delta=None, delta_low=None, delta_high=None, significant=None,
-                             note=notes.get(sub, note)))  # fmt: skip
+            rows.append(self._ok_row(common, sub, notes.get(sub, note), float(value)))
         return rows
 
     def aggregate_rows(self, model: str, chain: str, metric_name: str, per_seed: list[dict]) -> list[dict]:
@@ -359,19 +366,15 @@ class Runner:
                 continue
             ests = [s.estimates[sub] for s in scores]
             iv = stats_module.interval_over_seeds(ests, cfg)
-            row = dict(common, submetric=sub, status="ok", value=iv.value, ci_low=iv.low, ci_high=iv.high, n=iv.n,
-                       resamples=iv.resamples, delta=None, delta_low=None, delta_high=None, significant=None,
-                       note=notes.get(sub, note))  # fmt: skip
+            cmp = None
             if base is not None and all(sub in b.estimates for b in base):
                 cmp = stats_module.compare_over_seeds(ests, [b.estimates[sub] for b in base], cfg)
-                row.update(delta=cmp.delta, delta_low=cmp.low, delta_high=cmp.high, significant=cmp.significant)
-            rows.append(row)
+            rows.append(self._ok_row(common, sub, notes.get(sub, note), iv=iv, cmp=cmp))
         for sub in scores[0].extras:
             values = [float(s.extras[sub]) for s in scores if sub in s.extras]
             if len(values) == len(scores):
-                rows.append(dict(common, submetric=sub, status="ok", value=sum(values) / len(values), ci_low=None,
-                                 ci_high=None, n=None, resamples=None, delta=None, delta_low=None, delta_high=None,
-                                 significant=None, note=notes.get(sub, note) or "mean over seeds"))  # fmt: skip
+                rows.append(self._ok_row(common, sub, notes.get(sub, note) or "mean over seeds",
+                                         sum(values) / len(values)))  # fmt: skip
         return rows
 
     # ---- one unit (what a worker does) ----------------------------------------------------------------
