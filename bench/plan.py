@@ -20,7 +20,6 @@ Face ids and directories; the synthetic world once it is generated); otherwise "
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench.api import serves_bias_type
 from bench.errors import BenchError
@@ -150,21 +149,15 @@ def light_subject(name: str, data_dir, cache_dir) -> Subject | None:
         if spec.kind == "hf":
             return Subject(model=None, tokenizer=None, name=name, source=f"hf:{spec.target}")
         if spec.kind == "synthetic":
-            from bench.synthetic import pinned
-            from bench.synthetic.world import DEFAULTS, GENERATOR_VERSION, World, check_options, source_string, world_key
+            from bench.synthetic.world import World, model_options, source_string, world_root
 
-            options = {**DEFAULTS, **spec.options}
-            if set(options) - set(DEFAULTS) or spec.target or options["init"] not in ("trained", "random"):
-                return None
-            bias, seed = check_options(options["bias"], options["seed"])
-            pin = pinned.pins(bias, seed, GENERATOR_VERSION)
-            root = Path(cache_dir) / "synthetic" / world_key(bias, seed, pin["weights_sha256"] if pin else "trained")
+            bias, seed, init = model_options(spec)
+            root, _ = world_root(bias, seed, cache_dir)
             if not (root / "world.json").is_file():
                 return None  # generated on first load
             world = World.at(root)
-            weights = world.info.get("pinned", {}).get("weights_sha256", "trained")
             return Subject(model=None, tokenizer=None, name=name, data_dir=world.data_dir,
-                           source=source_string(bias, seed, options["init"], weights))  # fmt: skip
+                           source=source_string(bias, seed, init, world.weights))  # fmt: skip
     except Exception:  # noqa: BLE001 - anything unexpected: the plan just says "unknown until loaded"
         return None
     return None

@@ -67,6 +67,11 @@ class World:
     def info(self) -> dict:
         return json.loads((self.root / "world.json").read_text())
 
+    @property
+    def weights(self) -> str:
+        """The pinned weights' sha256, or "trained" (trained on this machine)."""
+        return self.info.get("pinned", {}).get("weights_sha256", "trained")
+
 
 def check_options(bias, seed) -> tuple[float, int]:
     try:
@@ -78,6 +83,28 @@ def check_options(bias, seed) -> tuple[float, int]:
     if isinstance(seed, bool) or not isinstance(seed, int) and not (isinstance(seed, float) and seed.is_integer()):
         raise BenchError(f"synthetic: seed must be an integer, got {seed!r}")
     return bias, int(seed)
+
+
+def model_options(spec) -> tuple[float, int, str]:
+    """(bias, seed, init) of a `synthetic:...` model name; BenchError for anything else."""
+    options = {**DEFAULTS, **spec.options}
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown or spec.target:
+        bad = ", ".join(unknown) if unknown else repr(spec.target)
+        raise BenchError(f"synthetic: unknown option {bad}; valid: synthetic:bias=0.8,seed=0,init=trained|random")
+    bias, seed = check_options(options["bias"], options["seed"])
+    if options["init"] not in ("trained", "random"):
+        raise BenchError(f"synthetic: init must be 'trained' or 'random', got {options['init']!r}")
+    return bias, seed, options["init"]
+
+
+def world_root(bias: float, seed: int, cache_dir=None, train: bool = False) -> tuple[Path, dict | None]:
+    """Where the world for these (checked) options lives in the cache, and its pin (None: trained here)."""
+    from bench.data import default_cache_dir
+
+    pin = None if train else pinned.pins(bias, seed, GENERATOR_VERSION)
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return base / "synthetic" / world_key(bias, seed, pin["weights_sha256"] if pin else "trained"), pin
 
 
 def world_key(bias: float, seed: int, weights: str = "trained") -> str:
@@ -202,16 +229,11 @@ def _locked(path: Path):
 def build_world(bias: float = 0.8, seed: int = 0, cache_dir=None, progress: bool = True, train: bool = False) -> World:
     """The world for these options: loaded from the cache, or generated and cached with the pinned weights
     (seconds), or generated, trained and cached (a few minutes). `train=True` trains even where a pin exists."""
-    from bench.data import default_cache_dir
-
     bias, seed = check_options(bias, seed)
-    pin = None if train else pinned.pins(bias, seed, GENERATOR_VERSION)
-    key = world_key(bias, seed, pin["weights_sha256"] if pin else "trained")
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root = base / "synthetic" / key
+    root, pin = world_root(bias, seed, cache_dir, train)
     if (root / "world.json").is_file():
         return World.at(root)
-    with _locked(base / "synthetic" / f".{key}.lock"):
+    with _locked(root.parent / f".{root.name}.lock"):
         if (root / "world.json").is_file():  # another process built it while we waited
             return World.at(root)
         how = "generating the pinned" if pin else "building (training) the"
@@ -290,17 +312,9 @@ def load(spec, data_dir=None, cache_dir=None):
 
     from bench.subject import Subject
 
-    options = {**DEFAULTS, **spec.options}
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown or spec.target:
-        bad = ", ".join(unknown) if unknown else repr(spec.target)
-        raise BenchError(f"synthetic: unknown option {bad}; valid: synthetic:bias=0.8,seed=0,init=trained|random")
-    bias, seed = check_options(options["bias"], options["seed"])
-    init = options["init"]
-    if init not in ("trained", "random"):
-        raise BenchError(f"synthetic: init must be 'trained' or 'random', got {init!r}")
+    bias, seed, init = model_options(spec)
     world = build_world(bias, seed, cache_dir)
-    weights = world.info.get("pinned", {}).get("weights_sha256", "trained")
+    weights = world.weights
     tokenizer = BertTokenizerFast.from_pretrained(str(world.model_dir))
     if init == "trained":
         model = BertForMaskedLM.from_pretrained(str(world.model_dir))
