@@ -22,6 +22,7 @@ from bench.registry import METHODS, METRICS, check_options, make_method, make_me
 from bench.stats import StatsConfig, compare, interval
 from bench.store import Cache, RunStore, code_hash, request_hash, stable_hash
 from bench.subject import Subject
+from bench.suite import is_seed
 
 log = logging.getLogger("bench")
 
@@ -56,10 +57,9 @@ class RunRequest:
         metrics = [METRICS.canonical(m) for m in self.metrics]
         for m in self.models:
             parse_model_name(m)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if not is_seed(self.seed):
             raise BenchError(f"seed must be a non-negative integer (--seed or a suite's `seed`), got {self.seed!r}")
-        if not isinstance(self.seeds, (list, tuple)) or any(
-                isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+        if not isinstance(self.seeds, (list, tuple)) or not all(is_seed(s) for s in self.seeds):
             raise BenchError(f"seeds must be a list of non-negative integers (--seeds 0,1,2 or a suite's `seeds`), "
                              f"got {self.seeds!r}")  # fmt: skip
         seeds = list(dict.fromkeys(self.seeds)) or [self.seed]

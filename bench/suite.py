@@ -27,6 +27,11 @@ else:  # pragma: no cover
 KEYS = {"description", "models", "methods", "metrics", "seed", "seeds", "bias_type", "options", "stats"}
 
 
+def is_seed(value) -> bool:
+    """A seed is a non-negative integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def suite_names() -> list[str]:
     folder = resources.files("suites")
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
@@ -54,14 +59,13 @@ def load_suite(name: str) -> dict:
         if key in suite and not (isinstance(suite[key], list) and all(isinstance(x, str) for x in suite[key])):
             raise BenchError(f"{where}: {key} must be a list of strings")
     seed = suite.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_seed(seed):
         raise BenchError(f"{where}: seed must be a non-negative integer, got {seed!r}")
     if "seeds" in suite:
         seeds = suite["seeds"]
         if "seed" in suite:
             raise BenchError(f"{where}: give `seed` or `seeds`, not both")
-        if not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                                                          for x in seeds)):  # fmt: skip
+        if not (isinstance(seeds, list) and seeds and all(is_seed(x) for x in seeds)):
             raise BenchError(f"{where}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
         seed = seeds[0]
     from bench.api import BIAS_TYPES
