@@ -50,31 +50,25 @@ class Cell:
         return self.value < self.low - slack or self.value > self.high + slack
 
 
-def _columns(rows: list[dict]) -> list[tuple[str, Column]]:
+def _metric_classes(rows: list[dict]):
+    """(name, registered class) of each metric in the rows, in order of appearance (unknown names skipped)."""
     from bench.registry import METRICS
 
-    found = []
     for metric in dict.fromkeys(r["metric"] for r in rows):
         try:
-            cls = METRICS.get(metric)
+            yield metric, METRICS.get(metric)
         except Exception:
             continue
-        found += [(metric, c) for c in cls.columns]
+
+
+def _columns(rows: list[dict]) -> list[tuple[str, Column]]:
+    found = [(metric, c) for metric, cls in _metric_classes(rows) for c in cls.columns]
     return sorted(found, key=lambda mc: mc[1].order)
 
 
 def _submetrics(rows: list[dict], bias_type: str) -> dict[tuple[str, str], str]:
     """(metric, column label) -> the sub-metric holding that column in a run of `bias_type` (SS: ss_race, ...)."""
-    from bench.registry import METRICS
-
-    found = {}
-    for metric in dict.fromkeys(r["metric"] for r in rows):
-        try:
-            cls = METRICS.get(metric)
-        except Exception:
-            continue
-        found.update({(metric, c.label): c.submetric for c in cls.columns_for(bias_type)})
-    return found
+    return {(metric, c.label): c.submetric for metric, cls in _metric_classes(rows) for c in cls.columns_for(bias_type)}
 
 
 def _badness(value: float, goal: str) -> float:
@@ -149,6 +143,10 @@ def build(rows: list[dict]):
     return columns, table
 
 
+def _any_outside(table) -> bool:
+    return any(c.outside for _, methods in table for _, _, cells in methods for c in cells)
+
+
 def _fmt(x: float | None, d: int) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
 
@@ -196,7 +194,7 @@ def render_markdown(rows: list[dict]) -> str:
         "\n\nValue [95 % bootstrap CI]" + (f", {seeds}" if seeds else "") + ". **bold**: best per model and column; "
         f"{SIG_MD}: significant change vs. Base (paired bootstrap, CI of the difference excludes 0); n/a: does not apply."
     )
-    if any(c.outside for _, methods in table for _, _, cells in methods for c in cells):
+    if _any_outside(table):
         note += f" {OUTSIDE_MD}: {OUTSIDE_NOTE}."
     if any(r.get("status") == "error" for r in rows):
         note += " error: failed in this run (the message is in the run's output; the same command again retries it)."
@@ -228,7 +226,7 @@ def render_latex(rows: list[dict]) -> str:
     seeds = seeds_note(cell_rows(rows))
     if seeds:
         lines.append(f"% values: {seeds}")
-    if any(c.outside for _, methods in table for _, _, cells in methods for c in cells):
+    if _any_outside(table):
         lines.append(f"% {OUTSIDE_TEX}: {OUTSIDE_NOTE}")
     return "\n".join(lines)
 
