@@ -46,6 +46,38 @@ def synthetic_random():
     return load_subject("synthetic:init=random", device="cpu")
 
 
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread while a test runs (restored after): tiny models gain nothing from intra-op threads, and
+    on a shared 2-core machine they lose a lot. Modules use it with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random BERT (2 layers, hidden 32, seed 0) with bert-base-uncased's tokenizer, saved as a local model
+    directory: the same weights in every module that uses it."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    tokenizer_dir = SHARED_DATA / "models" / "bert-base-uncased-tokenizer"
+    if not tokenizer_dir.is_dir():
+        pytest.skip(f"tokenizer not found at {tokenizer_dir}")
+    import torch
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertForMaskedLM(cfg).save_pretrained(path)
+    BertTokenizerFast.from_pretrained(tokenizer_dir).save_pretrained(path)
+    return path
+
+
 def pytest_ignore_collect(collection_path, config):
     """Benchmarks (tests/benchmarks) measure speed and memory on bert-base-sized models; they run only when asked
     for with `--benchmark-enable`, never as part of the plain test command."""

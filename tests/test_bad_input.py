@@ -18,8 +18,6 @@ from bench.registry import METHODS, METRICS, register_method, register_metric
 from tests.test_runner_cli import Scale
 from cli_helpers import run_bench
 
-TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
-
 
 def _mean(values, idx):
     return values[idx[0]].mean(axis=1)
@@ -78,21 +76,6 @@ def plugins():
     yield
     for name, (registry, _) in PLUGINS.items():
         registry.unregister(name)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
-
-    if not TOKENIZER_DIR.is_dir():
-        pytest.skip(f"tokenizer not found at {TOKENIZER_DIR}")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
-    path = tmp_path_factory.mktemp("tiny-bert")
-    BertForMaskedLM(cfg).save_pretrained(path)
-    BertTokenizerFast.from_pretrained(TOKENIZER_DIR).save_pretrained(path)
-    return path
 
 
 @pytest.fixture()

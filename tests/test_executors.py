@@ -19,14 +19,12 @@ from functools import partial
 import pytest
 import torch
 
-from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
+from bench.api import EMBED, Column, Estimate, Metric, Scores
 from bench.errors import BenchError
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from ci_runs import REPO, assert_same_results, bench_cli, ci_args, ci_reference, fresh_cache, rows, units  # noqa: F401
 from cli_helpers import run_bench
-from tests.test_runner_cli import Scale
-
-TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
+from tests.test_runner_cli import ScaleHidden
 
 
 def _mean_rows(values, idx):
@@ -47,18 +45,8 @@ class ExNorm(Metric):
         return Scores("ex-norm", {"norm": Estimate((len(h),), partial(_mean_rows, h))})
 
 
-class ExScale(Debiaser):
+class ExScale(ScaleHidden):
     label = "ExScale"
-    changes = "representation"
-
-    def __init__(self, factor: float = 0.5):
-        self.factor = factor
-
-    def fit(self, subject, ctx):
-        return {"factor": self.factor}
-
-    def apply(self, subject, artifact):
-        return subject.with_transform(Scale(artifact["factor"]))
 
 
 class ExFails(ExScale):
@@ -77,19 +65,6 @@ def plugins():
     yield
     for registry, name, _ in added:
         registry.unregister(name)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
-    path = tmp_path_factory.mktemp("tiny-bert")
-    BertForMaskedLM(cfg).save_pretrained(path)
-    BertTokenizerFast.from_pretrained(TOKENIZER_DIR).save_pretrained(path)
-    return path
 
 
 def _tiny(tiny_model_dir, tmp_path, methods, *extra):
@@ -298,15 +273,21 @@ RAY = ["--executor", "ray", "--ray-cpus", "2", "--ray-gpus", "2", "--gpus-per-jo
 SUBMITIT = ["--executor", "slurm", "--slurm-cluster", "local", "--slurm-array-parallelism", "2", "--gpus-per-job", "1"]
 
 
+def _same_as_local(ci_reference, tmp_path, *args, env=None) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """`bench run --suite ci ARGS` into a fresh cache: it succeeds and its results.jsonl equals the local run's;
+    returns the process and OUT/units.jsonl."""
+    ref, _ = ci_reference
+    out, cache = tmp_path / "run", fresh_cache(tmp_path / "cache")
+    done = bench_cli(ci_args(out, cache, *args), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_results(ref, out)
+    return done, units(out)
+
+
 @pytest.mark.slow
 def test_ray_gives_the_local_results(ci_reference, tmp_path):
     pytest.importorskip("ray")
-    ref, _ = ci_reference
-    out, cache = tmp_path / "run", fresh_cache(tmp_path / "cache")
-    done = bench_cli(ci_args(out, cache, *RAY))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_results(ref, out)
-    log = units(out)
+    _, log = _same_as_local(ci_reference, tmp_path, *RAY)
     assert len(log) == 5 and {u["executor"] for u in log} == {"ray"}
     _assert_own_gpus(log)
 
@@ -318,26 +299,16 @@ def test_ray_on_an_existing_cluster_gives_the_local_results(ci_reference, tmp_pa
     pytest.importorskip("ray")
     from ray_head import ray_head
 
-    ref, _ = ci_reference
-    out, cache = tmp_path / "run", fresh_cache(tmp_path / "cache")
     with ray_head(tmp_path) as (address, env):
-        done = bench_cli(ci_args(out, cache, "--executor", "ray", "--address", address), env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"ray: connected to the cluster (2 CPUs, 0 GPUs)" in done.stderr
-    assert_same_results(ref, out)
-    log = units(out)
+        done, log = _same_as_local(ci_reference, tmp_path, "--executor", "ray", "--address", address, env=env)
+    assert "ray: connected to the cluster (2 CPUs, 0 GPUs)" in done.stderr
     assert len(log) == 5 and len({u["pid"] for u in log}) <= 2  # two 1-CPU workers ran all five units
 
 
 @pytest.mark.slow
 def test_submitit_gives_the_local_results(ci_reference, tmp_path):
     pytest.importorskip("submitit")
-    ref, _ = ci_reference
-    out, cache = tmp_path / "run", fresh_cache(tmp_path / "cache")
-    done = bench_cli(ci_args(out, cache, *SUBMITIT))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_results(ref, out)
-    log = units(out)
+    _, log = _same_as_local(ci_reference, tmp_path, *SUBMITIT)
     assert len(log) == 5 and {u["executor"] for u in log} == {"slurm"}
     assert len({u["pid"] for u in log}) == 5  # one job (process) per unit
     _assert_own_gpus(log)

@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -41,12 +40,7 @@ def ctx_for(data_dir, tmp_path, bias_type: str, seed: int = 0) -> Context:
     return Context(data_dir=Path(data_dir), cache_dir=Path(tmp_path), progress=False, bias_type=bias_type, seed=seed)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- (a) metrics on the real files ------------------------------------------------------------------------

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,8 +12,6 @@ from bench.api import EMBED, MLM, Column, Debiaser, Estimate, Metric, Scores
 from bench.cli import main
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from cli_helpers import run_bench
-
-TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
 
 def _mean_rows(values, idx):
@@ -104,19 +100,6 @@ def plugins():
         if name not in METHODS:
             register_method(name)(cls)
     yield
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
-    path = tmp_path_factory.mktemp("tiny-bert")
-    BertForMaskedLM(cfg).save_pretrained(path)
-    BertTokenizerFast.from_pretrained(TOKENIZER_DIR).save_pretrained(path)
-    return path
 
 
 @pytest.fixture()

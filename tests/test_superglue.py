@@ -9,7 +9,6 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from bench.api import Context, NotApplicable
@@ -21,12 +20,7 @@ from metrics.superglue import SYNTHETIC_SETTINGS, SuperGLUE, SuperGlueCB
 from metrics.superglue_tasks import TASKS, TaskUnavailable, fix_wsc_spans, load_task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the shared release files ---------------------------------------------------------------------------------
