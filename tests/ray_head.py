@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def free_port() -> int:
 def ray_head(tmp: Path, cpus: int = 2, env: dict | None = None, timeout: float = 90):
     """Yields (address, env): the address to pass as --address and the environment a driver needs (the token
     path, the same thread settings as the workers'). Stops the cluster (its whole process group) afterwards."""
-    ray = shutil.which("ray", path=os.path.dirname(os.sys.executable)) or shutil.which("ray")
+    ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
     assert ray, "the `ray` command is not installed"
     token = tmp / "ray_auth_token"
     token.write_text(secrets.token_hex(32))
