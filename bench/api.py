@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from bench.errors import BenchError
+from bench.storable import check_of, statistic, storable  # noqa: F401 - the decorators plugins use
 
 # Capabilities a subject can offer and a metric can require.
 MLM = "mlm"  # masked-token probabilities
@@ -140,6 +143,7 @@ class Metric(_Configurable, abc.ABC):
         return []
 
 
+@storable
 @dataclass
 class Estimate:
     """A statistic over resamplable items.
@@ -147,8 +151,9 @@ class Estimate:
     strata:    sizes of independently resampled groups of items (StereoSet: one stratum of examples;
                SEAT: every X/Y/A/B set of every test is its own stratum).
     statistic: maps one (R, n_s) index array per stratum to R values. Must be storable as data
-               (bench.serialize): a module-level function of the metric's own package, or a functools.partial
-               of one whose arguments are arrays, JSON scalars, tuples/lists/dicts of them or such partials.
+               (bench.serialize): a function of the metric's own package declared with `@statistic`, or a
+               functools.partial of one whose arguments are arrays, JSON scalars, tuples/lists/dicts of them or
+               such partials.
     """
 
     strata: tuple[int, ...]
@@ -160,7 +165,40 @@ class Estimate:
     def point(self) -> float:
         return float(np.asarray(self.statistic(self.identity_indices()))[0])
 
+    def validate(self) -> None:
+        """Raise BenchError unless the strata are counts and the statistic gives one finite-or-nan value per
+        resample on them (what a loaded entry must satisfy before a number is computed from it)."""
+        strata = self.strata
+        if not (isinstance(strata, (tuple, list)) and strata
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in strata)):
+            raise BenchError(f"strata must be positive item counts, got {strata!r}")
+        func, args, keywords = _unwrap(self.statistic)
+        check = check_of(func)
+        try:
+            if check is not None:
+                check(tuple(strata), *args, **keywords)
+            rng = np.random.default_rng(0)
+            for indices in (self.identity_indices(), [rng.integers(0, n, size=(2, n)) for n in strata]):
+                values = np.asarray(self.statistic(indices))
+                if values.shape != (len(indices[0]),) or values.dtype.kind not in "fiub":
+                    raise ValueError(f"one value per resample expected, got an array of shape {values.shape}")
+            if np.isinf(self.point()):
+                raise ValueError("an infinite point estimate")
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            raise BenchError(f"the statistic does not fit its data ({type(e).__name__}: {e})") from None
 
+
+def _unwrap(stat) -> tuple[Callable, tuple, dict]:
+    import functools
+
+    args, keywords = (), {}
+    while isinstance(stat, functools.partial):
+        args, keywords = stat.args + args, {**stat.keywords, **keywords}
+        stat = stat.func
+    return stat, args, keywords
+
+
+@storable
 @dataclass
 class Scores:
     """What a metric returns for one subject."""
@@ -170,6 +208,27 @@ class Scores:
     items: Any = None  # per-item outcomes (pandas DataFrame) for inspection and export
     extras: dict[str, float] = field(default_factory=dict)  # values without a CI (e.g. SEAT p-values)
     notes: dict[str, str] = field(default_factory=dict)  # per-submetric remarks, copied to the rows' note
+
+    def validate(self) -> None:
+        """Raise BenchError for scores that could not have come from a metric: wrong types, a statistic that
+        does not fit its data, a non-finite extra."""
+        if not isinstance(self.metric, str):
+            raise BenchError(f"metric must be a name, got {self.metric!r}")
+        for what, table in (("estimates", self.estimates), ("extras", self.extras), ("notes", self.notes)):
+            if not (isinstance(table, dict) and all(isinstance(k, str) for k in table)):
+                raise BenchError(f"{what} must be a mapping of sub-metric names")
+        for name, est in self.estimates.items():
+            if not isinstance(est, Estimate):
+                raise BenchError(f"estimate {name!r} is not an Estimate")
+            try:
+                est.validate()
+            except BenchError as e:
+                raise BenchError(f"estimate {name!r}: {e}") from None
+        for name, value in self.extras.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise BenchError(f"extra {name!r} must be a finite number, got {value!r}")
+        if not all(isinstance(v, str) for v in self.notes.values()):
+            raise BenchError("notes must be text")
 
 
 @dataclass

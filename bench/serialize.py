@@ -7,17 +7,17 @@ A value is written into a folder as
   frame-<i>.parquet    pandas DataFrames (pyarrow installed; else frame-<i>.json + frame-<i>.npz, columnar)
 
 Supported values: None, bool, int, float, str, lists, tuples, dicts (any supported keys), numpy arrays (not of
-dtype object) and scalars, torch tensors, pandas DataFrames, and — resolved by qualified name on load only when
-they belong to an allow-listed package (`bench` and the plugin's own top-level package) — module-level
-functions, `functools.partial`s of them, and dataclasses. Anything else raises BenchError on save; any
-reference outside the allow-list raises BenchError on load (nothing is imported or called for it).
+dtype object) and scalars, torch tensors, pandas DataFrames, and, by name from the closed tables of
+bench.storable: declared statistic functions (`@statistic`), `functools.partial`s of them whose arguments are
+such values, and declared dataclasses (`@storable`). Anything else raises BenchError on save; on load a name that
+is not declared (or outside the allow-list of packages) raises BenchError: nothing is imported or called for it.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import json
+import os
 import re
 import types
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from bench import storable
 from bench.errors import BenchError
 
 FORMAT = "bench-data/1"
@@ -49,26 +50,24 @@ def _allowed(allowed: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*ALWAYS_ALLOWED, *allowed)))
 
 
-def _qualified(obj: Any, allowed: tuple[str, ...], what: str) -> str:
-    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    if not (isinstance(module, str) and isinstance(qualname, str) and _NAME.match(qualname)):
-        raise BenchError(f"cannot store {what} {obj!r}: only module-level functions and classes can be stored")
-    if module.split(".")[0] not in allowed:
+def _stored_name(obj: Any, allowed: tuple[str, ...], what: str) -> str:
+    """The name under which a declared statistic (functions) or storable dataclass is written."""
+    declared = storable.is_storable(obj) if what == "dataclass" else storable.is_statistic(obj)
+    if not declared:
+        how = "@bench.api.storable" if what == "dataclass" else "@bench.api.statistic"
+        raise BenchError(f"cannot store {what} {obj!r}: only declared ones can be stored (decorate it with {how})")
+    name = storable.name_of(obj)
+    if name.split(".")[0].split(":")[0] not in allowed:
         raise BenchError(
-            f"cannot store {what} {module}.{qualname}: only those of the packages {', '.join(allowed)} can be "
-            "stored (and resolved on load)"
+            f"cannot store {what} {name}: only those of the packages {', '.join(allowed)} can be stored (and "
+            "resolved on load)"
         )
-    try:
-        found = getattr(importlib.import_module(module), qualname)
-    except (ImportError, AttributeError):
-        found = None
-    if found is not obj:
-        raise BenchError(f"cannot store {what} {module}.{qualname}: it is not reachable under that name")
-    return f"{module}:{qualname}"
+    return name
 
 
 def _resolve(ref: Any, allowed: tuple[str, ...], kind: str) -> Any:
-    """The function / dataclass named `module:qualname`, only within the allow-list; nothing else is imported."""
+    """The declared statistic / dataclass named `module:qualname` (bench.storable's closed tables), only within
+    the allow-list. Nothing is imported or called for a name: an unknown one is a damaged entry."""
     if not isinstance(ref, str) or ref.count(":") != 1:
         raise BenchError(f"malformed {kind} reference {ref!r}")
     module, qualname = ref.split(":")
@@ -76,13 +75,10 @@ def _resolve(ref: Any, allowed: tuple[str, ...], kind: str) -> Any:
         raise BenchError(f"malformed {kind} reference {ref!r}")
     if module.split(".")[0] not in allowed:
         raise BenchError(f"refusing {kind} {ref}: not in an allowed package ({', '.join(allowed)})")
-    obj = getattr(importlib.import_module(module), qualname, None)
-    if kind == "function":
-        ok = isinstance(obj, types.FunctionType)
-    else:
-        ok = isinstance(obj, type) and dataclasses.is_dataclass(obj)
-    if not ok or obj.__module__ != module or obj.__qualname__ != qualname:
-        raise BenchError(f"refusing {kind} {ref}: not a module-level {kind} of {module}")
+    obj = storable.dataclass_named(ref) if kind == "dataclass" else storable.statistic_named(ref)
+    if obj is None:
+        what = "storable dataclass" if kind == "dataclass" else "statistic"
+        raise BenchError(f"refusing {kind} {ref}: not a declared {what}")
     return obj
 
 
@@ -214,9 +210,9 @@ class _Writer:
             return {"$partial": {"func": self.encode(v.func), "args": [self.encode(a) for a in v.args],
                                  "keywords": {k: self.encode(x) for k, x in v.keywords.items()}}}  # fmt: skip
         if isinstance(v, types.FunctionType):
-            return {"$function": _qualified(v, self.allowed, "function")}
+            return {"$function": _stored_name(v, self.allowed, "function")}
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            ref = _qualified(type(v), self.allowed, "dataclass")
+            ref = _stored_name(type(v), self.allowed, "dataclass")
             fields = {f.name: self.encode(getattr(v, f.name)) for f in dataclasses.fields(v) if f.init}
             return {"$dataclass": ref, "fields": fields}
         import pandas as pd
@@ -288,13 +284,18 @@ class _Reader:
         if tag == "$function":
             return _resolve(body, self.allowed, "function")
         if tag == "$partial":
+            if not (isinstance(body, dict) and isinstance(body.get("args"), list)
+                    and isinstance(body.get("keywords"), dict) and isinstance(body.get("func"), dict)):
+                raise BenchError("malformed partial")
             func = self.decode(body["func"])
-            if not isinstance(func, (types.FunctionType, functools.partial)):
+            if not (storable.is_statistic(func) or isinstance(func, functools.partial)):
                 raise BenchError("malformed partial")
             return functools.partial(func, *[self.decode(a) for a in body["args"]],
                                      **{k: self.decode(x) for k, x in body["keywords"].items()})  # fmt: skip
         if tag == "$dataclass":
             cls = _resolve(body, self.allowed, "dataclass")
+            if not isinstance(v.get("fields"), dict):
+                raise BenchError("malformed dataclass")
             return cls(**{k: self.decode(x) for k, x in v["fields"].items()})
         if tag == "$frame":
             return _load_frame(self.folder, body)
@@ -304,6 +305,16 @@ class _Reader:
 # ---- the public helpers ------------------------------------------------------------------------------------------
 
 
+def save_tensor_file(tensors: dict, path, metadata: dict | None = None) -> None:
+    """safetensors' save_file, with the permissions of any other file the user writes (it creates 0600 files)."""
+    from safetensors.torch import save_file
+
+    from bench.store import umask
+
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~umask())
+
+
 def save_data(value: Any, folder, allowed: Iterable[str] = ()) -> None:
     """Write `value` (see the module docstring for what is supported) into the new folder `folder`."""
     folder = Path(folder)
@@ -311,9 +322,7 @@ def save_data(value: Any, folder, allowed: Iterable[str] = ()) -> None:
     writer = _Writer(folder, _allowed(allowed))
     tree = writer.encode(value)
     if writer.tensors:
-        from safetensors.torch import save_file
-
-        save_file(writer.tensors, str(folder / TENSORS))
+        save_tensor_file(writer.tensors, folder / TENSORS)
     if writer.arrays:
         np.savez(folder / ARRAYS, **writer.arrays)
     text = json.dumps({"format": FORMAT, "value": tree})
@@ -335,11 +344,9 @@ def save_tensors_and_json(folder, tensors: dict, meta: dict) -> None:
     """The simplest artifact layout: named tensors (safetensors) plus JSON metadata."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
     writer = _Writer(folder, ())
     names = {k: writer._tensor(t) for k, t in tensors.items()}
-    save_file({k: writer.tensors[n] for k, n in names.items()}, str(folder / TENSORS))
+    save_tensor_file({k: writer.tensors[n] for k, n in names.items()}, folder / TENSORS)
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
@@ -360,4 +367,5 @@ def load_scores(folder, allowed: Iterable[str] = ()):
     value = load_data(folder, allowed)
     if not isinstance(value, Scores):
         raise BenchError(f"{folder} does not hold Scores")
+    value.validate()
     return value

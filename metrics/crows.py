@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.api import MLM, Column, Estimate, Metric, Scores
+from bench.api import MLM, Column, Estimate, Metric, Scores, statistic
 from bench.data import read_csv_rows, resolve_file
 from bench.errors import BenchError, DataError
 from bench.batching import optional_int
@@ -89,6 +89,17 @@ def masked_positions(ids1: tuple[int, ...], ids2: tuple[int, ...], differing: bo
     return pos1, pos2
 
 
+def _crows_shapes(strata, *, biased, subset=None) -> None:
+    for name, flags in (("biased", biased), ("subset", subset)):
+        if flags is None:
+            continue
+        if not (isinstance(flags, np.ndarray) and flags.shape == (strata[0],) and len(strata) == 1):
+            raise ValueError(f"{name} must hold one flag per pair ({strata[0]})")
+        if not np.isin(flags, (0.0, 1.0)).all():
+            raise ValueError(f"{name} must hold 0/1 flags")
+
+
+@statistic(check=_crows_shapes)
 def crows_statistic(indices, *, biased: np.ndarray, subset: np.ndarray | None = None):
     """Estimate statistic: one (R, n) index array over the pairs -> R values of 100 * #biased / #pairs."""
     (idx,) = indices

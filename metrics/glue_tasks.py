@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.api import statistic
 from bench.data import open_text
 from bench.errors import BenchError, DataError
 
@@ -453,6 +454,31 @@ def metric_over_resamples(metric: str, y: np.ndarray, preds: np.ndarray, idx: np
     return np.stack([_from_sums(metric, sums[s], idx.shape[1]) for s in range(seeds)])
 
 
+def _task_shapes(strata, *, metric: str, num_labels: int, labels: tuple, predictions: tuple, groups=None) -> None:
+    groups = (None,) * len(labels) if groups is None else groups
+    if not (len(strata) == len(labels) == len(predictions) == len(groups)):
+        raise ValueError("one stratum, label array and prediction array per validation split expected")
+    for n, y, p, g in zip(strata, labels, predictions, groups):
+        rows = len(y)
+        if p.ndim != 2 or p.shape[1] != rows:
+            raise ValueError(f"predictions must be (seeds, {rows}) per split, got {p.shape}")
+        units = rows if g is None else (int(g.max()) + 1 if len(g) else 0)
+        if (g is not None and g.shape != (rows,)) or units != n:
+            raise ValueError(f"a split of {units} items under a stratum of {n}")
+
+
+def _mean_shapes(strata, *, parts: tuple, widths: tuple) -> None:
+    from bench.api import Estimate
+
+    if sum(widths) != len(strata) or len(parts) != len(widths):
+        raise ValueError("the parts' widths do not add up to the strata")
+    start = 0
+    for part, width in zip(parts, widths):
+        Estimate(tuple(strata[start : start + width]), part).validate()
+        start += width
+
+
+@statistic(check=_task_shapes)
 def task_statistic(indices: Sequence[np.ndarray], *, metric: str, num_labels: int, labels: tuple, predictions: tuple,
                    groups: tuple | None = None) -> np.ndarray:  # fmt: skip
     """×100 task score per resample: per seed the metric on every validation split (averaged: MNLI m/mm),
@@ -465,6 +491,7 @@ def task_statistic(indices: Sequence[np.ndarray], *, metric: str, num_labels: in
     return 100.0 * np.mean(per_split, axis=0).mean(axis=0)
 
 
+@statistic(check=_mean_shapes)
 def mean_statistic(indices: Sequence[np.ndarray], *, parts: tuple, widths: tuple[int, ...]) -> np.ndarray:
     """Unweighted mean of several task statistics; `widths[i]` strata belong to `parts[i]`."""
     values, start = [], 0

@@ -41,7 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.api import EMBED, Column, Context, Estimate, Metric, Scores
+from bench.api import EMBED, Column, Context, Estimate, Metric, Scores, statistic
 from bench.batching import optional_int
 from bench.data import read_json, require_file
 from bench.errors import BenchError, DataError
@@ -131,6 +131,25 @@ def _aggregate(ds: np.ndarray, how: str) -> np.ndarray:
     raise ValueError(how)
 
 
+def _sentences_shapes(strata, cosines, how: str = "mean_abs") -> None:
+    if len(strata) != 4 * len(cosines) or how not in ("mean_abs", "signed"):
+        raise ValueError("four strata (X, Y, A, B) per test expected")
+    for t, (XA, XB, YA, YB) in enumerate(cosines):
+        nx, ny, na, nb = strata[4 * t : 4 * t + 4]
+        if (XA.shape, XB.shape, YA.shape, YB.shape) != ((nx, na), (nx, nb), (ny, na), (ny, nb)):
+            raise ValueError(f"test {t}: cosine matrices do not match the sizes of X, Y, A, B {(nx, ny, na, nb)}")
+        if any(np.abs(M).max(initial=0.0) > 1.0 + 1e-6 for M in (XA, XB, YA, YB)):
+            raise ValueError(f"test {t}: cosines outside [-1, 1]")
+
+
+def _dimensions_shapes(strata, embeddings, how: str = "mean_abs") -> None:
+    if len(strata) != 1 or how not in ("mean_abs", "signed"):
+        raise ValueError("one stratum (the embedding dimensions) expected")
+    if not all(S.ndim == 2 and S.shape[1] == strata[0] for sets in embeddings for S in sets):
+        raise ValueError(f"embeddings must have {strata[0]} dimensions")
+
+
+@statistic(check=_sentences_shapes)
 def sentences_statistic(indices: Sequence[np.ndarray], cosines, how: str = "mean_abs") -> np.ndarray:
     """Effect sizes with the sentences of X, Y, A, B resampled.
 
@@ -147,6 +166,7 @@ def sentences_statistic(indices: Sequence[np.ndarray], cosines, how: str = "mean
     return _aggregate(np.stack(ds, axis=1), how)
 
 
+@statistic(check=_dimensions_shapes)
 def dimensions_statistic(indices: Sequence[np.ndarray], embeddings, how: str = "mean_abs") -> np.ndarray:
     """Effect sizes with the embedding dimensions resampled (one (R, d) index array).
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.api import MLM, Column, Estimate, Metric, Scores
+from bench.api import MLM, Column, Estimate, Metric, Scores, statistic
 from bench.data import read_json, resolve_file
 from bench.errors import DataError
 from bench.batching import optional_int
@@ -224,6 +224,19 @@ def term_scores(idx: np.ndarray, term: np.ndarray, n_terms: int, pro: np.ndarray
     return ss, lms
 
 
+def _stereoset_shapes(strata, *, term, n_terms, pro, related, kind) -> None:
+    n = strata[0]
+    if len(strata) != 1 or not all(isinstance(a, np.ndarray) and a.shape == (n,) for a in (term, pro, related)):
+        raise ValueError(f"term, pro and related must hold one value per example ({n})")
+    if not (isinstance(n_terms, int) and term.dtype.kind == "i" and term.min() >= 0 and term.max() + 1 == n_terms):
+        raise ValueError("term must number the target terms 0..n_terms-1")
+    if not (np.isin(pro, (0.0, 1.0)).all() and np.isin(related, (0.0, 1.0, 2.0)).all()):
+        raise ValueError("pro must hold 0/1 and related 0/1/2 counts")
+    if kind not in ("ss", "lms", "icat"):
+        raise ValueError(f"unknown StereoSet statistic {kind!r}")
+
+
+@statistic(check=_stereoset_shapes)
 def stereoset_statistic(indices, *, term: np.ndarray, n_terms: int, pro: np.ndarray, related: np.ndarray, kind: str):
     """Estimate statistic: one (R, n) index array over the domain's examples -> R values of SS, LMS or ICAT."""
     (idx,) = indices

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import bench.serialize as ser
-from bench.api import Context, Estimate, Scores
+from bench.api import Context, Estimate, Scores, statistic, storable
 from bench.errors import BenchError
 from bench.serialize import load_data, load_scores, save_data, save_scores
 from bench.store import Cache, atomic_dir
@@ -52,6 +52,7 @@ def planted_torch(path: Path, marker: Path) -> None:
 # ---- the format ---------------------------------------------------------------------------------------------------
 
 
+@storable
 @dataclass
 class Record:  # a dataclass of an allowed package (tests' own module is allowed where named)
     name: str
@@ -59,6 +60,7 @@ class Record:  # a dataclass of an allowed package (tests' own module is allowed
     extra: dict
 
 
+@statistic
 def _stat(indices, *, values, parts=()):
     (idx,) = indices[:1]
     return values[np.asarray(idx)].mean(axis=1)
@@ -182,7 +184,9 @@ def test_seat_shaped_scores_round_trip(tmp_path, bootstrap):
     from metrics.seat import SEAT
 
     rng = np.random.default_rng(1)
-    sets = [tuple(rng.normal(size=(n, 8)).astype(np.float32) for n in (5, 6, 4, 7)) for _ in range(2)]
+    from metrics.seat import unit_rows
+
+    sets = [tuple(unit_rows(rng.normal(size=(n, 8))) for n in (5, 6, 4, 7)) for _ in range(2)]  # as SEAT's
     metric = SEAT(bootstrap=bootstrap)
     estimates = {"seat": metric._estimate(sets, "mean_abs"), "d:a": metric._estimate(sets[:1], "signed")}
     scores = Scores("seat", estimates, items=pd.DataFrame({"test": ["a", "b"], "p_exact": [True, False]}), extras={"p:a": 0.25})
@@ -426,3 +430,210 @@ def test_atomic_dir_first_complete_writer_wins_and_replaces_incomplete(tmp_path)
         (tmp / "v").write_text("fourth")
     assert (target / "v").read_text() == "fourth" and not (target / "done").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
+
+
+# ---- names in stored data come from closed tables; values are checked before use (issue 17) -----------------------
+
+
+def _entry_with(tmp_path, statistic_node=None, **changes):
+    """A stored CrowS score whose 'crows' statistic node (or other fields) an attacker rewrote."""
+    folder = tmp_path / "entry"
+    save_scores(_scores(), folder, ("metrics",))
+    doc = json.loads((folder / "data.json").read_text())
+    fields = doc["value"]["fields"]
+    if statistic_node is not None:
+        fields["estimates"]["crows"]["fields"]["statistic"] = statistic_node
+    for key, value in changes.items():
+        fields[key] = value
+    (folder / "data.json").write_text(json.dumps(doc))
+    return folder
+
+
+def _exploits(tmp_path):
+    target = tmp_path / "site-packages" / "evil.pth"
+    src = tmp_path / "src.txt"
+    src.write_text("import os; os.system('touch PWNED')\n")
+    return target, {
+        "bench function with attacker arguments": {"$partial": {
+            "func": {"$function": "bench.fetch:mrpc_split"},
+            "args": [str(src), str(src), str(src)], "keywords": {"which": "train", "out": str(target)}}},
+        "the resolver itself": {"$partial": {
+            "func": {"$function": "bench.serialize:_resolve"},
+            "args": ["tabnanny:check", ["tabnanny"], "function"], "keywords": {}}},
+        "a statistic wrapping a bench function": {"$partial": {
+            "func": {"$function": "metrics.crows:crows_statistic"}, "args": [],
+            "keywords": {"biased": {"$partial": {"func": {"$function": "bench.fetch:mrpc_split"}, "args": [],
+                                                 "keywords": {"out": str(target)}}}}}},
+        "a module-level function that is no statistic": {"$function": "metrics.crows:crows_estimates"},
+    }
+
+
+@pytest.mark.parametrize("case", ["bench function with attacker arguments", "the resolver itself",
+                                  "a statistic wrapping a bench function",
+                                  "a module-level function that is no statistic"])
+def test_only_declared_statistics_are_named_and_nothing_is_imported_or_called(tmp_path, case):
+    """A name from the data is looked up in bench.storable's closed table: a bench function that is not a declared
+    statistic (called with attacker arguments it wrote a .pth file on 4d743cf) and the resolver are refused."""
+    target, nodes = _exploits(tmp_path)
+    folder = _entry_with(tmp_path, nodes[case])
+    before = set(sys.modules)
+    with pytest.raises(BenchError, match="refusing|malformed|statistic"):
+        load_scores(folder, ("metrics", "bench"))
+    assert not target.exists() and not target.parent.exists()
+    assert "tabnanny" not in set(sys.modules) - before
+
+
+@pytest.mark.parametrize("change", [
+    "extra nan", "extra inf", "extra text", "biased longer", "biased shorter", "biased not 0/1", "strata",
+    "stereoset statistic on crows data",
+])  # fmt: skip
+def test_loaded_scores_that_do_not_fit_their_data_are_damaged(tmp_path, change):
+    """Counts, shapes and finiteness are checked on load: on 4d743cf `extras.skipped = NaN` reached results.jsonl."""
+    doc_changes, node = {}, None
+    n = 5
+    if change.startswith("extra"):
+        value = {"extra nan": float("nan"), "extra inf": float("inf"), "extra text": "12"}[change]
+        doc_changes["extras"] = {"skipped": value}
+    elif change.startswith("biased"):
+        biased = {"biased longer": np.ones(n + 3), "biased shorter": np.ones(n - 2),
+                  "biased not 0/1": np.full(n, 7.0)}[change]  # fmt: skip
+        folder = tmp_path / "entry"
+        est = Estimate((n,), functools.partial(__import__("metrics.crows").crows.crows_statistic, biased=biased))
+        save_scores(Scores("crows", {"crows": est}), folder, ("metrics",))
+        with pytest.raises(BenchError, match="does not fit"):
+            load_scores(folder, ("metrics",))
+        return
+    elif change == "strata":
+        doc_changes = {}
+        node = None
+    else:
+        node = {"$partial": {"func": {"$function": "metrics.stereoset:stereoset_statistic"}, "args": [],
+                             "keywords": {"kind": "ss"}}}
+    folder = _entry_with(tmp_path, node, **doc_changes)
+    if change == "strata":
+        doc = json.loads((folder / "data.json").read_text())
+        doc["value"]["fields"]["estimates"]["crows"]["fields"]["strata"] = {"$tuple": [-1]}
+        (folder / "data.json").write_text(json.dumps(doc))
+    with pytest.raises(BenchError):
+        load_scores(folder, ("metrics",))
+
+
+def _few_crows(data_dir, tmp_path) -> Path:
+    with open(data_dir / "crows_pairs" / "crows_pairs_anonymized.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["bias_type"] == "gender"][:6]
+    path = tmp_path / "few.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("case", ["bench function with attacker arguments", "the resolver itself", "extra nan"])
+def test_a_run_over_an_exploited_score_entry_reports_it_and_recomputes(data_dir, tmp_path, case):
+    from bench.runner import Runner, RunRequest
+    from tiny_mlms import bert_subject
+
+    lines: list[str] = []
+    runner = Runner(RunRequest(models=[], methods=[], metrics=["crows"], device="cpu", cache_dir=str(tmp_path / "cache"),
+                               options={"crows": {"file": str(_few_crows(data_dir, tmp_path))}}, progress=False),
+                    echo=lines.append)  # fmt: skip
+    subject = bert_subject(str(data_dir))
+    ctx = runner.context(subject)
+    first = runner.scores(subject, "crows", ctx)
+    (entry,) = [p.parent for p in (tmp_path / "cache" / "scores" / "crows").glob("*/done")]
+    doc = json.loads((entry / "artifact" / "data.json").read_text())
+    target, nodes = _exploits(tmp_path)
+    if case == "extra nan":
+        doc["value"]["fields"]["extras"]["skipped"] = float("nan")
+    else:
+        doc["value"]["fields"]["estimates"]["crows"]["fields"]["statistic"] = nodes[case]
+    (entry / "artifact" / "data.json").write_text(json.dumps(doc))
+    again = runner.scores(subject, "crows", ctx)
+    assert not target.exists()
+    assert any("warning: damaged cache entry" in line and str(entry) in line for line in lines), lines
+    assert_identical(first, again)
+    assert all(np.isfinite(v) for v in again.extras.values())
+
+
+def test_tensor_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_data({"t": torch.ones(2)}, tmp_path / "v")
+        save_tensor = tmp_path / "v" / "tensors.safetensors"
+        assert save_tensor.stat().st_mode & 0o777 == 0o644  # 0600 on 4d743cf
+        os.umask(0o002)
+        ser.save_tensors_and_json(tmp_path / "w", {"x": torch.zeros(3)}, {})
+        assert (tmp_path / "w" / "tensors.safetensors").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
+
+
+# ---- the pinned world's cached copy is checked on every load ------------------------------------------------------
+
+
+def _scale_embeddings(world_root: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = world_root / "model" / "model.safetensors"
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+    tensors[key] = tensors[key] * 0.5
+    save_file(tensors, str(path))
+
+
+def _pickle_instead(world_root: Path, marker: Path) -> None:
+    (world_root / "model" / "model.safetensors").unlink()
+    planted_torch(world_root / "model" / "pytorch_model.bin", marker)
+
+
+def _other_config(world_root: Path) -> None:
+    path = world_root / "model" / "config.json"
+    config = json.loads(path.read_text())
+    config["layer_norm_eps"] = 0.5
+    path.write_text(json.dumps(config))
+
+
+def _other_data(world_root: Path) -> None:
+    path = world_root / "data" / "crows_pairs" / "crows_pairs_anonymized.csv"
+    path.write_text(path.read_text().replace("stereo", "antistereo"))
+
+
+def _other_tokenizer(world_root: Path) -> None:
+    path = world_root / "model" / "tokenizer.json"
+    doc = json.loads(path.read_text())
+    vocab = doc["model"]["vocab"]
+    vocab["he"], vocab["she"] = vocab["she"], vocab["he"]
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("damage", ["weights x 0.5", "pickle instead of safetensors", "config", "data set", "tokenizer"])
+def test_a_tampered_pinned_world_in_the_cache_is_noticed_and_regenerated(tmp_path, damage, capfd):
+    """On 4d743cf the pinned weights' hash was checked only when the world was first installed: scaling the cached
+    word embeddings by 0.5 gave CrowS 63.00 instead of 82.00, exit 0."""
+    from safetensors.torch import load_file
+
+    from bench.models import load_subject
+    from bench.synthetic import pinned
+    from bench.synthetic.world import build_world
+
+    world = build_world(cache_dir=tmp_path, progress=False)
+    marker = tmp_path / "PWNED"
+    {"weights x 0.5": lambda: _scale_embeddings(world.root),
+     "pickle instead of safetensors": lambda: _pickle_instead(world.root, marker),
+     "config": lambda: _other_config(world.root), "data set": lambda: _other_data(world.root),
+     "tokenizer": lambda: _other_tokenizer(world.root)}[damage]()  # fmt: skip
+    capfd.readouterr()
+    subject = load_subject("synthetic", cache_dir=tmp_path)
+    err = capfd.readouterr().err
+    assert not marker.exists()
+    pinned_weights = load_file(str(pinned.FOLDER / pinned.WEIGHTS))
+    state = subject.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in pinned_weights.items() if k in state)
+    assert subject.model.config.layer_norm_eps != 0.5
+    ids = subject.tokenizer("he she", add_special_tokens=False)["input_ids"]
+    vocab = (world.root / "model" / "vocab.txt").read_text().splitlines()
+    assert ids == [vocab.index("he"), vocab.index("she")]
+    assert pinned.damage(world.root, pinned.record()) is None
+    if damage != "tokenizer":  # the tokenizer is built from the hashed vocab.txt: tokenizer.json is never read
+        assert "is damaged" in err and str(world.root) in err, err

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
+from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
 from bench.errors import IdenticalSubject
 from bench.registry import METHODS, METRICS
 from bench.runner import Runner, RunRequest
@@ -54,6 +54,7 @@ class IdentityInDisguise(Debiaser):
         return subject.with_model(copy.deepcopy(subject.model))
 
 
+@statistic
 def _mean_hidden(values, idx):
     return values[idx[0]].mean(axis=1)
 

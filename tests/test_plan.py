@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import torch
 
-from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
+from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
 from bench.plan import Plan, Unit, _prefix_owner, light_subject
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from bench.runner import Runner, RunRequest
@@ -18,6 +18,7 @@ from cli_helpers import run_bench
 TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
 
+@statistic
 def _mean_rows(values, idx):
     return values[idx[0]].mean(axis=1)
 

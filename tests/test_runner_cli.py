@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench.api import EMBED, MLM, Column, Debiaser, Estimate, Metric, Scores
+from bench.api import EMBED, MLM, Column, Debiaser, Estimate, Metric, Scores, statistic
 from bench.cli import main
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from cli_helpers import run_bench
 
 
+@statistic
 def _mean_rows(values, idx):
     return values[idx[0]].mean(axis=1) * 100
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
+from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from ci_runs import REPO, bench_cli, ci_args, ci_reference, comparable, rows  # noqa: F401
 from cli_helpers import run_bench
@@ -18,6 +18,7 @@ from tests.test_runner_cli import Scale
 TOKENIZER_DIR = REPO.parent / "shared" / "data" / "models" / "bert-base-uncased-tokenizer"
 
 
+@statistic
 def _mean_rows(values, idx):
     return values[idx[0]].mean(axis=1)
 

@@ -10,8 +10,10 @@ The generated text and data sets are pure-Python seeded and byte-identical every
   pinned/pinned.json         generator version, options, sha256 of the weights, hash of the generated files the
                              weights were trained on, training figures, and how and where it was made
 
-Loading checks both hashes: weights that are not the recorded ones, or a generator that no longer writes the
-text they were trained on, stop with a message instead of giving silently different numbers.
+Installing checks both hashes: weights that are not the recorded ones, or a generator that no longer writes the
+text they were trained on, stop with a message instead of giving silently different numbers. Every later load
+checks the cached copy again (`damage`: weights, config and generated files against this record, ~20 ms), so a
+cache shared by a team cannot change a number of the pinned world without bench noticing.
 `bench synthetic build --pin` retrains the world with the same code and rewrites the three files.
 """
 from __future__ import annotations
@@ -82,6 +84,25 @@ def install(world_root: Path, rec: dict, folder: Path = FOLDER) -> None:
     (root / "model").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / CONFIG, root / "model" / CONFIG)
     shutil.copyfile(weights, root / "model" / WEIGHTS)
+
+
+def damage(world_root: Path, rec: dict, folder: Path = FOLDER) -> str | None:
+    """What differs between a cached pinned world and the package's record (None: it is intact)."""
+    root, folder = Path(world_root), Path(folder)
+    model = root / "model"
+    try:
+        if sha256(model / WEIGHTS) != rec["weights_sha256"]:
+            return f"{WEIGHTS} is not the pinned one"
+        if (model / CONFIG).read_bytes() != (folder / CONFIG).read_bytes():
+            return f"{CONFIG} is not the pinned one"
+        if content_hash(root) != rec["generated_sha256"]:
+            return "its generated text or data sets are not the pinned ones"
+    except OSError as e:
+        return f"{e.filename or e}: {e.strerror or 'unreadable'}"
+    extra = sorted(p.name for p in model.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5"))
+    if extra:
+        return f"it holds {', '.join(extra)} next to the weights"
+    return None
 
 
 def write(world_root: Path, folder: Path = FOLDER) -> dict:

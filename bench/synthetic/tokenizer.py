@@ -38,18 +38,27 @@ def build_vocab(lines: Iterable[str], split_words: dict | None = None) -> list[s
     return tokens
 
 
-def write_tokenizer(vocab: list[str], folder: Path):
-    """Save a BertTokenizerFast for `vocab` into `folder` (vocab.txt, tokenizer.json, configs); returns it."""
+def tokenizer_for(vocab: list[str]):
     from transformers import BertTokenizerFast
 
+    return BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=False, strip_accents=False,
+                             model_max_length=MAX_LENGTH)
+
+
+def write_tokenizer(vocab: list[str], folder: Path):
+    """Save a BertTokenizerFast for `vocab` into `folder` (vocab.txt, tokenizer.json, configs); returns it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
-    tokenizer = BertTokenizerFast(
-        vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=False, strip_accents=False,
-        model_max_length=MAX_LENGTH,
-    )
+    tokenizer = tokenizer_for(vocab)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
+
+
+def load_tokenizer(folder: Path):
+    """The world's tokenizer, built from `vocab.txt` alone (which the pinned world's hash covers), so that the
+    other tokenizer files in a shared cache cannot change how text is split."""
+    vocab = (Path(folder) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return tokenizer_for(vocab)
 

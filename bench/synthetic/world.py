@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.store import atomic_dir, stable_hash
+from bench.store import atomic_dir, remove_dir, stable_hash
 from bench.synthetic import evalsets as E
 from bench.synthetic import gradiend_data as D
 from bench.synthetic import pinned
 from bench.synthetic import vocab as V
 from bench.synthetic.grammar import Grammar, GroupGrammar
 from bench.synthetic.probe import learned
-from bench.synthetic.tokenizer import build_vocab, write_tokenizer
+from bench.synthetic.tokenizer import build_vocab, load_tokenizer, write_tokenizer
 from bench.synthetic.train import ModelSize, TrainConfig, bert_config, new_model, random_model, train_mlm
 
 # Bump whenever the generator, the tokenizer or the training recipe changes: it is part of the cache key.
@@ -231,11 +231,13 @@ def build_world(bias: float = 0.8, seed: int = 0, cache_dir=None, progress: bool
     (seconds), or generated, trained and cached (a few minutes). `train=True` trains even where a pin exists."""
     bias, seed = check_options(bias, seed)
     root, pin = world_root(bias, seed, cache_dir, train)
-    if (root / "world.json").is_file():
+    if _intact(root, pin):
         return World.at(root)
     with _locked(root.parent / f".{root.name}.lock"):
-        if (root / "world.json").is_file():  # another process built it while we waited
+        if _intact(root, pin, warn=True):  # another process built it while we waited
             return World.at(root)
+        if root.exists():
+            remove_dir(root)
         how = "generating the pinned" if pin else "building (training) the"
         print(f"{how} synthetic world (bias={bias}, seed={seed}) in {root}", file=sys.stderr)
         with atomic_dir(root) as tmp:
@@ -244,6 +246,16 @@ def build_world(bias: float = 0.8, seed: int = 0, cache_dir=None, progress: bool
             else:
                 _build(tmp, bias, seed, progress)
     return World.at(root)
+
+
+def _intact(root: Path, pin: dict | None, warn: bool = False) -> bool:
+    """Whether the world at `root` is complete and, when pinned, still the pinned one (checked on every load)."""
+    if not (root / "world.json").is_file():
+        return False
+    why = pinned.damage(root, pin) if pin else None
+    if why and warn:
+        print(f"warning: the cached synthetic world {root} is damaged ({why}); generating it again", file=sys.stderr)
+    return why is None
 
 
 def _from_pin(folder: Path, bias: float, seed: int, pin: dict, progress: bool) -> None:
@@ -308,16 +320,16 @@ def _quiet_save(model, folder: Path) -> None:
 # ---- the model loader of the registry (entry point bench.models: synthetic) -------------------------------
 def load(spec, data_dir=None, cache_dir=None):
     """Synthetic planted-bias world: tiny BERT trained on templated text (options bias, seed, init)."""
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+    from transformers import BertConfig, BertForMaskedLM
 
     from bench.subject import Subject
 
     bias, seed, init = model_options(spec)
     world = build_world(bias, seed, cache_dir)
     weights = world.weights
-    tokenizer = BertTokenizerFast.from_pretrained(str(world.model_dir))
+    tokenizer = load_tokenizer(world.model_dir)
     if init == "trained":
-        model = BertForMaskedLM.from_pretrained(str(world.model_dir))
+        model = BertForMaskedLM.from_pretrained(str(world.model_dir), use_safetensors=True)  # never a pickle
     else:
         config = BertConfig.from_pretrained(str(world.model_dir))
         model = random_model(config, seed)

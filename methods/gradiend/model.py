@@ -139,11 +139,11 @@ class Gradiend:
     # ---- files ---------------------------------------------------------------------------------------
     def save(self, folder, config: dict | None = None) -> None:
         """`gradiend.safetensors` (the flat vector) + `config.json` (n, layout and whatever `config` adds)."""
-        from safetensors.torch import save_file
+        from bench.serialize import save_tensor_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"params": self.flat.detach().contiguous().cpu()}, str(folder / WEIGHTS_FILE))
+        save_tensor_file({"params": self.flat.detach().contiguous().cpu()}, folder / WEIGHTS_FILE)
         meta = {"n": self.n, "layout": ["W_e", "W_d", "b_d", "b_e"], "dtype": str(self.flat.dtype).replace("torch.", "")}
         meta.update(config or {})
         (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")

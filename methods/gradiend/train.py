@@ -130,7 +130,7 @@ def val_templates(data: GradiendData, size):
 
 # ---- checkpoints ----------------------------------------------------------------------------------------
 def _save_checkpoint(folder: Path, gradiend: Gradiend, opt, best: torch.Tensor | None, meta: dict) -> None:
-    from safetensors.torch import save_file
+    from bench.serialize import save_tensor_file
 
     tensors = {"params": gradiend.flat.cpu().contiguous(), "torch_rng": torch.get_rng_state()}
     steps = {}
@@ -142,7 +142,7 @@ def _save_checkpoint(folder: Path, gradiend: Gradiend, opt, best: torch.Tensor |
         tensors["best"] = best.detach().cpu().contiguous()
     meta = dict(meta, opt_steps=steps, python_rng=random.getstate())
     with atomic_dir(folder) as tmp:
-        save_file(tensors, str(tmp / "state.safetensors"))
+        save_tensor_file(tensors, tmp / "state.safetensors")
         (tmp / "state.json").write_text(json.dumps(meta, default=list))
 
 
