@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bench.api import Debiaser, storable
+from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import (FEMALE, MALE, MIN_PER_CLASS, NEUTRAL, corpus_data_files, corpus_group_sentences,
@@ -49,7 +49,6 @@ from methods.projection import SubspaceRemoval, nullspace_projection, orthonorma
 PAPER_REMOVED_FRACTION = 240 / 768  # 80 iterations x 3 classes on a 768-dimensional model
 
 
-@storable
 @dataclass
 class NullspaceResult:
     basis: np.ndarray  # (d, k) orthonormal basis of the removed subspace

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bench.api import Debiaser, storable
+from bench.api import Debiaser
 from bench.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import concept_data_files, concept_examples
@@ -131,7 +131,6 @@ def top_eigenvectors(matrix: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
 
 
 # ---- the adversarial game ---------------------------------------------------------------------------------
-@storable
 @dataclass
 class RlaceResult:
     basis: np.ndarray  # (d, k) orthonormal: the removed subspace (top-k eigenvectors of the best relaxed P)

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import pandas as pd
 import torch
 
-from bench.api import Debiaser, storable
+from bench.api import Debiaser
 from bench.data import fingerprint
 from bench.store import atomic_dir, stable_hash
 from methods.gradiend.decoder_eval import (ALPHA_VALUES, H_VALUES, DecoderEvaluator, edit_delta, heatmap, run_grid,
@@ -56,7 +56,6 @@ def code_version() -> str:
     return h.hexdigest()[:12]
 
 
-@storable
 @dataclass
 class GradiendArtifact:
     criterion: str
