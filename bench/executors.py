@@ -23,7 +23,9 @@ interrupted driver resumes from the run directory and the cache when the command
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
 import socket
 import sys
@@ -73,9 +75,38 @@ def make_executor(options: ExecutorOptions | None = None):
     options = options or ExecutorOptions()
     if options.kind not in EXECUTORS:
         raise BenchError(f"unknown executor {options.kind!r}; valid executors: {', '.join(EXECUTORS)}")
-    if options.gpus_per_job < 0 or options.cpus_per_job < 1 or options.max_retries < 0:
-        raise BenchError("--gpus-per-job must be >= 0, --cpus-per-job >= 1 and --max-retries >= 0")
+    _check_options(options)
+    if options.kind == "slurm":
+        _import_submitit()
+    elif options.kind == "ray" and importlib.util.find_spec("ray") is None:  # not imported yet: see RayExecutor.start
+        raise BenchError(RAY_HINT)
     return {"local": LocalExecutor, "ray": RayExecutor, "slurm": SlurmExecutor}[options.kind](options)
+
+
+def _check_options(o: ExecutorOptions) -> None:
+    """Every numeric option in range, before anything is loaded (a NaN compares false with everything)."""
+    if not (math.isfinite(o.gpus_per_job) and o.gpus_per_job >= 0):
+        raise BenchError(f"--gpus-per-job must be a finite number >= 0, got {o.gpus_per_job}")
+    if o.kind == "slurm" and o.gpus_per_job != int(o.gpus_per_job):
+        raise BenchError(f"--gpus-per-job must be a whole number with --executor slurm (SLURM allots whole GPUs), "
+                         f"got {o.gpus_per_job}")  # fmt: skip
+    for flag, value, least in (("--cpus-per-job", o.cpus_per_job, 1), ("--max-retries", o.max_retries, 0),
+                               ("--ray-cpus", o.ray_cpus, 1), ("--ray-gpus", o.ray_gpus, 0),
+                               ("--slurm-time", o.slurm_time, 1),
+                               ("--slurm-array-parallelism", o.slurm_array_parallelism, 1)):  # fmt: skip
+        if value is not None and value < least:
+            raise BenchError(f"{flag} must be >= {least}, got {value}")
+
+
+RAY_HINT = "--executor ray needs Ray: pip install 'bench-debias[ray]'"
+
+
+def _import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise BenchError("--executor slurm needs submitit: pip install 'bench-debias[slurm]'") from None
+    return submitit
 
 
 # ---- the driver's side ---------------------------------------------------------------------------------------
@@ -222,8 +253,6 @@ def work(request: dict, unit: dict, skip: list[str], kind: str, cpus: int = 1) -
     A worker that runs several units of a run (Ray reuses its workers) keeps the Runner and the last base model
     it loaded; it holds one model at a time (GPU memory)."""
     start = time.time()
-    if not unit.get("warm"):
-        _inject_fault(unit)
     import torch
 
     from bench.runner import Runner, RunRequest
@@ -246,30 +275,6 @@ def work(request: dict, unit: dict, skip: list[str], kind: str, cpus: int = 1) -
     result["log"] = log
     result["worker"] = _worker_info(start, kind)
     return result
-
-
-def _inject_fault(unit: dict) -> None:
-    """Test hook: BENCH_FAULT_INJECT='{"unit": "<part of a unit id>", "action": "kill"|"raise", "marker": PATH}'
-    kills (SIGKILL) this worker or raises a BenchError in it the first time it runs a matching unit (the
-    marker file records that it happened)."""
-    spec = os.environ.get("BENCH_FAULT_INJECT")
-    if not spec:
-        return
-    fault = json.loads(spec)
-    if fault.get("unit") not in unit["id"]:
-        return
-    marker = Path(fault["marker"])
-    if fault.get("action") == "raise":
-        raise BenchError(f"injected failure in {unit['id']}")
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, f"{os.getpid()}\n".encode())
-    os.close(fd)
-    import signal
-
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _request_dict(runner) -> dict:
@@ -396,7 +401,7 @@ class RayExecutor(_Executor):
         try:
             import ray
         except ImportError:
-            raise BenchError("--executor ray needs Ray: pip install 'bench-debias[ray]'") from None
+            raise BenchError(RAY_HINT) from None
         if ray.is_initialized():  # a caller that connected on its own keeps its connection
             return
         if loopback:
@@ -507,10 +512,7 @@ class SlurmExecutor(_Executor):
         self.options = options
 
     def _executor(self, folder: Path):
-        try:
-            import submitit
-        except ImportError:
-            raise BenchError("--executor slurm needs submitit: pip install 'bench-debias[slurm]'") from None
+        submitit = _import_submitit()
         opts = self.options
         if opts.slurm_cluster == "local":
             ex = submitit.LocalExecutor(folder=str(folder))
@@ -528,8 +530,7 @@ class SlurmExecutor(_Executor):
         return ex, ex.cluster
 
     def execute(self, runner, plan, collector: Collector) -> None:
-        import submitit
-
+        submitit = _import_submitit()
         opts = self.options
         if opts.slurm_folder:
             folder = Path(opts.slurm_folder)

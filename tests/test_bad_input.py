@@ -6,19 +6,21 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
-from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores
+from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
 from bench.errors import BenchError
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from tests.test_runner_cli import Scale
 from cli_helpers import run_bench
 
 
+@statistic
 def _mean(values, idx):
     return values[idx[0]].mean(axis=1)
 
@@ -136,6 +138,14 @@ def _rows(out):
         (["--metrics", "bad-fn", "-o", "bad-fn.nope=1"], ["bad-fn.nope", "unknown option"]),
         (["--resamples", "-5"], ["--resamples", ">= 1", "-5"]),
         (["--resamples", "0"], ["--resamples", ">= 1"]),
+        (["--resamples", "1000000000000"], ["--resamples 1000000000000 needs about 32.0 TB", "even one item", "or fewer"]),
+        (["--executor", "ray", "--gpus-per-job", "nan"], ["--gpus-per-job", "finite number >= 0", "nan"]),
+        (["--executor", "ray", "--gpus-per-job", "inf"], ["--gpus-per-job", "finite number >= 0", "inf"]),
+        (["--executor", "ray", "--gpus-per-job", "-1"], ["--gpus-per-job", "finite number >= 0", "-1"]),
+        (["--executor", "slurm", "--gpus-per-job", "0.5"], ["--gpus-per-job", "whole number", "0.5"]),
+        (["--executor", "ray", "--ray-cpus", "0"], ["--ray-cpus", ">= 1", "0"]),
+        (["--executor", "slurm", "--slurm-array-parallelism", "0"], ["--slurm-array-parallelism", ">= 1"]),
+        (["--executor", "slurm", "--slurm-time", "-5"], ["--slurm-time", ">= 1", "-5"]),
         (["--seed", "-1"], ["seed", "non-negative integer", "-1"]),
     ],
 )
@@ -143,6 +153,64 @@ def test_bad_values_fail_before_any_model_loads(args, names, tmp_path, capsys, n
     out = tmp_path / "run"
     code, _, err = run_bench(["run", "--models", "synthetic", "--cache-dir", tmp_path / "c", "--out", out, *args], capsys)
     _one_line_error(code, err, *names)
+    _untouched(out)
+
+
+def test_resamples_beyond_memory_fail_before_the_bootstrap_allocates(tiny_model_dir, toy_data, tmp_path, capsys,
+                                                                     monkeypatch):
+    """With the items known (4 lines: 32 bytes x 4 per resample), a bootstrap that cannot fit is refused before it
+    allocates, naming the --resamples that fit; that one runs."""
+    monkeypatch.setattr("bench.runner.memory_available", lambda: 10_000_000, raising=False)
+    out = tmp_path / "run"
+    args = ["run", "--models", tiny_model_dir, "--metrics", "bad-fn", "--data-dir", toy_data,
+            "--cache-dir", tmp_path / "c", "--out", out]  # fmt: skip
+    code, _, err = run_bench([*args, "--resamples", "100000"], capsys)  # 12.8 MB: fits one item (3.2 MB), not four
+    _one_line_error(code, err, "--resamples 100000 needs about 12.8 MB", "over 4 items", "but 10.0 MB",
+                    "use --resamples 78,125 or fewer")  # fmt: skip
+    _untouched(out)
+    code, _, err = run_bench([*args, "--resamples", "78125"], capsys)
+    assert code == 0, err
+    assert {r["resamples"] for r in _rows(out)} == {78125}
+
+
+def test_a_cache_dir_that_cannot_be_a_folder(tmp_path, capsys, monkeypatch, no_model_loading):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    cases = [(["--cache-dir", "/dev/null"], ["--cache-dir /dev/null is not a directory", "choose another --cache-dir"]),
+             (["--cache-dir", blocker], [f"--cache-dir {blocker} is not a directory"]),
+             (["--cache-dir", blocker / "sub"],
+              [f"--cache-dir {blocker / 'sub'} cannot be created", f"{blocker} is not a directory", "choose another"])]
+    for extra, names in cases:
+        for dry in ([], ["--dry-run"]):
+            code, _, err = run_bench(["run", "--models", "synthetic", "--out", tmp_path / "run", *extra, *dry], capsys)
+            _one_line_error(code, err, *names)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(blocker / "sub"))
+    code, _, err = run_bench(["run", "--models", "synthetic", "--out", tmp_path / "run"], capsys)
+    _one_line_error(code, err, f"the cache folder {blocker / 'sub'} (from BENCH_CACHE_DIR) cannot be created",
+                    "pass --cache-dir or set BENCH_CACHE_DIR")  # fmt: skip
+    assert blocker.read_text() == "x"
+    _untouched(tmp_path / "run")
+
+
+def test_a_cache_dir_that_cannot_be_created_but_an_existing_read_only_one_is_used(tmp_path, monkeypatch):
+    from bench.runner import check_cache_dir
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real = os.access  # (root ignores a folder's mode: the read-only file system as the check sees it)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == read_only else real(p, mode, **kw))
+    with pytest.raises(BenchError, match=f"{read_only / 'c'} cannot be created: no write permission on {read_only}"):
+        check_cache_dir(read_only / "c", given=True)
+    check_cache_dir(read_only, given=True)  # a shared cache that this user only reads
+
+
+@pytest.mark.parametrize("module, executor", [("submitit", "slurm"), ("ray", "ray")])
+def test_missing_engine_gives_the_install_hint(module, executor, tmp_path, capsys, monkeypatch, no_model_loading):
+    monkeypatch.setitem(sys.modules, module, None)  # `import MODULE` fails as if it were not installed
+    out = tmp_path / "run"
+    code, _, err = run_bench(["run", "--models", "synthetic", "--executor", executor, "--slurm-cluster", "local",
+                              "--cache-dir", tmp_path / "c", "--out", out], capsys)  # fmt: skip
+    _one_line_error(code, err, f"--executor {executor} needs", f"pip install 'bench-debias[{executor}]'")
     _untouched(out)
 
 

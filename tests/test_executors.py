@@ -19,7 +19,7 @@ from functools import partial
 import pytest
 import torch
 
-from bench.api import EMBED, Column, Estimate, Metric, Scores
+from bench.api import EMBED, Column, Estimate, Metric, Scores, statistic
 from bench.errors import BenchError
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from ci_runs import REPO, assert_same_results, bench_cli, ci_args, ci_reference, fresh_cache, rows, units  # noqa: F401
@@ -27,6 +27,7 @@ from cli_helpers import run_bench
 from tests.test_runner_cli import ScaleHidden
 
 
+@statistic
 def _mean_rows(values, idx):
     return values[idx[0]].mean(axis=1) * 100
 
@@ -144,13 +145,51 @@ def test_remote_workers_receive_names_and_dicts_only(tiny_model_dir, tmp_path):
     assert again.manifest()["request"] == dict(runner.request.manifest()["request"], data_dir=again.data_dir)
 
 
-def test_fault_injection_hook_raises_a_bench_error(monkeypatch, tmp_path):
-    from bench.executors import _inject_fault
+FAULT_HOOK = REPO / "tests" / "fault_hook"
 
-    monkeypatch.setenv("BENCH_FAULT_INJECT", json.dumps({"unit": "/ cda /", "action": "raise", "marker": str(tmp_path / "m")}))
-    _inject_fault({"id": "synthetic / inlp / seed 0"})  # not matching: nothing happens
-    with pytest.raises(BenchError, match="injected failure"):
-        _inject_fault({"id": "synthetic / cda / seed 0"})
+
+def _fault_env(**fault) -> dict:
+    """The environment of a `bench run` whose workers fail as `fault` says (tests/fault_hook/sitecustomize.py)."""
+    path = os.pathsep.join([str(FAULT_HOOK), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {"PYTHONPATH": path, "BENCH_TEST_FAULT": json.dumps(fault)}
+
+
+def test_test_fault_hook_raises_in_a_matching_unit_only(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fault_hook_under_test", FAULT_HOOK / "sitecustomize.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)  # (BENCH_TEST_FAULT unset: it patches nothing)
+    work = hook.wrap(lambda request, unit, *a: unit["id"], {"unit": "/ cda /", "action": "raise", "marker": ""})
+    assert work({}, {"id": "synthetic / inlp / seed 0"}) == "synthetic / inlp / seed 0"
+    assert work({}, {"id": "synthetic / cda / seed 0", "warm": True}) == "synthetic / cda / seed 0"
+    with pytest.raises(BenchError, match="injected failure in synthetic / cda / seed 0"):
+        work({}, {"id": "synthetic / cda / seed 0"})
+
+
+def test_production_code_has_no_fault_hook(tiny_model_dir, tmp_path):
+    """BENCH_FAULT_INJECT (the hook bench had in its workers) neither kills a worker nor creates a file: a worker
+    (bench.executors.work, in a fresh process as on Ray or SLURM) runs its unit as if it were not set."""
+    sources = {p: p.read_text() for p in (REPO / "bench").rglob("*.py")}
+    assert not [p for p, text in sources.items() if "FAULT_INJECT" in text or "inject_fault" in text]
+    marker = tmp_path / "marker"
+    script = """if True:
+        import json, sys
+        from bench.executors import work
+        from bench.runner import Runner, RunRequest
+        request = dict(models=[sys.argv[1]], methods=["base"], metrics=["crows"], data_dir=sys.argv[2],
+                       cache_dir=sys.argv[3], progress=False)
+        (unit,) = Runner(RunRequest(**request), echo=lambda m: None).plan().units
+        print(json.dumps(work(request, unit.to_dict(), [], "slurm")["errors"]))
+    """
+    fault = {"unit": "", "action": "kill", "marker": str(marker)}
+    env = {**os.environ, "BENCH_FAULT_INJECT": json.dumps(fault), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", script, str(tiny_model_dir), str(tmp_path / "data"), str(tmp_path / "cache")]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]  # not killed
+    (error,) = json.loads(done.stdout.splitlines()[-1])  # the unit ran: crows has no data file here
+    assert "crows" in error and "injected" not in error
+    assert not marker.exists()
 
 
 class _FakeCollector:
@@ -320,9 +359,9 @@ def test_killed_worker_is_retried(executor, ci_reference, tmp_path):
     pytest.importorskip("ray" if executor == "ray" else "submitit")
     ref, ref_cache = ci_reference
     marker = tmp_path / "killed"
-    fault = json.dumps({"unit": "/ cda+inlp /", "action": "kill", "marker": str(marker)})
+    env = _fault_env(unit="/ cda+inlp /", action="kill", marker=str(marker))
     out = tmp_path / "run"
-    done = bench_cli(ci_args(out, ref_cache, *(RAY if executor == "ray" else SUBMITIT)), env={"BENCH_FAULT_INJECT": fault})
+    done = bench_cli(ci_args(out, ref_cache, *(RAY if executor == "ray" else SUBMITIT)), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert marker.is_file(), "the fault was not injected"
     killed_pid = int(marker.read_text())
@@ -335,9 +374,8 @@ def test_killed_worker_is_retried(executor, ci_reference, tmp_path):
 def test_failing_unit_on_ray_does_not_stop_the_others(ci_reference, tmp_path):
     pytest.importorskip("ray")
     ref, ref_cache = ci_reference
-    fault = json.dumps({"unit": "/ inlp /", "action": "raise", "marker": str(tmp_path / "m")})
     out = tmp_path / "run"
-    done = bench_cli(ci_args(out, ref_cache, *RAY), env={"BENCH_FAULT_INJECT": fault})
+    done = bench_cli(ci_args(out, ref_cache, *RAY), env=_fault_env(unit="/ inlp /", action="raise", marker=""))
     assert done.returncode == 2 and "injected failure in synthetic / inlp / seed 0" in done.stderr.splitlines()[-1]
     assert "synthetic / inlp / seed 0: the worker raised" in done.stderr and "in _inject_fault" in done.stderr
     assert {r["method"] for r in rows(out)} == {"base", "cda", "sentence-debias", "cda+inlp"}
