@@ -22,9 +22,31 @@ def _data_dir(data_dir) -> Path:
             raise BenchError(f"no data directory: pass --data-dir DIR (e.g. --data-dir ~/bench-data) or set {ENV_DATA_DIR}")
         data_dir = value
     path = Path(data_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise BenchError(f"--data-dir {path} is a file, not a folder")
+    above = path
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        where = "" if above == path else f" ({above} is not a folder)"
+        raise click.BadParameter(f"{path} cannot be a data directory{where}; pass a folder, or a path whose "
+                                 "existing part is a folder (the rest is created)", param_hint="'--data-dir'")
     return path
+
+
+def _mirror(ctx, param, value):
+    """--mirror: an http(s) URL with a host (a malformed one is a usage error, not a traceback)."""
+    import urllib.parse
+
+    if not value:
+        return None
+    try:
+        u = urllib.parse.urlsplit(value)
+        ok = u.scheme in ("http", "https") and bool(u.hostname) and (u.port or 0) >= 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise click.BadParameter(f"{value!r} is not an http(s) URL; give the mirror's base URL, e.g. "
+                                 "--mirror https://mirror.example.org/bench-data")
+    return value
 
 
 _data_dir_option = click.option(
@@ -50,11 +72,13 @@ def data():
 @_data_dir_option
 @click.option("--offline", is_flag=True,
               help="Download nothing; list what is missing and where to get it (also when HF_HUB_OFFLINE=1).")
-@click.option("--mirror", metavar="URL", default=lambda: os.environ.get("BENCH_DATA_MIRROR"),
+@click.option("--mirror", metavar="URL", default=lambda: os.environ.get("BENCH_DATA_MIRROR"), callback=_mirror,
               help="Fetch URL sources from a mirror: https://host/path is read from URL/host/path "
                    "(default: $BENCH_DATA_MIRROR). Hugging Face sources follow HF_ENDPOINT.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              help="Seconds to wait for a server before giving up on it for this run.")
+              help="Seconds to wait for a server before giving up on it for this run. Each file must also "
+                   "arrive within TIMEOUT + 1 s per 64 KiB of its size in the manifest (retries and resumes "
+                   "included), however slowly the server sends; what arrived is kept for the next run.")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Resumes of an interrupted transfer within this run (each continues where the last stopped).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
@@ -66,6 +90,8 @@ def fetch(groups, data_dir, offline, mirror, timeout, retries, no_progress):
     sha256 is checked before the file is moved into place, so the layout never holds a half-written file or
     unexpected bytes. Files already present are kept (their hash is checked and reported). Offline, nothing is
     attempted and the missing files are listed with their sources.
+    A source or mirror is not trusted: no more bytes than the manifest's size are read, archive members are
+    checked before extraction, and bench writes nothing through a symbolic link in DIR.
     Exit status: 0 every selected file is in place; 1 some are missing or have an unexpected hash.
     """
     from bench.fetch import Transfers, fetch as run_fetch, load_manifest, offline_mode
@@ -84,7 +110,11 @@ def fetch(groups, data_dir, offline, mirror, timeout, retries, no_progress):
 
     created = not offline and not target.exists()
     if not offline:
-        target.mkdir(parents=True, exist_ok=True)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise click.BadParameter(f"cannot create {target} ({e.strerror}); pass a folder you can write to",
+                                     param_hint="'--data-dir'") from None
     # offline, only the Hugging Face cache can provide files: nothing is created unless something is placed
     outcomes = run_fetch(target, groups, manifest=manifest, transfers=transfers, echo=None if offline else echo)
     if created and not any(target.iterdir()):
@@ -169,7 +199,8 @@ def list_(per_file, groups):
     m = load_manifest()
     entries = m.select(groups)
     if per_file:
-        rows = [[e.path, e.group, human_size(e.size), e.sha256[:12] if e.sha256 else "unverified",
+        rows = [[e.path, e.group, human_size(e.size) if e.size is not None or e.max_size is None
+                 else f"< {human_size(e.max_size)}", e.sha256[:12] if e.sha256 else "unverified",
                  m.licence(e), e.source_text(m)] for e in entries]
         click.echo(tabulate(rows, headers=["file", "group", "size", "sha256", "licence", "source"], tablefmt="github"))
         return

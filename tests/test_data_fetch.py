@@ -264,8 +264,8 @@ def test_server_down_names_the_missing_files_at_once(tmp_path, capsys, monkeypat
     import bench.fetch as fetch_mod
 
     calls = []
-    real = fetch_mod.urllib.request.urlopen
-    monkeypatch.setattr(fetch_mod.urllib.request, "urlopen", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = fetch_mod.open_url
+    monkeypatch.setattr(fetch_mod, "open_url", lambda *a, **k: calls.append(a) or real(*a, **k))
     entries = _real_entries("crows", "seat")
     t0 = time.perf_counter()
     code, _, err = run_bench(["data", "fetch", "crows", "seat", "--data-dir", tmp_path, "--mirror", url], capsys)
@@ -322,13 +322,14 @@ def _test_manifest(tmp_path: Path, mirror: Mirror) -> tuple[Path, dict]:
     for name, data in src.items():
         keys[name] = mirror.add_url(f"https://dl.example.org/mrpc/{name}", data)
     lines = ['version = 1', '[groups.seat]', 'licence = "CC BY-NC 4.0"', '[groups.glue]', 'licence = "per task"',
-             '[archives.glue-WNLI]', 'url = "https://dl.example.org/glue/WNLI.zip"']
+             '[archives.glue-WNLI]', 'url = "https://dl.example.org/glue/WNLI.zip"', f"size = {len(buf.getvalue())}"]
     for name, key in (("mrpc-msr-train", "train"), ("mrpc-msr-test", "test"), ("mrpc-dev-ids", "ids")):
-        lines += [f"[inputs.{name}]", f'url = "https://dl.example.org/mrpc/{key}"',
+        lines += [f"[inputs.{name}]", f'url = "https://dl.example.org/mrpc/{key}"', f"size = {len(src[key])}",
                   f'sha256 = "{hashlib.sha256(src[key]).hexdigest()}"']
     for p in hub_files + wnli + mrpc:
         e = real.entry(p)
-        lines += ["[[file]]", f'path = "{p}"', f'group = "{e.group}"', f'sha256 = "{e.sha256}"', "verified = true"]
+        lines += ["[[file]]", f'path = "{p}"', f'group = "{e.group}"', f'sha256 = "{e.sha256}"', "verified = true",
+                  f"size = {e.size}"]
         if p in hub_files:
             lines += [f'hub = "{HUB_REPO}"', f'hub_path = "{p}"', 'revision = "main"']
         elif p in wnli:
@@ -471,10 +472,11 @@ def test_hub_dataset_csv_conversion(mirror, monkeypatch, tmp_path):
     monkeypatch.setattr(datasets, "load_dataset", lambda repo, revision=None: seen.append((repo, revision)) or dd)
     manifest = tmp_path / "m.toml"
     manifest.write_text('[groups.gradiend]\nlicence = "x"\n[[file]]\npath = "gradiend/namexact.csv"\n'
-                        'group = "gradiend"\nhub = "aieng-lab/namexact"\nconvert = "hub-dataset-csv"\n')
+                        'group = "gradiend"\nhub = "aieng-lab/namexact"\nconvert = "hub-dataset-csv"\n'
+                        'max_size = 100000\n')
     from bench.fetch import fetch
 
     out = fetch(tmp_path / "d", manifest=load_manifest(manifest), transfers=Transfers(tmp_path / "d" / ".partial"))
-    assert [o.status for o in out] == ["unverified"] and seen == [("aieng-lab/namexact", None)]
+    assert [o.status for o in out] == ["unverified"] and seen == [("hf://datasets/aieng-lab/namexact", None)]
     assert (tmp_path / "d" / "gradiend" / "namexact.csv").read_text() == \
         "name,gender,split\nBryant,M,train\nAnna,F,train\nMia,F,test\n"
