@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from tabulate import tabulate
+from tabulate import LATEX_ESCAPE_RULES, Line, TableFormat, tabulate
 
 from bench.api import Column
 from bench.store import write_text
+from reports.escape import latex, markdown, plain
 
 SIG_MD, SIG_TEX = "†", r"$^\dagger$"
 OUTSIDE_MD, OUTSIDE_TEX = "!", r"$^{!}$"
@@ -61,14 +63,10 @@ def _metric_classes(rows: list[dict]):
             continue
 
 
-def _columns(rows: list[dict]) -> list[tuple[str, Column]]:
-    found = [(metric, c) for metric, cls in _metric_classes(rows) for c in cls.columns]
-    return sorted(found, key=lambda mc: mc[1].order)
-
-
-def _submetrics(rows: list[dict], bias_type: str) -> dict[tuple[str, str], str]:
-    """(metric, column label) -> the sub-metric holding that column in a run of `bias_type` (SS: ss_race, ...)."""
-    return {(metric, c.label): c.submetric for metric, cls in _metric_classes(rows) for c in cls.columns_for(bias_type)}
+def _submetrics(classes: dict, bias_type: str) -> dict[tuple[str, str], str]:
+    """(metric, column label) -> the sub-metric holding that column in a run of `bias_type` (SS: ss_race, ...);
+    `classes`: metric name -> registered class."""
+    return {(metric, c.label): c.submetric for metric, cls in classes.items() for c in cls.columns_for(bias_type)}
 
 
 def _badness(value: float, goal: str) -> float:
@@ -89,10 +87,12 @@ def cell_rows(rows: list[dict]) -> list[dict]:
     def rank(r: dict) -> tuple:
         return (0, 0) if r.get("aggregate") else (1, r.get("seed") or 0)
 
+    keyed = [(_key(r), rank(r)) for r in rows]
     best: dict[tuple, tuple] = {}
-    for r in rows:
-        best[_key(r)] = min(best.get(_key(r), rank(r)), rank(r))
-    return [r for r in rows if rank(r) == best[_key(r)]]
+    for key, rk in keyed:
+        if rk < best.get(key, (2,)):
+            best[key] = rk
+    return [r for r, (key, rk) in zip(rows, keyed) if rk == best[key]]
 
 
 def seeds_note(rows: list[dict]) -> str:
@@ -105,42 +105,64 @@ def seeds_note(rows: list[dict]) -> str:
 
 
 def build(rows: list[dict]):
-    """-> (columns, [(model, [(label, group, [Cell per column])])])"""
-    rows = cell_rows(rows)
-    columns = _columns(rows)
-    groups = list(dict.fromkeys((r["model"], r.get("bias_type", "gender")) for r in rows))
+    """-> (columns, [(model, [(label, group, [Cell per column])])]). Linear in the rows: they are grouped once by
+    (model, bias type) and, within a group, by (method, metric)."""
+    return _build(cell_rows(rows))
+
+
+def _build(rows: list[dict]):
+    """build() of rows already reduced to one per cell (cell_rows)."""
+    classes = dict(_metric_classes(rows))
+    columns = sorted(((metric, c) for metric, cls in classes.items() for c in cls.columns), key=lambda mc: mc[1].order)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r.get("bias_type", "gender")), []).append(r)
     show_type = any(bias_type != "gender" for _, bias_type in groups)
+    wanted = {}  # bias type -> the (metric, sub-metric) of each column
+    for bias_type in {b for _, b in groups}:
+        subs = _submetrics(classes, bias_type)
+        wanted[bias_type] = [(metric, subs.get((metric, col.label), col.submetric)) for metric, col in columns]
     table = []
-    for model_name, bias_type in groups:
-        mrows = [r for r in rows if r["model"] == model_name and r.get("bias_type", "gender") == bias_type]
+    for (model_name, bias_type), mrows in groups.items():
         model = f"{model_name} ({bias_type})" if show_type else model_name
-        submetrics = _submetrics(mrows, bias_type)
-        methods = {}
-        for r in mrows:
-            methods.setdefault(r["method"], (r.get("label") or r["method"], r.get("group", 2)))
-        order = sorted(methods, key=lambda m: (methods[m][1], list(methods).index(m)))
-        body = []
-        for method in order:
-            cells = []
-            for metric, col in columns:
-                match = [r for r in mrows if r["method"] == method and r["metric"] == metric]
-                sub = submetrics.get((metric, col.label), col.submetric)
-                ok = [r for r in match if r.get("submetric") == sub and r.get("status") == "ok"]
-                if ok and ok[0].get("value") is not None:
-                    r = ok[0]
-                    cells.append(Cell(r["value"], r.get("ci_low"), r.get("ci_high"), bool(r.get("significant"))))
-                else:
-                    cells.append(Cell(na=any(r.get("status") == "n/a" for r in match),
-                                      error=any(r.get("status") == "error" for r in match)))
-            body.append((methods[method][0], methods[method][1], cells))
-        for j, (_, col) in enumerate(columns):
-            candidates = [cells[j] for label, group, cells in body if cells[j].value is not None and not math.isnan(cells[j].value)]
-            if len(candidates) > 1:
-                best = min(_badness(c.value, col.goal) for c in candidates)
-                for c in candidates:
-                    c.best = _badness(c.value, col.goal) == best
+        body = _group_body(mrows, wanted[bias_type])
+        _mark_best(body, columns)
         table.append((model, body))
     return columns, table
+
+
+def _group_body(mrows: list[dict], wanted: list[tuple[str, str]]) -> list[tuple[str, int, list[Cell]]]:
+    """The (label, group, cells) of each method of one (model, bias type), base first, then by method group;
+    `wanted`: the (metric, sub-metric) of each column."""
+    methods: dict[str, tuple] = {}
+    first_ok: dict[tuple, dict] = {}  # (method, metric, sub-metric) -> its first row with status ok
+    statuses: dict[tuple, set] = {}  # (method, metric) -> the statuses of its rows
+    for r in mrows:
+        method, metric, status = r["method"], r["metric"], r.get("status")
+        methods.setdefault(method, (r.get("label") or method, r.get("group", 2), len(methods)))
+        statuses.setdefault((method, metric), set()).add(status)
+        if status == "ok":
+            first_ok.setdefault((method, metric, r.get("submetric")), r)
+    body = []
+    for method in sorted(methods, key=lambda m: methods[m][1:]):
+        cells = [_cell(first_ok.get((method, metric, sub)), statuses.get((method, metric), ())) for metric, sub in wanted]
+        body.append((methods[method][0], methods[method][1], cells))
+    return body
+
+
+def _cell(ok: dict | None, statuses) -> Cell:
+    if ok is not None and ok.get("value") is not None:
+        return Cell(ok["value"], ok.get("ci_low"), ok.get("ci_high"), bool(ok.get("significant")))
+    return Cell(na="n/a" in statuses, error="error" in statuses)
+
+
+def _mark_best(body, columns) -> None:
+    for j, (_, col) in enumerate(columns):
+        candidates = [cells[j] for label, group, cells in body if cells[j].value is not None and not math.isnan(cells[j].value)]
+        if len(candidates) > 1:
+            best = min(_badness(c.value, col.goal) for c in candidates)
+            for c in candidates:
+                c.best = _badness(c.value, col.goal) == best
 
 
 def _any_outside(table) -> bool:
@@ -160,12 +182,6 @@ def _cell_md(c: Cell, d: int) -> str:
     return text + ci + (OUTSIDE_MD if c.outside else "") + (f" {SIG_MD}" if c.significant else "")
 
 
-def _tex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
-        s = s.replace(a, b)
-    return s
-
-
 def _cell_tex(c: Cell, d: int) -> str:
     if c.value is None:
         return "error" if c.error else "n/a" if c.na else ""
@@ -181,15 +197,17 @@ def _header(col: Column) -> str:
 
 
 def render_markdown(rows: list[dict]) -> str:
-    columns, table = build(rows)
+    shown = cell_rows(rows)
+    columns, table = _build(shown)
     if not table:
         return "(no results)"
-    headers = ["Model", "Method"] + [_header(c) for _, c in columns]
+    headers = ["Model", "Method"] + [markdown(_header(c)) for _, c in columns]
     body = []
     for model, methods in table:
         for i, (label, _group, cells) in enumerate(methods):
-            body.append([model if i == 0 else "", label] + [_cell_md(c, _decimals(col)) for c, (_, col) in zip(cells, columns)])
-    seeds = seeds_note(cell_rows(rows))
+            body.append([markdown(model) if i == 0 else "", markdown(label)]
+                        + [_cell_md(c, _decimals(col)) for c, (_, col) in zip(cells, columns)])  # fmt: skip
+    seeds = seeds_note(shown)
     note = (
         "\n\nValue [95 % bootstrap CI]" + (f", {seeds}" if seeds else "") + ". **bold**: best per model and column; "
         f"{SIG_MD}: significant change vs. Base (paired bootstrap, CI of the difference excludes 0); n/a: does not apply."
@@ -202,7 +220,8 @@ def render_markdown(rows: list[dict]) -> str:
 
 
 def render_latex(rows: list[dict]) -> str:
-    columns, table = build(rows)
+    shown = cell_rows(rows)
+    columns, table = _build(shown)
     if not table:
         return "% no results"
     arrows = {"50": r"$\rightarrow$50", "0": r"$\rightarrow$0", "max": r"$\uparrow$"}
@@ -210,20 +229,20 @@ def render_latex(rows: list[dict]) -> str:
         r"% requires \usepackage{booktabs}",
         r"\begin{tabular}{l" + "c" * len(columns) + "}",
         r"\toprule",
-        "Method & " + " & ".join(f"{_tex_escape(c.label)} ({arrows[c.goal]})" for _, c in columns) + r" \\",
+        "Method & " + " & ".join(f"{latex(c.label)} ({arrows[c.goal]})" for _, c in columns) + r" \\",
     ]
     for model, methods in table:
         lines.append(r"\midrule")
-        lines.append(rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\textit{{{_tex_escape(model)}}}}} \\")
+        lines.append(rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\textit{{{latex(model)}}}}} \\")
         previous_group = None
         for label, group, cells in methods:
             if previous_group is not None and group != previous_group:
                 lines.append(r"\cmidrule(lr){1-" + str(len(columns) + 1) + "}")
             previous_group = group
             values = " & ".join(_cell_tex(c, _decimals(col)) for c, (_, col) in zip(cells, columns))
-            lines.append(f"{_tex_escape(label)} & {values} " + r"\\")
+            lines.append(f"{latex(label)} & {values} " + r"\\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    seeds = seeds_note(cell_rows(rows))
+    seeds = seeds_note(shown)
     if seeds:
         lines.append(f"% values: {seeds}")
     if _any_outside(table):
@@ -242,21 +261,41 @@ def render_full(rows: list[dict], fmt: str = "md") -> str:
     headers = ["Model", "Method", "Metric", "Sub-metric", "Value", "95 % CI", "Δ vs base", "Δ 95 % CI", "sig."]
     if with_seeds:
         headers.insert(2, "Seed")
+    names = 5 if with_seeds else 4  # the leading columns of data-supplied text (seed: numbers, escaped alike)
+    esc = plain if fmt == "tex" else markdown  # LaTeX: escaped by the table format, which knows the columns
     body = []
     for r in rows:
-        lead = [r["model"], r.get("label") or r["method"]]
+        lead = [esc(r["model"]), esc(r.get("label") or r["method"])]
         if with_seeds:
             seeds = ",".join(str(x) for x in r.get("seeds") or ())
             lead.append(f"mean {seeds}" if r.get("aggregate") else str(r.get("seed", "")))
+        lead += [esc(r["metric"]), esc(r.get("submetric") or "")]
         if r.get("status") != "ok":
-            body.append(lead + [r["metric"], r.get("submetric") or "", "n/a", "", "", "", ""])
+            body.append(lead + ["n/a", "", "", "", ""])
             continue
         ci = f"[{_fmt(r.get('ci_low'), 3)}, {_fmt(r.get('ci_high'), 3)}]" if r.get("ci_low") is not None else ""
         delta = _fmt(r.get("delta"), 3) if r.get("delta") is not None else ""
         dci = f"[{_fmt(r.get('delta_low'), 3)}, {_fmt(r.get('delta_high'), 3)}]" if r.get("delta_low") is not None else ""
-        body.append(lead + [r["metric"], r.get("submetric") or "",
-                            _fmt(r.get("value"), 4), ci, delta, dci, "yes" if r.get("significant") else ""])  # fmt: skip
-    return tabulate(body, headers=headers, tablefmt="latex_booktabs" if fmt == "tex" else "github", disable_numparse=True)
+        body.append(lead + [_fmt(r.get("value"), 4), ci, delta, dci, "yes" if r.get("significant") else ""])
+    tablefmt = _booktabs(names) if fmt == "tex" else "github"
+    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+
+
+def _booktabs(names: int) -> TableFormat:
+    """tabulate's latex_booktabs layout, whose first `names` columns are escaped by reports.escape.latex (the other
+    cells and the headers, the renderer's own text, by tabulate's rules as before)."""
+    def row(cells, widths, aligns, names=names):
+        escaped = [latex(c) if i < names else "".join(LATEX_ESCAPE_RULES.get(ch, ch) for ch in c)
+                   for i, c in enumerate(cells)]  # fmt: skip
+        return ("&".join(escaped) + "\\\\").rstrip()
+
+    def begin(widths, aligns):
+        spec = "".join({"right": "r", "center": "c", "decimal": "r"}.get(a, "l") for a in aligns)
+        return "\\begin{tabular}{" + spec + "}\n\\toprule"
+
+    return TableFormat(lineabove=begin, linebelowheader=Line("\\midrule", "", "", ""), linebetweenrows=None,
+                       linebelow=Line("\\bottomrule\n\\end{tabular}", "", "", ""), headerrow=partial(row, names=0),
+                       datarow=row, padding=1, with_header_hide=None)  # fmt: skip
 
 
 def write_tables(rows: list[dict], out: Path) -> None:

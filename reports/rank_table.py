@@ -32,6 +32,8 @@ import click
 import numpy as np
 from tabulate import tabulate
 
+from reports.escape import latex, markdown
+
 Z95 = 1.959963984540054
 DEFAULT_RANK = ("ss", "seat")
 DEFAULT_PERFORMANCE = ("lms", "glue", "superglue")
@@ -251,9 +253,10 @@ def render(rows: list[dict], fmt: str = "md", **kwargs) -> str:
     for sub, _ in cols:
         vals = [t.ranks[m][sub] for m in t.methods if math.isfinite(t.ranks[m].get(sub, math.nan))]
         best[sub] = max(vals) if vals else None
+    esc = markdown if fmt == "md" else latex
     body = []
     for m in t.methods:
-        line = [t.labels[m]]
+        line = [esc(t.labels[m])]
         for sub, _ in cols:
             v = t.ranks[m].get(sub)
             text = _f(v)
@@ -272,19 +275,19 @@ def render(rows: list[dict], fmt: str = "md", **kwargs) -> str:
             d = "" if delta is None else f" ({delta:+.2f})"
             line.append(_f(mean) + d)
         body.append(line)
-    headers = ["Method"] + [label for _, label in cols] + [f"{label} (mean)" for _, label in t.perf_metrics]
-    legend = (f"Mean proportional rank over {len(t.models)} base model(s) ({', '.join(t.models)}): per metric and base "
+    headers = ["Method"] + [esc(label) for _, label in cols] + [f"{esc(label)} (mean)" for _, label in t.perf_metrics]
+    models = ", ".join(markdown(m) for m in t.models) if fmt == "md" else ", ".join(t.models)  # tex: below
+    legend = (f"Mean proportional rank over {len(t.models)} base model(s) ({models}): per metric and base "
               "model the methods are ranked i/(n−1), 1 = best; mean over base models, then over metrics. "
               + (f"95 % CI in brackets from {t.resamples} resamples drawn from the rows' bootstrap CIs (normal "
                  "approximation, re-ranked per resample; reports/rank_table.py). " if t.resamples else "")
               + "Right: mean over base models (change vs. base).")  # fmt: skip
     if fmt == "md":
         return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n\n" + legend + "\n"
-    esc = lambda s: s.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_")  # noqa: E731
     lines = [r"% requires \usepackage{booktabs}", r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", r"\toprule",
-             " & ".join(esc(h) for h in headers) + r" \\", r"\midrule"]  # fmt: skip
-    lines += [" & ".join([esc(line[0])] + line[1:]) + r" \\" for line in body]
-    lines += [r"\bottomrule", r"\end{tabular}", f"% {esc(legend)}"]
+             " & ".join(headers) + r" \\", r"\midrule"]  # fmt: skip
+    lines += [" & ".join(line) + r" \\" for line in body]
+    lines += [r"\bottomrule", r"\end{tabular}", f"% {latex(legend)}"]
     return "\n".join(lines) + "\n"
 
 

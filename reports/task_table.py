@@ -30,6 +30,8 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
+from reports.escape import latex, markdown
+
 MISSING_DATA = "missing data: "
 DESCRIPTION = "_table"  # sub-metric suffix of the description row
 MISSING = "_missing"  # sub-metric suffix of the missing-task count (its note: "<task>: <why>; ...")
@@ -48,7 +50,20 @@ def _description(row: dict) -> dict | None:
         desc = json.loads(row.get("note") or "")
     except ValueError:
         return None
-    return desc if isinstance(desc, dict) and desc.get("suite") == suite_of(row) else None
+    return desc if _well_formed(desc) and desc["suite"] == suite_of(row) else None
+
+
+def _well_formed(desc) -> bool:
+    """Whether a description has the shape in the module docstring (a tampered one is ignored, not a traceback)."""
+    text = lambda v: v is None or isinstance(v, str)  # noqa: E731
+    if not (isinstance(desc, dict) and isinstance(desc.get("suite"), str) and text(desc.get("label"))
+            and text(desc.get("mean")) and isinstance(desc.get("tasks", []), list)
+            and isinstance(desc.get("missing", {}), dict)):  # fmt: skip
+        return False
+    tasks_ok = all(isinstance(t, dict) and isinstance(t.get("key"), str) and text(t.get("label"))
+                   and text(t.get("metric")) and isinstance(t.get("order", 0), (int, float))
+                   and not isinstance(t.get("order", 0), bool) for t in desc.get("tasks") or [])  # fmt: skip
+    return tasks_ok and all(isinstance(v, str) for v in (desc.get("missing") or {}).values())
 
 
 def _missing_note(row: dict) -> bool:
@@ -162,9 +177,11 @@ def table(rows: list[dict], suite: str):
         for metric in e["na"]:
             for c in columns if metric == suite else [metric]:
                 e["cells"].setdefault(c, {"status": "n/a"})
+    by_model: dict[str, list] = {}
+    for (model, method), e in entries.items():
+        by_model.setdefault(model, []).append((method, e))
     body = []
-    for model in dict.fromkeys(m for m, _ in entries):
-        group = [(meth, e) for (m, meth), e in entries.items() if m == model]
+    for model, group in by_model.items():
         group.sort(key=lambda x: (0 if x[0] == "base" else 1, x[1]["group"]))
         body.extend((model, e["label"], e["cells"]) for _, e in group)
     return {k: header[k][:2] for k in columns}, columns, body, list(dict.fromkeys(notes))
@@ -213,26 +230,19 @@ def render(rows: list[dict], fmt: str = "md", suite: str = "glue") -> str:
         return ""
     best = _best(body, columns)
     if fmt == "md":
-        headers = ["model", "method"] + [" ".join(x for x in header[c] if x) for c in columns]
-        lines = [[model if i == 0 or body[i - 1][0] != model else "", label]
+        headers = ["model", "method"] + [markdown(" ".join(x for x in header[c] if x)) for c in columns]
+        lines = [[markdown(model) if i == 0 or body[i - 1][0] != model else "", markdown(label)]
                  + [_cell(cells.get(c), fmt, (i, c) in best) for c in columns]
                  for i, (model, label, cells) in enumerate(body)]  # fmt: skip
         out = tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
         legend = "Validation-set scores ×100, mean over fine-tuning seeds, 95 % bootstrap CI in brackets; bold: best per model; †: significant change vs. base."
-        return out + "\n\n" + legend + "".join(f"\n- {n}" for n in notes) + "\n"
+        return out + "\n\n" + legend + "".join(f"\n- {markdown(n)}" for n in notes) + "\n"
     return _latex(header, columns, body, notes, best)
 
 
-def _tex(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"), ("_", r"\_"),
-                 ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}")):  # fmt: skip
-        s = s.replace(a, b)
-    return s
-
-
 def _latex(header, columns, body, notes, best) -> str:
-    head1 = " & ".join(["Model", "Method"] + [_tex(header[c][0]) for c in columns])
-    head2 = " & ".join(["", ""] + [_tex(header[c][1]) for c in columns])
+    head1 = " & ".join(["Model", "Method"] + [latex(header[c][0]) for c in columns])
+    head2 = " & ".join(["", ""] + [latex(header[c][1]) for c in columns])
     lines = [
         r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule", head1 + r" \\", head2 + r" \\", r"\midrule",
     ]  # fmt: skip
@@ -240,11 +250,11 @@ def _latex(header, columns, body, notes, best) -> str:
     for i, (model, label, cells) in enumerate(body):
         if previous is not None and model != previous:
             lines.append(r"\midrule")
-        name = _tex(model) if model != previous else ""
+        name = latex(model) if model != previous else ""
         previous = model
-        lines.append(" & ".join([name, _tex(label)] + [_cell(cells.get(c), "tex", (i, c) in best) for c in columns]) + r" \\")
+        lines.append(" & ".join([name, latex(label)] + [_cell(cells.get(c), "tex", (i, c) in best) for c in columns]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    comments = [f"% {_tex(n)}" for n in notes]
+    comments = [f"% {latex(n)}" for n in notes]
     return "\n".join(lines + comments) + "\n"
 
 
