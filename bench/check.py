@@ -13,6 +13,17 @@ class Malformed(BenchError):
     """A baseline or run row that cannot be compared (missing key fields, a non-numeric value or tolerance)."""
 
 
+def read_checked(path, which: str) -> list[dict]:
+    """The rows of a run or baseline (`which`), each checked by bench.store.ROW_SCHEMA; a bad row is Malformed."""
+    from bench.store import MalformedRow, read_rows
+
+    try:
+        return read_rows(path)
+    except MalformedRow as e:
+        raise Malformed(f"{which} row {e.row} ({e.path} line {e.line}: {e.problem}); fix or regenerate "
+                        f"{e.path}") from None
+
+
 def _key(row: dict) -> tuple:
     return (row["model"], row["method"], row["metric"], row.get("submetric"), row.get("seed", 0),
             row.get("bias_type", "gender"))

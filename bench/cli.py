@@ -234,14 +234,13 @@ def check(run_dir, baseline, tolerance):
     """
     import math
 
-    from bench.check import EXIT_MALFORMED, EXIT_NOTHING, EXIT_REGRESSION, Malformed, compare_runs
+    from bench.check import EXIT_MALFORMED, EXIT_NOTHING, EXIT_REGRESSION, Malformed, compare_runs, read_checked
     from bench.errors import DataError
-    from bench.store import read_rows
 
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise BenchError(f"--tolerance must be a finite number >= 0, got {tolerance}")
     try:
-        run_rows, base_rows = read_rows(run_dir), read_rows(baseline)
+        run_rows, base_rows = read_checked(run_dir, "run"), read_checked(baseline, "baseline")
         failures, checked = compare_runs(run_rows, base_rows, tolerance)
     except (DataError, Malformed) as e:
         click.echo(f"error: malformed baseline or run: {e}", err=True)

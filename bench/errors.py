@@ -24,6 +24,10 @@ class RunConflict(BenchError):
     """The output directory already holds a different run."""
 
 
+class RunLocked(RunConflict):
+    """Another bench run is writing the output directory right now."""
+
+
 class IdenticalSubject(BenchError):
     """A debiaser returned a subject identical to its input."""
 

@@ -235,7 +235,8 @@ class Runner:
         self.cache = Cache(root, warn=self._cache_warning)
         self.data_dir = Path(self.request.data_dir) if self.request.data_dir else default_data_dir()
         self.device = resolve_device(self.request.device)
-        self.store = RunStore(out, self.request.manifest()) if out is not None else None
+        # the driver holds the run directory's lock from here to the end of run(): one writer per directory
+        self.store = RunStore(out, self.request.manifest(), lock=True) if out is not None else None
         self.echo = echo
         self.rows: list[dict] = []
         self.errors: list[str] = []
@@ -557,6 +558,16 @@ class Runner:
     def run(self, executor=None) -> list[dict]:
         """Plan the request, run the units that are not done (on `executor`, default: in this process) and
         return the rows in plan order. The driver alone writes the run directory."""
+        if self.store is None:
+            return self._run(executor)
+        self.store.acquire()  # again, when this runner ran before
+        try:
+            self._run(executor)
+            return list(self.store.rows)
+        finally:
+            self.store.release()
+
+    def _run(self, executor) -> list[dict]:
         from bench.executors import LocalExecutor, Collector
 
         plan = self.plan()
@@ -564,6 +575,4 @@ class Runner:
         collector = Collector(self, plan)
         executor.execute(self, plan, collector)
         collector.finish()
-        if self.store is not None:
-            return list(self.store.rows)
         return self.rows

@@ -10,18 +10,23 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
+import fcntl
 import hashlib
 import inspect
 import json
 import logging
+import math
 import os
 import shutil
+import socket
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from bench.errors import BenchError, DataError, RunConflict
+from bench.errors import BenchError, DataError, RunConflict, RunLocked
 
 RESULT_FIELDS = (
     "model", "method", "label", "group", "metric", "submetric", "seed", "status", "value", "ci_low", "ci_high",
@@ -147,7 +152,75 @@ def remove_dir(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_NAME = ("a non-empty string", lambda v: isinstance(v, str) and v != "")
+_TEXT = ("a string", lambda v: isinstance(v, str))
+_COUNT = ("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+# An estimate may be NaN or infinite: an undefined statistic (e.g. a CI with too few finite resamples) is stored so.
+_ESTIMATE = ("a number", _is_number)
+_FINITE = ("a finite number >= 0", lambda v: _is_number(v) and math.isfinite(v) and v >= 0)
+_FLAG = ("true or false", lambda v: isinstance(v, bool))
+STATUSES = ("ok", "n/a", "error")
+
+# The one schema of a results row (results.jsonl, a baseline): field -> (what it must be, test, may be null).
+# Fields not listed are kept unchecked (they reach no table); model, method and metric are required.
+ROW_SCHEMA: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
+    "model": (*_NAME, False), "method": (*_NAME, False), "metric": (*_NAME, False), "bias_type": (*_NAME, False),
+    "label": (*_TEXT, True), "submetric": (*_TEXT, True), "note": (*_TEXT, True), "config_hash": (*_TEXT, True),
+    "group": ("an integer", _is_int, False),
+    "status": (f"one of {', '.join(STATUSES)}", lambda v: v in STATUSES, False),
+    "seed": (*_COUNT, True), "n": (*_COUNT, True), "resamples": (*_COUNT, True),
+    "seeds": ("a list of integers >= 0", lambda v: isinstance(v, list) and all(_COUNT[1](x) for x in v), False),
+    "aggregate": (*_FLAG, False), "significant": (*_FLAG, True),
+    "value": (*_ESTIMATE, True), "ci_low": (*_ESTIMATE, True), "ci_high": (*_ESTIMATE, True),
+    "delta": (*_ESTIMATE, True), "delta_low": (*_ESTIMATE, True), "delta_high": (*_ESTIMATE, True),
+    "runtime_s": (*_FINITE, True), "tolerance": (*_FINITE, False),
+    "versions": ("an object", lambda v: isinstance(v, dict), True),
+}  # fmt: skip
+REQUIRED_FIELDS = ("model", "method", "metric")
+
+
+def row_problem(row: Any) -> str | None:
+    """What is wrong with a results row by ROW_SCHEMA (None: nothing)."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    missing = [k for k in REQUIRED_FIELDS if k not in row]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    for field, value in row.items():
+        rule = ROW_SCHEMA.get(field)
+        if rule is None or (value is None and rule[2]):
+            continue
+        what, test, nullable = rule
+        if not test(value):
+            return f"{field} must be {what}{' or null' if nullable else ''}, got {_shown(value)}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class MalformedRow(DataError):
+    """A results row that does not follow ROW_SCHEMA; `row` is its 1-based position among the rows."""
+
+    def __init__(self, path: Path, line: int, row: int, problem: str):
+        super().__init__(f"{path} line {line}: malformed row ({problem}); fix or remove the line, or rerun into "
+                         "a new --out")
+        self.path, self.line, self.row, self.problem = path, line, row, problem
+
+
 def read_rows(path: Path) -> list[dict]:
+    """The rows of a results.jsonl (or of RUN_DIR/results.jsonl), each checked against ROW_SCHEMA: a malformed
+    row raises MalformedRow (a DataError) naming the file, the line and the field."""
     path = Path(path)
     if path.is_dir():
         path = path / "results.jsonl"
@@ -162,9 +235,10 @@ def read_rows(path: Path) -> list[dict]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{path} line {i}: malformed row ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path} line {i}: malformed row (not a JSON object)")
+                    raise MalformedRow(path, i, len(rows) + 1, f"not JSON: {e.msg}") from None
+                problem = row_problem(row)
+                if problem:
+                    raise MalformedRow(path, i, len(rows) + 1, problem)
                 rows.append(row)
     return rows
 
@@ -178,6 +252,123 @@ def request_hash(request: dict) -> str:
     return stable_hash(canon)
 
 
+LOCK_FILE = ".bench-lock"
+
+
+class RunLock:
+    """One writer per run directory: an advisory lock (flock) on OUT/.bench-lock, whose text names the holder
+    (pid, host, start time) for the message another run gets.
+
+    The kernel drops a flock when its holder dies, so a lock file left by a killed run is simply taken over (and
+    its text rewritten). Acquiring creates OUT (and its missing parents); releasing removes the lock file and
+    those directories again while they are empty, so a run that wrote nothing leaves no trace.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._fd: int | None = None
+        self._created: list[Path] = []
+        self._closer = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        self._make_folder()
+        for _ in range(100):  # the holder may remove the file between our open and our flock: open it again
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                self._remove_folder()
+                raise RunLocked(f"--out {self.folder} is in use by another bench run ({holder}); wait for it to "
+                                "finish, or choose another --out") from None  # fmt: skip
+            except OSError as e:  # a file system without locks (some NFS mounts): go on unprotected
+                _log.warning(f"cannot lock {self.path} ({e.strerror}); make sure no other run writes {self.folder}")
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)
+        else:
+            raise OSError(errno.EBUSY, f"could not lock {self.path}: it keeps being replaced")
+        if os.fstat(fd).st_size:  # the file of a run that ended (the kernel dropped its lock)
+            _log.info(f"{self.path}: taking over from a run that ended ({_holder(fd)})")
+        _write_holder(fd)
+        self._fd = fd
+        self._closer = weakref.finalize(self, os.close, fd)  # a store dropped without release() still unlocks
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if _same_file(self._fd, self.path):
+                os.unlink(self.path)  # while still locked: a run that opened this file sees it is gone and retries
+        self._closer()
+        self._fd = None
+        self._remove_folder()
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as e:
+            self._remove_folder()
+            raise BenchError(f"cannot lock --out {self.folder}: {self.path}: {e.strerror} (a symbolic link or not "
+                             "a file? remove it)") from None  # fmt: skip
+
+    def _make_folder(self) -> None:
+        missing = []
+        folder = self.folder
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BenchError(f"cannot create --out {self.folder}: {e.strerror or e}") from None
+        self._created = missing  # deepest first
+
+    def _remove_folder(self) -> None:
+        for folder in self._created:
+            try:
+                folder.rmdir()  # only while empty: the run wrote nothing into it
+            except OSError:
+                break
+        self._created = []
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _write_holder(fd: int) -> None:
+    since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}) + "\n"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text.encode(), 0)
+
+
+def _holder(fd: int) -> str:
+    """'pid 12 on host, since 2025-...' from the lock file's text (anyone may write it: shown only when sane)."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        pid, host, since = info["pid"], info["host"], info["since"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its details are not written yet"
+    if not (_is_int(pid) and isinstance(host, str) and isinstance(since, str)):
+        return "its details are unreadable"
+    clean = lambda s: "".join(c for c in s if c.isprintable())[:80]  # noqa: E731
+    return f"pid {pid} on {clean(host)}, since {clean(since)}"
+
+
 class RunStore:
     """A run directory: manifest + results rows, resumable.
 
@@ -185,19 +376,36 @@ class RunStore:
     a corrupted manifest, a different run), but nothing is written until the first rows are: a run that fails
     before that leaves the directory as it was. The manifest records the fingerprint of every data file the run
     read; a resume over changed data is refused, naming the file.
+
+    `lock=True` (the run's driver): the store holds the directory's RunLock from opening until `release()`, so
+    a second run into the same directory fails at once, naming the first.
     """
 
-    def __init__(self, out: Path, manifest: dict):
+    def __init__(self, out: Path, manifest: dict, lock: bool = False):
         self.out = Path(out)
         self.manifest = dict(manifest)
         self.manifest.setdefault("data", {})
         self.manifest_path = self.out / "manifest.json"
         self.results_path = self.out / "results.jsonl"
         self._check_writable()
+        self.lock = RunLock(self.out) if lock else None
+        self._open()
+
+    def _open(self) -> None:
+        """Take the lock (if any), then check the directory and read its rows (under the lock)."""
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self._load()
+        except BaseException:
+            self.release()
+            raise
+
+    def _load(self) -> None:
         old = self._read_manifest()
         if old is not None:
-            same = old.get("request_hash") == manifest.get("request_hash") or (
-                isinstance(old.get("request"), dict) and request_hash(old["request"]) == manifest.get("request_hash"))
+            same = old.get("request_hash") == self.manifest.get("request_hash") or (
+                "request" in old and request_hash(old["request"]) == self.manifest.get("request_hash"))
             if not same:
                 raise RunConflict(
                     f"{self.out} already holds a different run (its request: {_describe(old)}); "
@@ -208,6 +416,16 @@ class RunStore:
             raise RunConflict(f"{self.out} exists and is not a bench run directory; choose another --out")
         self.rows = read_rows(self.results_path) if self.results_path.is_file() else []
         self._dirty = old is None or old != self.manifest
+
+    def acquire(self) -> None:
+        """Hold the lock again after `release()` (and re-read the directory, which another run may have written)."""
+        if self.lock is not None and not self.lock.held:
+            self._open()
+
+    def release(self) -> None:
+        """Let another run write the directory (the lock file goes, and the directory too if it is still empty)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def _check_writable(self) -> None:
         if self.out.exists() and not self.out.is_dir():
@@ -227,9 +445,9 @@ class RunStore:
             old = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             old = e
-        if not isinstance(old, dict) or "request_hash" not in old:
-            why = f" ({old})" if isinstance(old, Exception) else ""
-            raise BenchError(f"{self.manifest_path} is corrupted{why}; remove the directory or choose another --out")
+        why = f"{old}" if isinstance(old, Exception) else manifest_problem(old)
+        if why:
+            raise BenchError(f"{self.manifest_path} is corrupted ({why}); remove the directory or choose another --out")
         return old
 
     def record_data(self, fingerprints: dict[str, str]) -> None:
@@ -273,6 +491,20 @@ class RunStore:
             write_text(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
         except OSError as e:
             raise BenchError(f"cannot write to --out {self.out}: {e.strerror or e}") from None
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a run directory's manifest.json (None: nothing)."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    if not isinstance(manifest.get("request_hash"), str):
+        return "request_hash must be a string"
+    if not isinstance(manifest.get("request", {}), dict):
+        return "request must be an object"
+    data = manifest.get("data", {})
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        return "data must be an object of file fingerprints (strings)"
+    return None
 
 
 def _describe(manifest: dict) -> str:
