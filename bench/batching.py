@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
 # (rows, padded tokens) per forward pass. CPU: the fastest range measured for bert-base on 2 cores
 # (tests/benchmarks/test_scoring_throughput.py); CUDA: chosen, not yet measured (no GPU lent so far): passes large
 # enough to keep a GPU busy whose activations (bert-large: ~0.3 GB per layer at most) stay far below its memory.
@@ -25,6 +23,8 @@ DEFAULT_LIMITS = {"cpu": (64, 1024), "cuda": (256, 16384)}
 
 def batch_limits(device, max_rows: int | None = None, max_tokens: int | None = None) -> tuple[int, int]:
     """(max rows, max padded tokens) per forward pass on `device`; explicit values win over the defaults."""
+    import torch  # here, not at the top: plugins import this module and `bench report` needs no torch
+
     kind = torch.device(device).type
     rows, tokens = DEFAULT_LIMITS.get(kind, DEFAULT_LIMITS["cuda"])
     rows = rows if max_rows is None else int(max_rows)

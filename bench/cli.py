@@ -32,8 +32,13 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     return options
 
 
+# Command groups of the core imported only when called (`bench report` does not pay for the synthetic world's imports)
+_LAZY_GROUPS = {"data": ("bench.data_cli", "data"), "synthetic": ("bench.synthetic.cli", "synthetic")}
+
+
 class BenchGroup(click.Group):
-    """Adds subcommands contributed by plugins (entry-point group `bench.commands`)."""
+    """Adds the core's lazily imported groups and subcommands contributed by plugins (entry-point group
+    `bench.commands`)."""
 
     def _plugin_commands(self):
         from bench.registry import COMMANDS
@@ -41,9 +46,14 @@ class BenchGroup(click.Group):
         return dict(COMMANDS.items())
 
     def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands()))
+        return sorted(set(super().list_commands(ctx)) | set(_LAZY_GROUPS) | set(self._plugin_commands()))
 
     def get_command(self, ctx, name):
+        if name in _LAZY_GROUPS:
+            import importlib
+
+            module, attr = _LAZY_GROUPS[name]
+            return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name) or self._plugin_commands().get(name)
 
 
@@ -283,17 +293,6 @@ def list_(what):
 
         for name in suite_names():
             click.echo(f"{name:28s} {load_suite(name).get('description', '')}")
-
-
-def _add_core_groups():
-    from bench.data_cli import data
-    from bench.synthetic.cli import synthetic
-
-    cli.add_command(synthetic)
-    cli.add_command(data)
-
-
-_add_core_groups()
 
 
 def main(argv=None):

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from bench.batching import batch_limits, token_batches
 
@@ -48,7 +47,7 @@ def max_input_length(subject) -> int:
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module):
+def eval_mode(model):
     """Eval mode (no dropout) while scoring; the model's previous mode is restored afterwards."""
     was_training = model.training
     model.eval()
@@ -88,6 +87,8 @@ def masked_log_probs(
     `batch_size` bounds the distinct inputs and `batch_tokens` the padded tokens per forward pass (None: the
     device's defaults, `bench.batching.DEFAULT_LIMITS`); `bar` is a tqdm-like factory such as `ctx.bar`.
     """
+    import torch  # here: metric plugins import this module, and `bench report` (which reads their columns) needs no torch
+
     max_rows, max_tokens = batch_limits(subject.device, batch_size, batch_tokens)
     out = np.full(len(queries), np.nan)
     if not queries:

@@ -48,7 +48,6 @@ import pandas as pd
 
 from bench.api import FINETUNE, Column, Estimate, Metric, NotApplicable, Scores
 from bench.errors import BenchError
-from bench.finetune import FinetuneConfig, FinetuneJob
 from bench.store import Cache, source_hash, stable_hash
 from metrics import glue_tasks
 from metrics.glue_tasks import TASKS, TaskUnavailable, load_task, mean_statistic, predictions_from_logits, task_statistic
@@ -141,7 +140,9 @@ class TaskSuite(Metric):
         defaults = self.synthetic_settings if meta.get("synthetic") else self.paper_settings
         return {k: defaults[k] if getattr(self, k) is None else getattr(self, k) for k in self.paper_settings}
 
-    def finetune_config(self, subject=None) -> FinetuneConfig:
+    def finetune_config(self, subject=None) -> "FinetuneConfig":  # noqa: F821
+        from bench.finetune import FinetuneConfig  # here: `bench report` reads the columns and needs no torch
+
         opts = self.settings(subject)
         return FinetuneConfig(epochs=opts["epochs"], lr=self.lr, batch_size=self.batch_size,
                               max_seq_length=opts["max_seq_length"])  # fmt: skip
@@ -234,6 +235,8 @@ class TaskSuite(Metric):
             "origin": data.origin, "max_train": opts["max_train_examples"], "max_eval": opts["max_eval_examples"],
             "reader": source_hash(self.reader_module.__file__),
         })  # fmt: skip
+        from bench.finetune import FinetuneJob
+
         num_labels = data.train.num_choices or task.num_labels
         job = FinetuneJob(
             subject, self.cache_name(task), data.train, {s.name: s for s in data.evals}, num_labels,
