@@ -248,7 +248,7 @@ class Context:
     bias_type: str = "gender"  # one of BIAS_TYPES: which items a metric scores, which words a method uses
 
     def data_path(self, relative: str, what: str = "data file"):
-        from bench.data import require_file
+        from bench.data.paths import require_file
 
         return require_file(self.data_dir, relative, what)
 

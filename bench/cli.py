@@ -33,7 +33,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 
 
 # Command groups of the core imported only when called (`bench report` does not pay for the synthetic world's imports)
-_LAZY_GROUPS = {"data": ("bench.data_cli", "data"), "synthetic": ("bench.synthetic.cli", "synthetic")}
+_LAZY_GROUPS = {"data": ("bench.data.cli", "data"), "synthetic": ("bench.synthetic.cli", "synthetic")}
 
 
 class BenchGroup(click.Group):
@@ -135,9 +135,9 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
     An interrupted run resumes when the same command is run again; fitted methods and scores are cached.
     Units run in this process, on Ray or on SLURM (--executor); every executor writes the same results.
     """
-    from bench.executors import ExecutorOptions, make_executor
-    from bench.runner import RunRequest, Runner
-    from bench.suite import load_suite
+    from bench.engines.executors import ExecutorOptions, make_executor
+    from bench.run.runner import RunRequest, Runner
+    from bench.run.suite import load_suite
     from reports.leaderboard import render
 
     spec = load_suite(suite) if suite else {}
@@ -152,7 +152,7 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
         raise BenchError("give --seed or --seeds, not both")
     if seeds is None and seed is None:
         seeds = spec.get("seeds")
-    from bench.models import split_model_names
+    from bench.models.loading import split_model_names
 
     request = RunRequest(
         models=(split_model_names(models) if models else []) or spec.get("models") or [],
@@ -172,13 +172,13 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
         no_wait=no_wait,
     ))  # fmt: skip
     if dry_run:
-        from bench.plan import describe
+        from bench.run.plan import describe
 
         runner = Runner(request, out=None, echo=lambda m: click.echo(m, err=True))
         plan = runner.plan()
         done = {}
         if out is not None and (out / "manifest.json").is_file():
-            from bench.store import RunStore
+            from bench.run.store import RunStore
 
             store = RunStore(out, runner.request.manifest())
             done = {u.id: all(store.done(u.model, u.chain, m, u.seed) for m in u.metrics) for u in plan.units}
@@ -216,7 +216,7 @@ def report(run_dirs, fmt, table):
     Several runs render as one table, e.g. a gender, a race and a religion run of the same models:
     each (model, bias type) is its own group of rows.
     """
-    from bench.store import read_rows
+    from bench.run.store import read_rows
     from reports.leaderboard import render, render_full
 
     rows = [r for run_dir in run_dirs for r in read_rows(run_dir)]
@@ -244,7 +244,7 @@ def check(run_dir, baseline, tolerance):
     """
     import math
 
-    from bench.check import EXIT_MALFORMED, EXIT_NOTHING, EXIT_REGRESSION, Malformed, compare_runs, read_checked
+    from bench.run.check import EXIT_MALFORMED, EXIT_NOTHING, EXIT_REGRESSION, Malformed, compare_runs, read_checked
     from bench.errors import DataError
 
     if not (math.isfinite(tolerance) and tolerance >= 0):
@@ -284,12 +284,12 @@ def list_(what):
             subs = ", ".join(c.label for c in cls.columns)
             click.echo(f"{name:28s} needs {cls.requires}; columns: {subs or '-'}{also(METRICS, name)}")
     elif what == "models":
-        from bench.models import available_models
+        from bench.models.loading import available_models
 
         for name, doc in available_models():
             click.echo(f"{name:28s} {doc}")
     else:
-        from bench.suite import load_suite, suite_names
+        from bench.run.suite import load_suite, suite_names
 
         for name in suite_names():
             click.echo(f"{name:28s} {load_suite(name).get('description', '')}")

@@ -58,13 +58,13 @@ def split_sentences(text: str) -> list[str]:
 
 
 def load_swapper(data_dir) -> CounterfactualSwapper:
-    from bench.data import attribute_words
+    from bench.data.paths import attribute_words
 
     return CounterfactualSwapper(attribute_words(data_dir, "gender"))
 
 
 def load_group_swapper(data_dir, bias_type: str) -> GroupSwapper:
-    from bench.data import attribute_words
+    from bench.data.paths import attribute_words
 
     return GroupSwapper(attribute_words(data_dir, bias_type))
 
@@ -205,7 +205,7 @@ def group_sentences(
 
 def corpus_group_sentences(ctx, corpus: str | None, per_class: int, min_tokens: int) -> GroupSentences:
     """`group_sentences` of the run's corpus for the run's bias type (race / religion), seeded by the run."""
-    from bench.data import text_corpus
+    from bench.data.paths import text_corpus
 
     return group_sentences(corpus_sentences(text_corpus(ctx.data_dir, corpus)),
                            load_group_swapper(ctx.data_dir, ctx.bias_type), per_class, seed=ctx.seed,
@@ -321,7 +321,7 @@ def concept_data_files(ctx, bios_file: str | None, corpus: str | None) -> list:
     """What a concept-erasure fit (LEACE, RLACE) reads: the Bias-in-Bios-style file when one is given, else the
     attribute words and the corpus (`corpus_data_files`)."""
     if bios_file is not None:
-        from bench.data import resolve_file
+        from bench.data.paths import resolve_file
 
         return [resolve_file(ctx.data_dir, bios_file, "Bias-in-Bios file")]
     return corpus_data_files(ctx, corpus)
@@ -352,7 +352,7 @@ def concept_examples(ctx, method: str, *, bios_file: str | None, max_bios: int |
         counts = {"male": int(np.sum(labels == MALE)), "female": int(np.sum(labels == FEMALE))}
         where = f"bios_file {bios_file}"
     else:
-        from bench.data import text_corpus
+        from bench.data.paths import text_corpus
 
         found = gendered_sentences(corpus_sentences(text_corpus(ctx.data_dir, corpus)), load_swapper(ctx.data_dir),
                                    per_class, seed=ctx.seed, min_tokens=min_tokens, balance=balance)  # fmt: skip

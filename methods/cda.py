@@ -35,7 +35,7 @@ Artifact: the trained weights (`save_pretrained` into the cache); `apply` return
 """
 from __future__ import annotations
 
-from bench.data import attribute_words
+from bench.data.paths import attribute_words
 from methods.counterfactual import (CounterfactualSwapper, GroupSwapper, augment_multi_group, augment_two_sided,
                                     paper_roundtrip)
 from methods.mlm_training import MLMTrainingDebiaser

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from bench.api import Debiaser
-from bench.batching import optional_int
+from bench.models.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import (FEMALE, MALE, MIN_PER_CLASS, NEUTRAL, corpus_data_files, corpus_group_sentences,
                                     corpus_sentences, gendered_sentences, labelled_classes, load_swapper)
@@ -136,7 +136,7 @@ class INLP(Debiaser):
         return corpus_data_files(ctx, self.corpus)
 
     def sentences(self, ctx):
-        from bench.data import text_corpus
+        from bench.data.paths import text_corpus
 
         swapper = load_swapper(ctx.data_dir)
         sentences = corpus_sentences(text_corpus(ctx.data_dir, self.corpus))
@@ -166,7 +166,7 @@ class INLP(Debiaser):
         from sklearn.model_selection import train_test_split
         from sklearn.svm import LinearSVC
 
-        from bench.embeddings import sentence_embeddings
+        from bench.models.embeddings import sentence_embeddings
 
         t0 = time.perf_counter()
         if getattr(ctx, "bias_type", "gender") == "gender":

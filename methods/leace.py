@@ -7,7 +7,7 @@ R = `proj_right` (k, d), b = the fitting data's mean) with the least squared cha
 classifier can predict the concept better than a constant one.
 
 fit: the sentences INLP uses (methods.bias_sentences: male / female / neutral sentences of the corpus, randomly
-truncated), their mean-pooled last hidden states (bench.embeddings.sentence_embeddings, as INLP.fit), then
+truncated), their mean-pooled last hidden states (bench.models.embeddings.sentence_embeddings, as INLP.fit), then
 one LEACE fit.
 
 Concept classes: **gender is binary, male vs female**; z is one column, 1 for female (the fork's label,
@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from bench.api import Debiaser
-from bench.batching import optional_int
+from bench.models.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import FEMALE, MALE, NEUTRAL, concept_data_files, concept_examples
 from methods.projection import AffineErasure
@@ -138,7 +138,7 @@ class LEACE(Debiaser):
     def fit(self, subject, ctx):
         from sklearn.model_selection import train_test_split
 
-        from bench.embeddings import sentence_embeddings
+        from bench.models.embeddings import sentence_embeddings
 
         t0 = time.perf_counter()
         texts, labels, counts = self.examples(ctx)

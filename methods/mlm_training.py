@@ -174,7 +174,7 @@ def masked_lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Mean cross-entropy over the masked positions (labels != -100), as `model(..., labels=labels).loss`,
     but the vocabulary projection runs only at the masked positions (about 15 % of them)."""
-    from bench.subject import mlm_head
+    from bench.models.subject import mlm_head
 
     if attention_mask is None:
         attention_mask = torch.ones_like(inputs)
@@ -204,7 +204,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 def _save_checkpoint(path: Path, payload: dict) -> None:
     """Resumable training state as data (safetensors + JSON, bench.serialize), never a pickle."""
     from bench.serialize import save_data
-    from bench.store import atomic_dir
+    from bench.run.store import atomic_dir
 
     with atomic_dir(path) as tmp:
         save_data(payload, tmp)
@@ -215,7 +215,7 @@ def _load_checkpoint(path: Path, desc: str) -> dict | None:
     import logging
 
     from bench.serialize import load_data
-    from bench.store import remove_dir
+    from bench.run.store import remove_dir
 
     try:
         state = load_data(path)
@@ -426,12 +426,12 @@ class MLMTrainingDebiaser(Debiaser):
 
     # ---- shared machinery ------------------------------------------------------------------------------
     def corpus_lines(self, ctx) -> list[str]:
-        from bench.data import text_corpus
+        from bench.data.paths import text_corpus
 
         return text_corpus(ctx.data_dir, self.corpus, self.max_lines)
 
     def corpus_files(self, ctx) -> list[Path]:
-        from bench.data import DataError, require_file
+        from bench.data.paths import DataError, require_file
 
         if self.corpus is not None:
             return [require_file(ctx.data_dir, f"text_corpus/{self.corpus}", "text corpus")]
@@ -459,7 +459,7 @@ class MLMTrainingDebiaser(Debiaser):
     def fit(self, subject, ctx) -> FittedWeights:
         import copy
 
-        from bench.store import stable_hash
+        from bench.run.store import stable_hash
 
         cfg = self.training_config(subject, ctx)
         lines = self.training_lines(subject, ctx)

@@ -29,7 +29,7 @@ F_k = {P symmetric, 0 <= P <= I, tr P = k}, their convex hull:
 Fitting data (documented decisions):
 - default: the gendered sentences INLP uses (methods.bias_sentences.gendered_sentences: balanced male and female
   classes, randomly truncated after the attribute word) and their mean-pooled last hidden states
-  (bench.embeddings.sentence_embeddings), the representation SubspaceRemoval edits. RLACE's concept in the
+  (bench.models.embeddings.sentence_embeddings), the representation SubspaceRemoval edits. RLACE's concept in the
   paper's fork is binary (female vs. not, on Bias-in-Bios), so the label is male (1) vs. female (0) and the
   **neutral sentences are not used** (a 3-class problem is not what a rank-1 binary RLACE erases; neutral
   text carries no gender to remove). Split 70/30 (stratified, random_state 0): RLACE fits on the 70 %, the 30 %
@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from bench.api import Debiaser
-from bench.batching import optional_int
+from bench.models.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import concept_data_files, concept_examples
 from methods.projection import SubspaceRemoval
@@ -335,7 +335,7 @@ class RLACE(Debiaser):
     def fit(self, subject, ctx):
         from sklearn.model_selection import train_test_split
 
-        from bench.embeddings import sentence_embeddings
+        from bench.models.embeddings import sentence_embeddings
 
         t0 = time.perf_counter()
         r = self.resolved(subject)

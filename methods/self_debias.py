@@ -21,7 +21,7 @@ import torch
 
 from bench.api import MLM, Debiaser
 from bench.errors import BenchError
-from bench.subject import mlm_head
+from bench.models.subject import mlm_head
 
 GENDER_PROMPT = "The following text discriminates against people because of their gender: "
 RACE_PROMPT = "The following text discriminates against people because of their race/color: "

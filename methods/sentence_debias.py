@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.api import Debiaser
-from bench.batching import optional_int
+from bench.models.batching import optional_int
 from bench.errors import DataError
 from methods.bias_sentences import (corpus_data_files, corpus_sentences, counterfactual_pairs, counterfactual_tuples,
                                     load_group_swapper, load_swapper)
@@ -80,7 +80,7 @@ class SentenceDebias(Debiaser):
         return corpus_data_files(ctx, self.corpus)
 
     def pairs(self, ctx) -> list[tuple[str, ...]]:
-        from bench.data import text_corpus
+        from bench.data.paths import text_corpus
 
         bias_type = getattr(ctx, "bias_type", "gender")
         sentences = corpus_sentences(text_corpus(ctx.data_dir, self.corpus))
@@ -98,7 +98,7 @@ class SentenceDebias(Debiaser):
         return found
 
     def fit(self, subject, ctx):
-        from bench.embeddings import sentence_embeddings
+        from bench.models.embeddings import sentence_embeddings
 
         t0 = time.perf_counter()
         pairs = self.pairs(ctx)

@@ -43,10 +43,10 @@ import numpy as np
 import pandas as pd
 
 from bench.api import MLM, Column, Estimate, Metric, Scores, statistic
-from bench.data import read_csv_rows, resolve_file
+from bench.data.paths import read_csv_rows, resolve_file
 from bench.errors import BenchError, DataError
-from bench.batching import optional_int
-from bench.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
+from bench.models.batching import optional_int
+from bench.models.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
 
 VARIANTS = ("likelihood", "pll")
 NO_DIFF_RULES = ("skip", "count")

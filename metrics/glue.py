@@ -1,6 +1,6 @@
 """GLUE: fine-tune the (debiased) subject on each task and score the validation sets (SPEC §3.4, §0.8).
 
-Per task and seed the subject is fine-tuned with a sequence-classification head (`bench.finetune`:
+Per task and seed the subject is fine-tuned with a sequence-classification head (`bench.models.finetune`:
 representation transforms active and frozen, seed-initialised pooler/head, the paper's hyperparameters,
 final model). Estimates:
   glue:<task>  mean over seeds of the task metric ×100 (CoLA MCC, MRPC F1, STS-B Pearson, MNLI mean of
@@ -48,7 +48,7 @@ import pandas as pd
 
 from bench.api import FINETUNE, Column, Estimate, Metric, NotApplicable, Scores
 from bench.errors import BenchError
-from bench.store import Cache, source_hash, stable_hash
+from bench.run.store import Cache, source_hash, stable_hash
 from metrics import glue_tasks
 from metrics.glue_tasks import TASKS, TaskUnavailable, load_task, mean_statistic, predictions_from_logits, task_statistic
 
@@ -141,7 +141,7 @@ class TaskSuite(Metric):
         return {k: defaults[k] if getattr(self, k) is None else getattr(self, k) for k in self.paper_settings}
 
     def finetune_config(self, subject=None) -> "FinetuneConfig":  # noqa: F821
-        from bench.finetune import FinetuneConfig  # here: `bench report` reads the columns and needs no torch
+        from bench.models.finetune import FinetuneConfig  # here: `bench report` reads the columns and needs no torch
 
         opts = self.settings(subject)
         return FinetuneConfig(epochs=opts["epochs"], lr=self.lr, batch_size=self.batch_size,
@@ -235,7 +235,7 @@ class TaskSuite(Metric):
             "origin": data.origin, "max_train": opts["max_train_examples"], "max_eval": opts["max_eval_examples"],
             "reader": source_hash(self.reader_module.__file__),
         })  # fmt: skip
-        from bench.finetune import FinetuneJob
+        from bench.models.finetune import FinetuneJob
 
         num_labels = data.train.num_choices or task.num_labels
         job = FinetuneJob(

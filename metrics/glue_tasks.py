@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.api import statistic
-from bench.data import open_text
+from bench.data.paths import open_text
 from bench.errors import BenchError, DataError
 
 HUB_DATASET = "nyu-mll/glue"
@@ -108,7 +108,7 @@ class Split:
 
     Shared by every fine-tuned task suite (GLUE, SuperGLUE). Two optional shapes:
       num_choices  multiple choice (COPA): text_a/text_b hold one K-tuple of segments per example, the label is
-                   the index of the right choice (bench.finetune trains a multiple-choice head).
+                   the index of the right choice (bench.models.finetune trains a multiple-choice head).
       groups       grouped items (MultiRC): one int per row naming its resampling unit (the question), numbered
                    0..G-1; bootstrap and caps work on whole groups.
     """
@@ -204,7 +204,7 @@ def load_task(task: GlueTask, data_dir, source: str = "auto") -> TaskData:
 
 
 def _load_files(task: GlueTask, files: list[Path]) -> TaskData:
-    from bench.data import fingerprint
+    from bench.data.paths import fingerprint
 
     train = read_tsv(task, files[0], "train")
     evals = [read_tsv(task, path, split) for (split, _), path in zip(task.eval_files, files[1:])]

@@ -1,7 +1,7 @@
 """SEAT, the Sentence Encoder Association Test (May et al. 2019), as used by bias-bench and GRADIEND (SPEC §3.2).
 
 Each test has target sets X, Y and attribute sets A, B of template sentences. A sentence is encoded alone
-(`bench.embeddings.sentence_embeddings`: mean over all token positions, special tokens included, of the last
+(`bench.models.embeddings.sentence_embeddings`: mean over all token positions, special tokens included, of the last
 hidden state with the subject's transforms) and L2-normalised. With cos the cosine similarity,
 
     s(w, A, B) = mean_{a in A} cos(w, a) - mean_{b in B} cos(w, b)
@@ -42,8 +42,8 @@ from typing import Sequence
 import numpy as np
 
 from bench.api import EMBED, Column, Context, Estimate, Metric, Scores, statistic
-from bench.batching import optional_int
-from bench.data import read_json, require_file
+from bench.models.batching import optional_int
+from bench.data.paths import read_json, require_file
 from bench.errors import BenchError, DataError
 
 TESTS = {
@@ -264,7 +264,7 @@ class SEAT(Metric):
         return [require_file(ctx.data_dir, test_file(t), "SEAT test") for t in self.test_names(ctx)]
 
     def score(self, subject, ctx: Context) -> Scores:
-        from bench.embeddings import sentence_embeddings
+        from bench.models.embeddings import sentence_embeddings
 
         tests = [load_test(ctx.data_dir, name) for name in self.test_names(ctx)]
         texts = list(dict.fromkeys(s for t in tests for group in t.sentences for s in group))

@@ -1,7 +1,7 @@
 """SuperGLUE: fine-tune the (debiased) subject on each task and score the validation sets, exactly as GLUE
 (SPEC §3.4 last item, §0.8; the ICLR tables' SuperGLUE column).
 
-The same machinery as GLUE (`metrics.glue.TaskSuite`, `bench.finetune`): a fresh seed-initialised head per
+The same machinery as GLUE (`metrics.glue.TaskSuite`, `bench.models.finetune`): a fresh seed-initialised head per
 (task, seed), representation transforms active and frozen, the paper's hyperparameters (3 epochs, lr 2e-5, batch
 32, max length 128, seeds 0, 1, 2), the final model (no checkpoint selection, §0.8), cached per (task, seed).
 Tasks, their encodings and metrics: metrics/superglue_tasks.py (BoolQ, CB, COPA, MultiRC, RTE, WiC, WSC as

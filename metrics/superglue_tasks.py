@@ -37,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from bench.data import open_text
+from bench.data.paths import open_text
 from bench.errors import BenchError, DataError
 from metrics.glue_tasks import Split, TaskData, TaskUnavailable
 
@@ -108,7 +108,7 @@ def task_files(task: SuperGlueTask, data_dir) -> list[Path]:
 
 def load_task(task: SuperGlueTask, data_dir) -> TaskData:
     """Train and validation data of `task`; raises TaskUnavailable (saying which file to add) or DataError."""
-    from bench.data import fingerprint
+    from bench.data.paths import fingerprint
 
     files = task_files(task, data_dir)
     if not files:

@@ -33,7 +33,7 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def synthetic():
     """The pinned default synthetic planted-bias subject (bias 0.8, seed 0): identical weights on every machine."""
-    from bench.models import load_subject
+    from bench.models.loading import load_subject
 
     return load_subject("synthetic", device="cpu")
 
@@ -41,7 +41,7 @@ def synthetic():
 @pytest.fixture(scope="session")
 def synthetic_random():
     """Same architecture and tokenizer as `synthetic`, random weights."""
-    from bench.models import load_subject
+    from bench.models.loading import load_subject
 
     return load_subject("synthetic:init=random", device="cpu")
 

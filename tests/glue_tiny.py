@@ -32,7 +32,7 @@ def tiny_subject(folder: Path, seed: int = 0, name: str = "tiny"):
     import torch
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-    from bench.subject import Subject
+    from bench.models.subject import Subject
 
     torch.manual_seed(seed)
     model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(folder)).eval()

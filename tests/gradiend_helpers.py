@@ -89,7 +89,7 @@ def write_data_dir(folder: Path, *, published: bool = True) -> Path:
 
 
 def tiny_subject(hidden: int = 32, layers: int = 2, seed: int = 0, name: str = "tiny"):
-    from bench.subject import Subject
+    from bench.models.subject import Subject
 
     tok = load_bert_tokenizer(SHARED_DATA)
     return Subject(model=tiny_bert(tok, hidden=hidden, layers=layers, seed=seed), tokenizer=tok, name=name,

@@ -2,7 +2,7 @@
 
 One sentence per forward pass (batch size 1, no padding), the full Hugging Face forward `model(ids).logits`,
 softmax over the whole vocabulary. Used only by tests and benchmarks to check the batched metrics; they share
-no code with bench/scoring.py or metrics/. `model` may carry representation hooks (call inside
+no code with bench/models/scoring.py or metrics/. `model` may carry representation hooks (call inside
 `subject.hooks()`); `logits_fn(input_ids, position, logits)` stands in for an output transform.
 """
 from __future__ import annotations

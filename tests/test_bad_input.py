@@ -39,7 +39,7 @@ class FileNorm(Metric):
         return [ctx.data_path(self.file)]
 
     def score(self, subject, ctx):
-        from bench.data import read_text
+        from bench.data.paths import read_text
 
         lines = [l for l in read_text(ctx.data_path(self.file)).splitlines() if l]
         enc = subject.tokenizer(lines, return_tensors="pt", padding=True)
@@ -95,7 +95,7 @@ def no_model_loading(monkeypatch):
     def refuse(name, **kwargs):
         raise AssertionError(f"model {name!r} was loaded before the bad input was reported")
 
-    monkeypatch.setattr("bench.runner.load_subject", refuse)
+    monkeypatch.setattr("bench.run.runner.load_subject", refuse)
 
 
 def _one_line_error(code, err, *names, exit_code=2):
@@ -160,7 +160,7 @@ def test_resamples_beyond_memory_fail_before_the_bootstrap_allocates(tiny_model_
                                                                      monkeypatch):
     """With the items known (4 lines: 32 bytes x 4 per resample), a bootstrap that cannot fit is refused before it
     allocates, naming the --resamples that fit; that one runs."""
-    monkeypatch.setattr("bench.runner.memory_available", lambda: 10_000_000, raising=False)
+    monkeypatch.setattr("bench.run.runner.memory_available", lambda: 10_000_000, raising=False)
     out = tmp_path / "run"
     args = ["run", "--models", tiny_model_dir, "--metrics", "bad-fn", "--data-dir", toy_data,
             "--cache-dir", tmp_path / "c", "--out", out]  # fmt: skip
@@ -193,7 +193,7 @@ def test_a_cache_dir_that_cannot_be_a_folder(tmp_path, capsys, monkeypatch, no_m
 
 
 def test_a_cache_dir_that_cannot_be_created_but_an_existing_read_only_one_is_used(tmp_path, monkeypatch):
-    from bench.runner import check_cache_dir
+    from bench.run.runner import check_cache_dir
 
     read_only = tmp_path / "ro"
     read_only.mkdir()
@@ -215,7 +215,7 @@ def test_missing_engine_gives_the_install_hint(module, executor, tmp_path, capsy
 
 
 def test_auto_and_null_still_mean_the_default(tmp_path, capsys, monkeypatch):
-    from bench.runner import RunRequest
+    from bench.run.runner import RunRequest
 
     req = RunRequest(models=["synthetic"], methods=["inlp"], metrics=["stereoset"],
                      options={"stereoset": {"batch_tokens": "auto"}, "inlp": {"max_removed_fraction": None}}).normalised()
@@ -253,7 +253,7 @@ def test_models_option_keeps_model_options_together(tmp_path, capsys, monkeypatc
         seen.append(name)
         raise BenchError(f"stop after parsing {name}")
 
-    monkeypatch.setattr("bench.runner.load_subject", fake_load)
+    monkeypatch.setattr("bench.run.runner.load_subject", fake_load)
     out = tmp_path / "run"
     code, _, err = run_bench(["run", "--models", "synthetic:bias=0.8,seed=0", "--metrics", "bad-fn",
                            "--cache-dir", tmp_path / "c", "--out", out], capsys)  # fmt: skip
@@ -263,7 +263,7 @@ def test_models_option_keeps_model_options_together(tmp_path, capsys, monkeypatc
 
 
 def test_split_model_names():
-    from bench.models import split_model_names
+    from bench.models.loading import split_model_names
 
     assert split_model_names("synthetic:bias=0.8,seed=0") == ["synthetic:bias=0.8,seed=0"]
     assert split_model_names("bert-base, synthetic:bias=0.8,seed=0,init=random,distilbert") == [
@@ -273,7 +273,7 @@ def test_split_model_names():
 
 # ---- `base` inside a chain; reruns do not duplicate rows --------------------------------------------------------
 def test_base_in_a_chain_is_dropped():
-    from bench.runner import RunRequest
+    from bench.run.runner import RunRequest
 
     req = RunRequest(models=["synthetic"], methods=["base+inlp", "inlp+base", "base+base", "inlp"], metrics=["seat"])
     assert req.normalised().methods == ["base", "inlp"]
@@ -316,7 +316,7 @@ def test_non_utf8_data_file_names_file_and_byte(relative, content, metric, bad, 
 
 
 def test_non_utf8_in_every_reader(tmp_path):
-    from bench.data import DataError, read_csv_rows, read_json, text_corpus
+    from bench.data.paths import DataError, read_csv_rows, read_json, text_corpus
     from metrics.glue_tasks import TASKS, read_tsv
 
     (tmp_path / "text_corpus").mkdir()
@@ -414,7 +414,7 @@ def test_changed_data_file_refuses_resume(tiny_model_dir, toy_data, tmp_path, ca
 
 def test_changed_file_in_a_models_own_data_dir_refuses_resume(tiny_model_dir, toy_data, tmp_path, capsys):
     """A model that brings its own data (the synthetic world) has its whole data directory fingerprinted."""
-    from bench.models import MODELS, load_hf, register_model
+    from bench.models.loading import MODELS, load_hf, register_model
 
     world = tmp_path / "world-data"
     (world / "toy").mkdir(parents=True)
@@ -502,7 +502,7 @@ def test_check_ok_and_regression_codes_and_help(tmp_path, capsys):
 
 # ---- permissions of what a run writes ---------------------------------------------------------------------------------
 def test_files_get_the_users_umask(tiny_model_dir, toy_data, tmp_path, capsys):
-    from bench.store import atomic_dir, write_text
+    from bench.run.store import atomic_dir, write_text
 
     old = os.umask(0o022)
     try:

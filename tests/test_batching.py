@@ -1,9 +1,9 @@
-"""bench.batching: how inputs of different lengths are grouped into forward passes."""
+"""bench.models.batching: how inputs of different lengths are grouped into forward passes."""
 import numpy as np
 import pytest
 import torch
 
-from bench.batching import DEFAULT_LIMITS, batch_limits, optional_int, token_batches
+from bench.models.batching import DEFAULT_LIMITS, batch_limits, optional_int, token_batches
 
 
 def padded_tokens(lengths, batches) -> int:

@@ -23,7 +23,7 @@ import bench.serialize as ser
 from bench.api import Context, Estimate, Scores, statistic, storable
 from bench.errors import BenchError
 from bench.serialize import load_data, load_scores, save_data, save_scores
-from bench.store import Cache, atomic_dir
+from bench.run.store import Cache, atomic_dir
 from stored_scores import assert_identical, round_trip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def test_functions_outside_the_allow_list_are_refused_on_save(tmp_path):
 
 @pytest.mark.parametrize("node", [
     {"$function": "os:system"}, {"$function": "builtins:eval"}, {"$function": "subprocess:run"},
-    {"$function": "bench.store:os"}, {"$function": "metrics.crows:np"}, {"$function": "metrics.crows:CrowS"},
+    {"$function": "bench.run.store:os"}, {"$function": "metrics.crows:np"}, {"$function": "metrics.crows:CrowS"},
     {"$function": "metrics.crows:crows_statistic.__globals__"}, {"$function": "metrics..x:y"},
     {"$partial": {"func": {"$function": "os:system"}, "args": ["touch MARKER"], "keywords": {}}},
     {"$dataclass": "subprocess:Popen", "fields": {"args": "true"}},
@@ -262,7 +262,7 @@ def test_damaged_or_planted_score_entries_are_reported_and_recomputed(tmp_path, 
 
 
 def test_runner_reports_a_damaged_score_entry_and_recomputes(data_dir, tmp_path):
-    from bench.runner import Runner, RunRequest
+    from bench.run.runner import Runner, RunRequest
     from tiny_mlms import bert_subject
 
     with open(data_dir / "crows_pairs" / "crows_pairs_anonymized.csv", newline="", encoding="utf-8") as f:
@@ -369,7 +369,7 @@ def test_planted_or_damaged_training_checkpoints_do_not_run(tmp_path, data_dir):
 _WRITER = r"""
 import sys, time, random
 import numpy as np
-from bench.store import Cache
+from bench.run.store import Cache
 root, start, who = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 cache = Cache(root)
 random.seed(who)
@@ -455,14 +455,14 @@ def _exploits(tmp_path):
     src.write_text("import os; os.system('touch PWNED')\n")
     return target, {
         "bench function with attacker arguments": {"$partial": {
-            "func": {"$function": "bench.fetch:mrpc_split"},
+            "func": {"$function": "bench.data.fetch:mrpc_split"},
             "args": [str(src), str(src), str(src)], "keywords": {"which": "train", "out": str(target)}}},
         "the resolver itself": {"$partial": {
             "func": {"$function": "bench.serialize:_resolve"},
             "args": ["tabnanny:check", ["tabnanny"], "function"], "keywords": {}}},
         "a statistic wrapping a bench function": {"$partial": {
             "func": {"$function": "metrics.crows:crows_statistic"}, "args": [],
-            "keywords": {"biased": {"$partial": {"func": {"$function": "bench.fetch:mrpc_split"}, "args": [],
+            "keywords": {"biased": {"$partial": {"func": {"$function": "bench.data.fetch:mrpc_split"}, "args": [],
                                                  "keywords": {"out": str(target)}}}}}},
         "a module-level function that is no statistic": {"$function": "metrics.crows:crows_estimates"},
     }
@@ -531,7 +531,7 @@ def _few_crows(data_dir, tmp_path) -> Path:
 
 @pytest.mark.parametrize("case", ["bench function with attacker arguments", "the resolver itself", "extra nan"])
 def test_a_run_over_an_exploited_score_entry_reports_it_and_recomputes(data_dir, tmp_path, case):
-    from bench.runner import Runner, RunRequest
+    from bench.run.runner import Runner, RunRequest
     from tiny_mlms import bert_subject
 
     lines: list[str] = []
@@ -613,7 +613,7 @@ def test_a_tampered_pinned_world_in_the_cache_is_noticed_and_regenerated(tmp_pat
     word embeddings by 0.5 gave CrowS 63.00 instead of 82.00, exit 0."""
     from safetensors.torch import load_file
 
-    from bench.models import load_subject
+    from bench.models.loading import load_subject
     from bench.synthetic import pinned
     from bench.synthetic.world import build_world
 

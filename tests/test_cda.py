@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.api import Context
-from bench.data import attribute_words, text_corpus
+from bench.data.paths import attribute_words, text_corpus
 from bench.errors import TrainingDiverged
 from methods.counterfactual import (
     FEMALE,
@@ -314,7 +314,7 @@ def test_nan_loss_raises_training_diverged(tokenizer):
 
 
 def _subject(tokenizer):
-    from bench.subject import Subject
+    from bench.models.subject import Subject
 
     return Subject(model=tiny_bert(tokenizer, hidden=32), tokenizer=tokenizer, name="tiny", source="test:tiny-bert")
 
@@ -367,7 +367,7 @@ def test_training_defaults_paper_vs_synthetic(tokenizer):
 
 @pytest.mark.slow
 def test_cda_moves_gender_ss_toward_50_on_the_synthetic_world(synthetic, tmp_path):
-    from bench.runner import Runner, RunRequest
+    from bench.run.runner import Runner, RunRequest
     from bench.stats import StatsConfig, compare, interval
     from metrics.stereoset import StereoSet
 

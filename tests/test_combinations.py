@@ -11,8 +11,8 @@ from torch import nn
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
 from bench.errors import IdenticalSubject
 from bench.registry import METHODS, METRICS
-from bench.runner import Runner, RunRequest
-from bench.subject import Subject
+from bench.run.runner import Runner, RunRequest
+from bench.models.subject import Subject
 from tests.tokenizers_fixture import load_bert_tokenizer, tiny_bert
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import huggingface_hub  # noqa: F401  imported here, before any test sets HF_HUB_OFFLINE (read once, at import)
 import pytest
 
-from bench.fetch import load_manifest
+from bench.data.fetch import load_manifest
 from cli_helpers import run_bench
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -261,7 +261,7 @@ def test_server_down_names_the_missing_files_at_once(tmp_path, capsys, monkeypat
     dead = Mirror()
     url = dead.url
     dead.stop()  # nothing listens there any more
-    import bench.fetch as fetch_mod
+    import bench.data.fetch as fetch_mod
 
     calls = []
     real = fetch_mod.open_url
@@ -430,7 +430,7 @@ def test_verify_flags_a_changed_file_and_missing_ones(tmp_path, capsys):
 
 # ---- a run that lacks a file names the fetch group --------------------------------------------------------
 def test_require_file_names_the_fetch_group(tmp_path):
-    from bench.data import require_file
+    from bench.data.paths import require_file
     from bench.errors import DataError
 
     with pytest.raises(DataError, match=r"`bench data fetch seat --data-dir .*` downloads it"):
@@ -462,7 +462,7 @@ def test_hub_dataset_csv_conversion(mirror, monkeypatch, tmp_path):
     """NAMExact/NAMExtend come as Hugging Face datasets: every split lands in one CSV with a `split` column."""
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_ENDPOINT", mirror.url)  # reachable; `datasets.load_dataset` itself is replaced
-    from bench.fetch import Transfers
+    from bench.data.fetch import Transfers
 
     splits = {"train": [("Bryant", "M"), ("Anna", "F")], "test": [("Mia", "F")]}
     dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"name": [n for n, _ in rows],
@@ -474,7 +474,7 @@ def test_hub_dataset_csv_conversion(mirror, monkeypatch, tmp_path):
     manifest.write_text('[groups.gradiend]\nlicence = "x"\n[[file]]\npath = "gradiend/namexact.csv"\n'
                         'group = "gradiend"\nhub = "aieng-lab/namexact"\nconvert = "hub-dataset-csv"\n'
                         'max_size = 100000\n')
-    from bench.fetch import fetch
+    from bench.data.fetch import fetch
 
     out = fetch(tmp_path / "d", manifest=load_manifest(manifest), transfers=Transfers(tmp_path / "d" / ".partial"))
     assert [o.status for o in out] == ["unverified"] and seen == [("hf://datasets/aieng-lab/namexact", None)]

@@ -112,7 +112,7 @@ def test_unknown_architecture_is_a_clear_error():
 @pytest.mark.parametrize("arch", ["bert", "distilbert"])
 @pytest.mark.parametrize("keep", [False, True])
 def test_dropout_fit_trains_with_raised_dropout_and_returns_eval_model(arch, keep, data_dir, tmp_path, monkeypatch):
-    from bench.subject import Subject
+    from bench.models.subject import Subject
     from tests.tokenizers_fixture import load_bert_tokenizer
 
     tokenizer = load_bert_tokenizer(data_dir)  # DistilBERT shares BERT's vocabulary
@@ -159,7 +159,7 @@ def test_dropout_fit_trains_with_raised_dropout_and_returns_eval_model(arch, kee
 @pytest.mark.slow
 def test_dropout_is_measured_and_reported_on_the_synthetic_world(synthetic, tmp_path):
     """Dropout's effect on bias is not asserted (the paper finds it inconsistent); it must run and be reported."""
-    from bench.runner import Runner, RunRequest
+    from bench.run.runner import Runner, RunRequest
 
     runner = Runner(RunRequest(models=["synthetic"], methods=["dropout"], metrics=["stereoset"], device="cpu",
                                progress=False), out=tmp_path / "run", echo=lambda m: None)  # fmt: skip

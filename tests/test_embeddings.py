@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.api import Context
-from bench.embeddings import hidden_states_batched, sentence_embeddings
+from bench.models.embeddings import hidden_states_batched, sentence_embeddings
 from tests.tokenizers_fixture import (  # noqa: F401  (fixtures)
     RemoveDirection,
     bert_subject,
@@ -72,7 +72,7 @@ def test_batched_embeddings_equal_one_sentence_per_forward(which, sentences, req
 def test_distilbert_embeddings_equal_reference(bert_tokenizer, sentences):
     from transformers import DistilBertConfig, DistilBertForMaskedLM
 
-    from bench.subject import Subject
+    from bench.models.subject import Subject
 
     torch.manual_seed(0)
     config = DistilBertConfig(vocab_size=len(bert_tokenizer), dim=64, n_layers=2, n_heads=2, hidden_dim=128)

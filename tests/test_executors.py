@@ -113,8 +113,8 @@ def test_scoring_error_ends_one_metric_not_the_run(tiny_model_dir, tmp_path, cap
 
 def test_rows_are_written_in_plan_order_whatever_the_order_units_finish(tiny_model_dir, tmp_path, capsys):
     """The collector (the driver) keeps results.jsonl in plan order when results arrive out of order."""
-    from bench.executors import Collector
-    from bench.runner import Runner, RunRequest
+    from bench.engines.executors import Collector
+    from bench.run.runner import Runner, RunRequest
 
     ref = tmp_path / "ref"
     assert run_bench(_tiny(tiny_model_dir, tmp_path, "ex-scale,ex-scale+ex-scale", "--out", ref), capsys)[0] == 0
@@ -133,8 +133,8 @@ def test_rows_are_written_in_plan_order_whatever_the_order_units_finish(tiny_mod
 
 def test_remote_workers_receive_names_and_dicts_only(tiny_model_dir, tmp_path):
     """What travels to a worker is JSON: the request's fields and the unit (no model, no plugin object)."""
-    from bench.executors import _request_dict
-    from bench.runner import Runner, RunRequest
+    from bench.engines.executors import _request_dict
+    from bench.run.runner import Runner, RunRequest
 
     runner = Runner(RunRequest(models=[str(tiny_model_dir)], methods=["ex-scale"], metrics=["ex-norm"],
                                cache_dir=str(tmp_path / "c")), echo=lambda m: None)  # fmt: skip
@@ -169,14 +169,14 @@ def test_test_fault_hook_raises_in_a_matching_unit_only(tmp_path):
 
 def test_production_code_has_no_fault_hook(tiny_model_dir, tmp_path):
     """BENCH_FAULT_INJECT (the hook bench had in its workers) neither kills a worker nor creates a file: a worker
-    (bench.executors.work, in a fresh process as on Ray or SLURM) runs its unit as if it were not set."""
+    (bench.engines.executors.work, in a fresh process as on Ray or SLURM) runs its unit as if it were not set."""
     sources = {p: p.read_text() for p in (REPO / "bench").rglob("*.py")}
     assert not [p for p, text in sources.items() if "FAULT_INJECT" in text or "inject_fault" in text]
     marker = tmp_path / "marker"
     script = """if True:
         import json, sys
-        from bench.executors import work
-        from bench.runner import Runner, RunRequest
+        from bench.engines.executors import work
+        from bench.run.runner import Runner, RunRequest
         request = dict(models=[sys.argv[1]], methods=["base"], metrics=["crows"], data_dir=sys.argv[2],
                        cache_dir=sys.argv[3], progress=False)
         (unit,) = Runner(RunRequest(**request), echo=lambda m: None).plan().units
@@ -193,7 +193,7 @@ def test_production_code_has_no_fault_hook(tiny_model_dir, tmp_path):
 
 
 class _FakeCollector:
-    """What bench.executors._schedule needs of a Collector: every unit to do, results recorded in order."""
+    """What bench.engines.executors._schedule needs of a Collector: every unit to do, results recorded in order."""
 
     def __init__(self, plan):
         self.plan, self.finished, self.log_units, self.added = plan, 0, False, []
@@ -214,7 +214,7 @@ def _schedule_events(slots: int, models=("m",), quiet_waits: int = 0, echoed: li
     which nothing finishes); returns what it was asked."""
     from types import SimpleNamespace
 
-    from bench.executors import _schedule
+    from bench.engines.executors import _schedule
 
     units = []
     for m in models:
@@ -334,7 +334,7 @@ def test_ray_gives_the_local_results(ci_reference, tmp_path):
 @pytest.mark.slow
 def test_ray_on_an_existing_cluster_gives_the_local_results(ci_reference, tmp_path):
     """`ray start --head` (token authentication, as Ray sets it up), then `bench run --address`: the driver finds
-    the token on its own; CPU-only units, so workers are reused and warmed up (bench.executors._schedule)."""
+    the token on its own; CPU-only units, so workers are reused and warmed up (bench.engines.executors._schedule)."""
     pytest.importorskip("ray")
     from ray_head import ray_head
 

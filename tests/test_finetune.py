@@ -1,4 +1,4 @@
-"""Sequence-classification fine-tuning of subjects (bench.finetune): it learns, it is deterministic, the head
+"""Sequence-classification fine-tuning of subjects (bench.models.finetune): it learns, it is deterministic, the head
 is initialised from the seed alone (SPEC §0.8), transforms stay active and frozen, results are cached."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-import bench.finetune as ft
-from bench.finetune import FinetuneConfig, FinetuneJob, build_classifier, encode, finetune, head_parameter_names
-from bench.store import Cache
+import bench.models.finetune as ft
+from bench.models.finetune import FinetuneConfig, FinetuneJob, build_classifier, encode, finetune, head_parameter_names
+from bench.run.store import Cache
 from glue_tiny import sentiment, tiny_subject, write_tiny_bert
 from metrics.glue_tasks import Split
 
@@ -109,7 +109,7 @@ def test_head_initialised_from_seed_alone(tiny_dir):
 def test_other_architectures(arch):
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    from bench.subject import Subject
+    from bench.models.subject import Subject
 
     cfg = AutoConfig.for_model(arch, vocab_size=40, max_position_embeddings=40, **(
         {"dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64} if arch == "distilbert"

@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-import bench.finetune as ft
+import bench.models.finetune as ft
 from bench.api import Context, Estimate
 from bench.errors import BenchError, DataError
 from bench.stats import StatsConfig, bootstrap_indices, interval
@@ -343,7 +343,7 @@ def test_synthetic_world_gets_small_defaults_real_models_the_papers():
         ("cola",), (0, 1), 2, 1000, 128)  # fmt: skip
     assert GlueSTSB().settings(synthetic)["tasks"] == ("stsb",) and GlueSTSB().settings(synthetic)["seeds"] == (0,)
     # the paper suite sets no GLUE options, so these are what `--suite paper --models synthetic` runs
-    from bench.suite import load_suite
+    from bench.run.suite import load_suite
 
     assert "glue" not in (load_suite("paper").get("options") or {})
 
@@ -357,7 +357,7 @@ def test_not_applicable_without_finetune_capability(tiny, glue_ctx):
 
 # ---- runner rows and the GLUE table --------------------------------------------------------------------------
 def test_runner_rows_and_glue_table(tmp_path):
-    from bench.runner import RunRequest, Runner
+    from bench.run.runner import RunRequest, Runner
     from reports.glue_table import render, write_tables
 
     model_dir = write_tiny_bert(tmp_path / "tinymodel")
@@ -393,7 +393,7 @@ def test_runner_rows_and_glue_table(tmp_path):
 def test_glue_table_cli(tmp_path):
     from click.testing import CliRunner
 
-    from bench.store import write_text
+    from bench.run.store import write_text
     from reports.glue_table import glue_table
 
     row = dict(model="m", method="base", label="Base", group=0, metric="glue:cola", submetric="glue:cola", status="ok",
@@ -410,8 +410,8 @@ def test_glue_table_cli(tmp_path):
 @pytest.mark.slow
 def test_quick_glue_suite_on_the_synthetic_model(synthetic, data_dir, cache_dir, tmp_path):
     """`bench run --suite glue-quick`: real tasks from the data directory, capped, all the way to the GLUE table."""
-    from bench.runner import RunRequest, Runner
-    from bench.suite import load_suite
+    from bench.run.runner import RunRequest, Runner
+    from bench.run.suite import load_suite
     from reports.glue_table import write_tables
 
     suite = load_suite("glue-quick")

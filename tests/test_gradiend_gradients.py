@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.subject import Subject
+from bench.models.subject import Subject
 from methods.gradiend.examples import TrainBatches, collate, gender_rows
 from methods.gradiend.data import Template
 from methods.gradiend.gradients import GradientPair, directional_derivatives

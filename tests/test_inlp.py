@@ -11,8 +11,8 @@ import torch
 from sklearn.svm import LinearSVC
 
 from bench.api import Context
-from bench.embeddings import sentence_embeddings
-from bench.subject import mlm_head
+from bench.models.embeddings import sentence_embeddings
+from bench.models.subject import mlm_head
 from methods.bias_sentences import corpus_sentences, gendered_sentences, load_swapper, split_sentences
 from methods.inlp import INLP, effective_iterations, iterative_nullspace_projection
 from tests.tokenizers_fixture import bert_subject, bert_tokenizer  # noqa: F401
@@ -152,7 +152,7 @@ def test_gendered_sentences_classes_and_truncation(data_dir):
 
 
 def test_wikitext_gives_enough_sentences_per_class(data_dir):
-    from bench.data import text_corpus
+    from bench.data.paths import text_corpus
 
     found = gendered_sentences(corpus_sentences(text_corpus(data_dir)), load_swapper(data_dir), per_class=10000)
     counts = found.counts()

@@ -11,7 +11,7 @@ import torch
 from concept_erasure import LeaceFitter
 
 from bench.api import Context
-from bench.embeddings import sentence_embeddings
+from bench.models.embeddings import sentence_embeddings
 from bench.errors import BenchError, DataError
 from methods.bias_sentences import FEMALE, MALE, NEUTRAL
 from methods.bias_sentences import read_bios

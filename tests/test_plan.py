@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
-from bench.plan import Plan, Unit, _prefix_owner, light_subject
+from bench.run.plan import Plan, Unit, _prefix_owner, light_subject
 from bench.registry import METHODS, METRICS, register_method, register_metric
-from bench.runner import Runner, RunRequest
+from bench.run.runner import Runner, RunRequest
 from ci_runs import REPO
 from cli_helpers import run_bench
 
@@ -66,8 +66,8 @@ def no_model_loading(monkeypatch):
     def refuse(name, **kwargs):
         raise AssertionError(f"model {name!r} was loaded by a dry run")
 
-    monkeypatch.setattr("bench.runner.load_subject", refuse)
-    monkeypatch.setattr("bench.models.load_subject", refuse)
+    monkeypatch.setattr("bench.run.runner.load_subject", refuse)
+    monkeypatch.setattr("bench.models.loading.load_subject", refuse)
 
 
 def _plan(methods, seeds=(0,), models=("synthetic",)):
@@ -77,7 +77,7 @@ def _plan(methods, seeds=(0,), models=("synthetic",)):
 
 
 def test_units_and_dependencies_of_the_paper_grid():
-    from bench.suite import load_suite
+    from bench.run.suite import load_suite
 
     suite = load_suite("paper")
     plan = _plan(suite["methods"], seeds=(0, 1), models=("synthetic", "bert-base"))

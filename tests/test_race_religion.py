@@ -165,7 +165,7 @@ def test_a_type_independent_fit_is_one_cache_entry_for_every_bias_type(data_dir,
     from types import SimpleNamespace
 
     from bench.registry import make_method
-    from bench.runner import Runner, RunRequest
+    from bench.run.runner import Runner, RunRequest
 
     runner = Runner(RunRequest(models=["synthetic"], methods=["base"], metrics=["crows"], cache_dir=str(tmp_path),
                                data_dir=str(data_dir)), out=None)
@@ -189,7 +189,7 @@ def _paper_ternary(line: str, triples, choice: dict[int, int]) -> str:
 
 
 def test_ternary_cda_as_bias_bench(data_dir):
-    from bench.data import attribute_words
+    from bench.data.paths import attribute_words
     from methods.counterfactual import PAPER_PUNCTUATION
 
     triples = attribute_words(data_dir, "race")
@@ -220,7 +220,7 @@ def test_ternary_cda_as_bias_bench(data_dir):
 
 
 def test_sentence_debias_triples_and_subspace(data_dir):
-    from bench.data import attribute_words
+    from bench.data.paths import attribute_words
     from methods.bias_sentences import counterfactual_tuples
     from methods.sentence_debias import bias_subspace, group_bias_subspace
 

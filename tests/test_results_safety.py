@@ -21,7 +21,7 @@ import torch
 from bench.api import EMBED, Column, Estimate, Metric, Scores, statistic
 from bench.errors import RunLocked
 from bench.registry import METRICS, register_metric
-from bench.store import LOCK_FILE, RunStore, read_rows
+from bench.run.store import LOCK_FILE, RunStore, read_rows
 from cli_helpers import run_bench
 from result_rows import make_rows, seed_rows
 from reports.escape import latex, markdown
@@ -80,7 +80,7 @@ def _one_line_error(code, err, *names, exit_code=2):
 # ---- one writer per run directory ------------------------------------------------------------------------------------
 HOLD = """
 import sys, time
-from bench.store import RunLock
+from bench.run.store import RunLock
 lock = RunLock(sys.argv[1])
 lock.acquire()
 print("held", flush=True)
@@ -107,7 +107,7 @@ def test_second_run_into_a_directory_in_use_fails_at_once_naming_the_holder(tiny
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     holder = _holder(out)
     try:
-        monkeypatch.setattr("bench.runner.load_subject", lambda *a, **k: pytest.fail("a model loaded"))
+        monkeypatch.setattr("bench.run.runner.load_subject", lambda *a, **k: pytest.fail("a model loaded"))
         # the same run with other resamples: a second writer that would rewrite results.jsonl
         code, _, err = run_bench(_args(tiny_model_dir, out, tmp_path / "c", "--resamples", "30"), capsys)
         _one_line_error(code, err, f"--out {out}", "in use by another bench run",

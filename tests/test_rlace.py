@@ -231,7 +231,7 @@ def test_plugin_fits_on_a_bios_file_and_removes_the_basis_from_hidden_states(ber
     assert not debiased.same_as(bert_subject)
     # the debiased embeddings have no component along the basis up to float32 rounding: per token (h u) and
     # h - (h u) u^T are d-term float32 sums, off by <= ~d * 2^-24 * max|h|; the mean keeps that; 1e-5 d is ~170x it
-    from bench.embeddings import sentence_embeddings
+    from bench.models.embeddings import sentence_embeddings
 
     emb = sentence_embeddings(debiased, ["She is a nurse .", "He is a pilot ."]).double()
     assert float((emb @ art["basis"].double()).abs().max()) < 1e-5 * float(emb.abs().max()) * d

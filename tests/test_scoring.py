@@ -1,4 +1,4 @@
-"""bench.scoring.masked_log_probs against a direct one-input-per-forward computation."""
+"""bench.models.scoring.masked_log_probs against a direct one-input-per-forward computation."""
 from __future__ import annotations
 
 import copy
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.scoring import MaskedQuery, masked_log_probs
-from bench.subject import encoder_module, last_layer_tail
+from bench.models.scoring import MaskedQuery, masked_log_probs
+from bench.models.subject import encoder_module, last_layer_tail
 from tiny_mlms import SUBJECTS, bert_subject, single_thread  # noqa: F401 (autouse)
 
 SENTENCES = [

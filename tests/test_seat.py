@@ -77,7 +77,7 @@ def ref_embed(model, tokenizer, sentence: str) -> np.ndarray:
 
 
 # Equality with the reference is checked on float64 copies of the tiny models (the reference is then exact to
-# ~1e-13), but bench.embeddings returns float32 embeddings by design: it casts each hidden state to float32
+# ~1e-13), but bench.models.embeddings returns float32 embeddings by design: it casts each hidden state to float32
 # (error <= u*H, u = 2^-24, H = the sentence's max |h|), sums its L rows in float32 (<= (L-1)*u*L*H, any order)
 # and divides by L, so each coordinate of a sentence's embedding is off by <= delta = (L + 2) * u * H.
 # d_tolerance propagates these bounds through d to first order with d's exact gradient (autograd, float64):

@@ -79,7 +79,7 @@ def _args(model, tmp_path, out, *seed_args):
 
 
 def test_seeds_give_rows_per_seed_and_aggregated_rows(tiny_model_dir, tmp_path, capsys):
-    from bench.runner import Runner, RunRequest
+    from bench.run.runner import Runner, RunRequest
     from bench.stats import StatsConfig, compare_over_seeds, interval_over_seeds
 
     grid = tmp_path / "grid"
@@ -148,7 +148,7 @@ def test_bad_seeds(args, message, tmp_path, capsys):
 
 def test_suite_seeds(tmp_path):
     from bench.errors import BenchError
-    from bench.suite import load_suite
+    from bench.run.suite import load_suite
 
     good = tmp_path / "good.toml"
     good.write_text('models = ["synthetic"]\nseeds = [0, 1, 2]\n')

@@ -9,7 +9,7 @@ import torch
 
 from bench.api import Context
 from bench.errors import BenchError
-from bench.subject import Subject
+from bench.models.subject import Subject
 from methods.self_debias import GENDER_PROMPT, SelfDebias, SelfDebiasLogits, prefixed_batch, self_debias_log_probs
 from tests.tokenizers_fixture import bert_subject, bert_tokenizer, roberta_subject, roberta_tokenizer  # noqa: F401
 
@@ -225,7 +225,7 @@ def test_options_are_validated_and_round_trip():
 def test_bench_run_with_the_three_methods_on_the_synthetic_world(synthetic):
     """End to end through the runner: SEAT is n/a for SelfDebias only; every transform changes the numbers."""
     from bench.registry import METHODS
-    from bench.runner import Runner, RunRequest
+    from bench.run.runner import Runner, RunRequest
 
     methods = ["inlp", "sentence-debias", "self-debias"]
     options = {m: dict(METHODS.get(m).quick) for m in methods}

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench.api import Context
-from bench.embeddings import sentence_embeddings
-from bench.subject import mlm_head
+from bench.models.embeddings import sentence_embeddings
+from bench.models.subject import mlm_head
 from methods.bias_sentences import counterfactual_pairs, load_swapper
 from methods.projection import SubspaceRemoval
 from methods.sentence_debias import SentenceDebias, bias_subspace
@@ -123,7 +123,7 @@ def test_fit_matches_pca_of_the_pair_embeddings(fitted, bert_subject):
 
 
 def test_apply_removes_the_direction_from_embeddings_and_mlm_inputs(fitted, bert_subject):
-    """On a float64 copy of the model (the artifact was fitted on the float32 one). bench.embeddings returns
+    """On a float64 copy of the model (the artifact was fitted on the float32 one). bench.models.embeddings returns
     float32 embeddings by design: it casts each token's state to float32 and sums L of them in float32, so each
     coordinate is off by <= delta = (L + 2) * 2^-24 * H (H = max |h|) from the float64 mean; in float64 the
     projection itself is exact up to |h U| * |I - U^T U| <= ~2 * 2^-24 * H * sqrt(D) (U stored in float32)."""

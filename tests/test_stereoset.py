@@ -15,7 +15,7 @@ from stored_scores import assert_identical, round_trip
 from bench.api import Context
 from bench.errors import DataError
 from bench.registry import METRICS, make_metric
-from bench.scoring import encode
+from bench.models.scoring import encode
 from bench.stats import StatsConfig, interval
 from metrics.stereoset import (
     StereoSet,

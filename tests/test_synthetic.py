@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.models import ModelSpec, load_subject
+from bench.models.loading import ModelSpec, load_subject
 from bench.synthetic import grammar as G
 from bench.synthetic import pinned
 from bench.synthetic import vocab as V
@@ -249,7 +249,7 @@ def test_gradiend_files(generated, data_dir):
 
 
 def test_other_files_load_with_the_core_loaders(generated):
-    from bench.data import attribute_words, text_corpus
+    from bench.data.paths import attribute_words, text_corpus
 
     folder, _, _ = generated
     data = folder / "data"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.subject import Subject
+from bench.models.subject import Subject
 
 HIDDEN, LAYERS, HEADS, FFN = 64, 2, 2, 128
 INIT_RANGE = 0.25

@@ -32,7 +32,7 @@ def train_roberta_tokenizer(data_dir: Path, out_dir: Path, vocab_size: int = 300
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaTokenizerFast
 
-    from bench.data import text_corpus
+    from bench.data.paths import text_corpus
 
     lines = text_corpus(data_dir, max_lines=max_lines)
     bpe = ByteLevelBPETokenizer()
@@ -76,14 +76,14 @@ def roberta_tokenizer(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bert_subject(bert_tokenizer):
-    from bench.subject import Subject
+    from bench.models.subject import Subject
 
     return Subject(model=tiny_bert(bert_tokenizer), tokenizer=bert_tokenizer, name="tiny-bert", source="test:tiny-bert")
 
 
 @pytest.fixture(scope="session")
 def roberta_subject(roberta_tokenizer):
-    from bench.subject import Subject
+    from bench.models.subject import Subject
 
     return Subject(model=tiny_roberta(roberta_tokenizer), tokenizer=roberta_tokenizer, name="tiny-roberta",
                    source="test:tiny-roberta")  # fmt: skip

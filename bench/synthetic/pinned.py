@@ -25,7 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.data import file_sha256 as sha256
+from bench.data.paths import file_sha256 as sha256
 from bench.errors import BenchError
 
 FOLDER = Path(__file__).resolve().parent / "pinned"

@@ -165,7 +165,7 @@ def train_mlm(model, tokenizer, lines: list[str], cfg: TrainConfig, seed: int, b
     `cfg.mlm_probability`."""
     from transformers import get_linear_schedule_with_warmup
 
-    from bench.subject import mlm_head
+    from bench.models.subject import mlm_head
 
     vocab_size = model.config.vocab_size
     rows = encode_lines(tokenizer, lines, model.config.max_position_embeddings)

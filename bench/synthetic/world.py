@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.store import atomic_dir, remove_dir, stable_hash
+from bench.run.store import atomic_dir, remove_dir, stable_hash
 from bench.synthetic import evalsets as E
 from bench.synthetic import gradiend_data as D
 from bench.synthetic import pinned
@@ -100,7 +100,7 @@ def model_options(spec) -> tuple[float, int, str]:
 
 def world_root(bias: float, seed: int, cache_dir=None, train: bool = False) -> tuple[Path, dict | None]:
     """Where the world for these (checked) options lives in the cache, and its pin (None: trained here)."""
-    from bench.data import default_cache_dir
+    from bench.data.paths import default_cache_dir
 
     pin = None if train else pinned.pins(bias, seed, GENERATOR_VERSION)
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -317,12 +317,12 @@ def _quiet_save(model, folder: Path) -> None:
             hf_logging.enable_progress_bar()
 
 
-# ---- the model loader of the registry (entry point bench.models: synthetic) -------------------------------
+# ---- the model loader of the registry (entry point bench.models.loading: synthetic) -------------------------------
 def load(spec, data_dir=None, cache_dir=None):
     """Synthetic planted-bias world: tiny BERT trained on templated text (options bias, seed, init)."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from bench.subject import Subject
+    from bench.models.subject import Subject
 
     bias, seed, init = model_options(spec)
     world = build_world(bias, seed, cache_dir)

@@ -32,8 +32,8 @@ def _options(pairs) -> dict:
 
 def _setup(model: str, device: str, data_dir, options, no_progress: bool):
     from bench.api import Context
-    from bench.data import default_cache_dir, default_data_dir
-    from bench.models import load_subject, resolve_device
+    from bench.data.paths import default_cache_dir, default_data_dir
+    from bench.models.loading import load_subject, resolve_device
     from bench.registry import _construct
     from methods.gradiend.method import GradiendBPI
 

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.data import read_csv_rows, read_json, text_corpus
+from bench.data.paths import read_csv_rows, read_json, text_corpus
 from bench.errors import DataError
 
 NAME, PRONOUN = "[NAME]", "[PRONOUN]"
@@ -93,7 +93,7 @@ def gradiend_files(data_dir) -> list[Path]:
 
 
 def _require(data_dir, name: str) -> Path:
-    from bench.data import require_file
+    from bench.data.paths import require_file
 
     return require_file(data_dir, f"gradiend/{name}", "GRADIEND data file")
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.subject import mlm_head
+from bench.models.subject import mlm_head
 from methods.gradiend.examples import MaskedBatch
 from methods.gradiend.params import ParamSet
 

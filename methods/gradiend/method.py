@@ -33,8 +33,8 @@ import pandas as pd
 import torch
 
 from bench.api import Debiaser
-from bench.data import fingerprint
-from bench.store import atomic_dir, stable_hash
+from bench.data.paths import fingerprint
+from bench.run.store import atomic_dir, stable_hash
 from methods.gradiend.decoder_eval import (ALPHA_VALUES, H_VALUES, DecoderEvaluator, edit_delta, heatmap, run_grid,
                                            select, selection_table)  # fmt: skip
 from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet

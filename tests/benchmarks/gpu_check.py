@@ -189,8 +189,8 @@ def step_equality(cfg: Config, work: Path) -> dict:
     import torch
 
     from bench.api import Context
-    from bench.embeddings import sentence_embeddings
-    from bench.models import load_subject
+    from bench.models.embeddings import sentence_embeddings
+    from bench.models.loading import load_subject
 
     other = "cuda" if cfg.device == "cuda" else "cpu"
     data = write_subsets(Path(cfg.data_dir), work / "eq_data", cfg.eq_stride)
@@ -311,8 +311,8 @@ def step_throughput(cfg: Config, work: Path) -> dict:
 
     import reference_scorers as ref
     from bench.api import Context
-    from bench.embeddings import sentence_embeddings
-    from bench.models import load_subject
+    from bench.models.embeddings import sentence_embeddings
+    from bench.models.loading import load_subject
 
     device = cfg.device
     data = write_subsets(Path(cfg.data_dir), work / "tp_data", cfg.tp_stride)
@@ -352,7 +352,7 @@ def measure_gradiend(kind: str, model_name: str, steps: int, budget: float, data
     import torch
     from torch import nn
 
-    from bench.models import load_subject
+    from bench.models.loading import load_subject
     from methods.gradiend.data import load
     from methods.gradiend.examples import TrainBatches
     from methods.gradiend.gradients import GradientPair

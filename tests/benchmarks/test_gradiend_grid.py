@@ -67,7 +67,7 @@ def test_full_grid_on_synthetic_world(benchmark, synthetic, one_thread):
 def test_grid_edits_on_bert_base(data_dir, one_thread):
     import dataclasses
 
-    from bench.models import load_subject
+    from bench.models.loading import load_subject
 
     subject = load_subject("random:bert-base-uncased", data_dir=data_dir)
     data = load(data_dir)

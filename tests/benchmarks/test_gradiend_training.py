@@ -35,7 +35,7 @@ def _measure(kind: str, steps: int, data_dir: str, device: str) -> dict:
     import torch
     from torch import nn
 
-    from bench.models import load_subject
+    from bench.models.loading import load_subject
     from methods.gradiend.data import load
     from methods.gradiend.examples import TrainBatches
     from methods.gradiend.gradients import GradientPair

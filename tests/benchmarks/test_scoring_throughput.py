@@ -34,7 +34,7 @@ import torch
 
 import reference_scorers as ref
 from bench.api import Context
-from bench.models import load_subject
+from bench.models.loading import load_subject
 from metrics.crows import CrowS
 from metrics.seat import GENDER_TESTS, SEAT, SETS
 from metrics.seat import test_file as seat_file

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError, TrainingDiverged
-from bench.store import Cache, source_hash, stable_hash
+from bench.run.store import Cache, source_hash, stable_hash
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A sentence embedding is the mean over *all* token positions of the sentence, special tokens included
 (SPEC §3.2), of the last hidden state that `Subject.hidden_states` returns — so representation transforms
 (INLP, SentenceDebias) are applied. Sentences are deduplicated and grouped into forward passes by
-`bench.batching.token_batches` (one length per pass where possible); where a pass is padded, the
+`bench.models.batching.token_batches` (one length per pass where possible); where a pass is padded, the
 attention-masked mean over a padded row equals the mean of the sentence run alone.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from bench.batching import batch_limits, token_batches
+from bench.models.batching import batch_limits, token_batches
 
 DEFAULT_MAX_LENGTH = 512
 _Batch = tuple[list[int], torch.Tensor, torch.Tensor]  # (row indices, hidden states, attention mask)

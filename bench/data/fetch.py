@@ -1,4 +1,4 @@
-"""Benchmark data by name: the data manifest (`bench/data_manifest.toml`), downloads and checks.
+"""Benchmark data by name: the data manifest (`bench/data/manifest.toml`), downloads and checks.
 
 The manifest lists every file of the data layout with its public source, sha256 and licence (the file's own
 comments explain the fields). `fetch` downloads what a data directory lacks:
@@ -41,7 +41,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.data import file_sha256
+from bench.data.paths import file_sha256
 from bench.errors import BenchError, DataError, UnknownName
 
 ENV_MANIFEST = "BENCH_DATA_MANIFEST"
@@ -270,7 +270,7 @@ def _load(path: str) -> Manifest:
 
 def manifest_path() -> Path:
     env = os.environ.get(ENV_MANIFEST)
-    return Path(env).expanduser() if env else Path(__file__).with_name("data_manifest.toml")
+    return Path(env).expanduser() if env else Path(__file__).with_name("manifest.toml")
 
 
 def load_manifest(path=None) -> Manifest:

@@ -1,4 +1,4 @@
-"""`bench data fetch | verify | list`: the benchmark files by name, checked by sha256 (see bench/fetch.py)."""
+"""`bench data fetch | verify | list`: the benchmark files by name, checked by sha256 (see bench/data/fetch.py)."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,7 @@ GROUPS_HELP = "stereoset, crows, seat, glue, superglue, gradiend, corpus"
 
 
 def _data_dir(data_dir) -> Path:
-    from bench.data import ENV_DATA_DIR
+    from bench.data.paths import ENV_DATA_DIR
 
     if data_dir is None:
         value = os.environ.get(ENV_DATA_DIR)
@@ -94,7 +94,7 @@ def fetch(groups, data_dir, offline, mirror, timeout, retries, no_progress):
     checked before extraction, and bench writes nothing through a symbolic link in DIR.
     Exit status: 0 every selected file is in place; 1 some are missing or have an unexpected hash.
     """
-    from bench.fetch import Transfers, fetch as run_fetch, load_manifest, offline_mode
+    from bench.data.fetch import Transfers, fetch as run_fetch, load_manifest, offline_mode
 
     target = _data_dir(data_dir)
     manifest = load_manifest()
@@ -164,7 +164,7 @@ def verify(groups, data_dir, strict, show_all):
     """
     from tabulate import tabulate
 
-    from bench.fetch import load_manifest, verify as run_verify
+    from bench.data.fetch import load_manifest, verify as run_verify
 
     target = _data_dir(data_dir)
     checks = run_verify(target, groups, manifest=load_manifest())
@@ -194,7 +194,7 @@ def list_(per_file, groups):
 
     from tabulate import tabulate
 
-    from bench.fetch import human_size, load_manifest
+    from bench.data.fetch import human_size, load_manifest
 
     m = load_manifest()
     entries = m.select(groups)

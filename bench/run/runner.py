@@ -16,14 +16,14 @@ from typing import Callable, Iterable
 
 from bench import __version__, serialize
 from bench.api import BIAS_TYPES, Context, NotApplicable, Scores, bias_type_note, serves_bias_type
-from bench.data import default_cache_dir, default_data_dir, file_fingerprints, fingerprint
+from bench.data.paths import default_cache_dir, default_data_dir, file_fingerprints, fingerprint
 from bench.errors import BenchError, IdenticalSubject
-from bench.models import load_subject, resolve_device
+from bench.models.loading import load_subject, resolve_device
 from bench.registry import METHODS, METRICS, check_options, make_method, make_metric, method_chain
 from bench.stats import StatsConfig, compare, interval
-from bench.store import Cache, RunStore, code_hash, request_hash, stable_hash
-from bench.subject import Subject
-from bench.suite import is_seed
+from bench.run.store import Cache, RunStore, code_hash, request_hash, stable_hash
+from bench.models.subject import Subject
+from bench.run.suite import is_seed
 
 log = logging.getLogger("bench")
 
@@ -47,7 +47,7 @@ class RunRequest:
         """Canonical names, `base` first, duplicates removed, `base` dropped inside a chain (base+inlp == inlp);
         options, seed and stats type- and range-checked. Every bad input raises BenchError here, before any
         model is loaded; unknown names raise listing the valid ones."""
-        from bench.models import parse_model_name
+        from bench.models.loading import parse_model_name
 
         chains = []
         for spec in self.methods:
@@ -197,7 +197,7 @@ def check_bootstrap_memory(resamples: int, items: int, what: str = "") -> None:
 def check_cache_dir(root: Path, given: bool) -> None:
     """The cache folder is a folder, or a folder that can be created (given: --cache-dir, else the default or
     BENCH_CACHE_DIR). An existing one may be read-only: a run that finds everything cached only reads it."""
-    from bench.data import ENV_CACHE_DIR
+    from bench.data.paths import ENV_CACHE_DIR
 
     name = f"--cache-dir {root}" if given else f"the cache folder {root}" + (
         f" (from {ENV_CACHE_DIR})" if os.environ.get(ENV_CACHE_DIR) else "")
@@ -222,7 +222,7 @@ def versions() -> dict:
 
 
 class Runner:
-    """Runs a request: `run()` plans it (bench.plan), hands the units to an executor (bench.executors; in this
+    """Runs a request: `run()` plans it (bench.run.plan), hands the units to an executor (bench.engines.executors; in this
     process by default) and is the only writer of the run directory. `run_unit()` is what a worker does with
     one unit: load the model, debias (artifacts through the cache), score (scores through the cache) and return
     the rows as plain data."""
@@ -291,7 +291,7 @@ class Runner:
             self._subjects[name] = self.load_model(name)
         return self._subjects[name]
 
-    # ---- cache keys (bench.plan computes them without loading a model where the subject's identity is known) --
+    # ---- cache keys (bench.run.plan computes them without loading a model where the subject's identity is known) --
     def method_key(self, name: str, method, subject: Subject, ctx: Context) -> tuple[str, dict]:
         """(artifact cache key, config) of fitting method `name` on `subject`; needs only subject.identity."""
         # a type-independent method (bias_types None, e.g. Dropout) fits the same thing in every run: one entry
@@ -551,7 +551,7 @@ class Runner:
 
     # ---- the run (the driver) -------------------------------------------------------------------------
     def plan(self):
-        from bench.plan import make_plan
+        from bench.run.plan import make_plan
 
         return make_plan(self)
 
@@ -568,7 +568,7 @@ class Runner:
             self.store.release()
 
     def _run(self, executor) -> list[dict]:
-        from bench.executors import LocalExecutor, Collector
+        from bench.engines.executors import LocalExecutor, Collector
 
         plan = self.plan()
         executor = executor or LocalExecutor()

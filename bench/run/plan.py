@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from bench.api import serves_bias_type
 from bench.errors import BenchError
 from bench.registry import make_method, make_metric
-from bench.store import stable_hash
-from bench.subject import Subject
+from bench.run.store import stable_hash
+from bench.models.subject import Subject
 
 FIT_COST, SCORE_COST = 10, 1  # relative cost units for the critical path when no timings are known
 
@@ -143,7 +143,7 @@ def light_subject(name: str, data_dir, cache_dir) -> Subject | None:
     """A Subject with the identity and data directory of model `name` but no weights, where they are known
     without loading it; else None ("unknown until loaded")."""
     try:
-        from bench.models import parse_model_name
+        from bench.models.loading import parse_model_name
 
         spec = parse_model_name(name)
         if spec.kind == "hf":

@@ -1,4 +1,4 @@
-"""Executors: where the units of a plan (bench.plan) run.
+"""Executors: where the units of a plan (bench.run.plan) run.
 
 - `local` (the default): in this process, in plan order; each model is loaded once.
 - `ray`: one Ray task per unit (`num_gpus=--gpus-per-job`, `num_cpus=--cpus-per-job`) on an existing cluster
@@ -10,10 +10,10 @@
   as local processes through submitit's LocalExecutor (tests, a box without SLURM).
 
 Only names and dicts travel to a worker: the request (RunRequest fields) and the unit. Fitted artifacts and
-scores travel through the shared content-addressed cache (bench.store.Cache; its first complete writer wins),
+scores travel through the shared content-addressed cache (bench.run.store.Cache; its first complete writer wins),
 so a worker needs the same installation and the same paths (cache, data, local models) as the driver. A
 worker returns plain data (rows, cache keys, data fingerprints, errors, what it ran on); the driver
-(bench.runner.Runner with Collector below) is the only writer of results.jsonl and writes it in plan order as
+(bench.run.runner.Runner with Collector below) is the only writer of results.jsonl and writes it in plan order as
 units finish: every executor gives the same file.
 
 Failures: a worker that dies (killed, out of memory, node lost) is retried up to `--max-retries` times (Ray's
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.errors import BenchError
-from bench.store import write_json
+from bench.run.store import write_json
 
 EXECUTORS = ("local", "ray", "slurm")
 HEARTBEAT_S = 300.0  # remote units: a line on what is still running when nothing finished for this long
@@ -143,11 +143,11 @@ class Collector:
 
     def check_data(self) -> None:
         """Before anything runs remotely: refuse a resume over changed data files, for every model whose data
-        directory is known without loading it (bench.plan.light_subject); the others are checked when their
+        directory is known without loading it (bench.run.plan.light_subject); the others are checked when their
         first unit reports its fingerprints."""
         if self.store is None:
             return
-        from bench.plan import light_subject
+        from bench.run.plan import light_subject
 
         for model in self.plan.models:
             light = light_subject(model, self.runner.data_dir, self.runner.cache.root)
@@ -194,7 +194,7 @@ class Collector:
             if rows:  # (a run with nothing new leaves the file as it is, e.g. resumed with the names reordered)
                 self.store.add(rows, order=self.plan.row_key)
             if self.log_units and self._unlogged and self.store.results_path.is_file():
-                from bench.store import write_text
+                from bench.run.store import write_text
 
                 log = self.store.out / "units.jsonl"
                 old = log.read_text(encoding="utf-8") if log.is_file() else ""
@@ -249,13 +249,13 @@ _WORKER_RUNNERS: dict = {}  # a worker process that runs several units of one ru
 
 
 def work(request: dict, unit: dict, skip: list[str], kind: str, cpus: int = 1) -> dict:
-    """Run one unit in a worker process: names and dicts in, plain data out (see bench.runner.Runner.run_unit).
+    """Run one unit in a worker process: names and dicts in, plain data out (see bench.run.runner.Runner.run_unit).
     A worker that runs several units of a run (Ray reuses its workers) keeps the Runner and the last base model
     it loaded; it holds one model at a time (GPU memory)."""
     start = time.time()
     import torch
 
-    from bench.runner import Runner, RunRequest
+    from bench.run.runner import Runner, RunRequest
 
     torch.set_num_threads(max(1, int(cpus)))
     log: list[str] = []

@@ -60,12 +60,11 @@ def code_hash(obj: Any) -> str:
     while (top.parent / "__init__.py").is_file():
         top = top.parent
     files = sorted(top.rglob("*.py")) if (top / "__init__.py").is_file() else [path]
-    core = Path(__file__).resolve().parent
-    files += [core / f for f in CORE_COMPUTATION if (core / f).is_file()]
+    files += sorted(CORE_COMPUTATION.glob("*.py"))
     return source_hash(*files)
 
 
-CORE_COMPUTATION = ("subject.py", "scoring.py", "batching.py", "embeddings.py", "finetune.py", "models.py")
+CORE_COMPUTATION = Path(__file__).resolve().parents[1] / "models"  # the subject, its loading, scoring and fine-tuning
 
 
 def umask() -> int:
@@ -252,7 +251,7 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise BenchError(f"no results at {path}")
     rows = []
-    from bench.data import open_text
+    from bench.data.paths import open_text
 
     with open_text(path) as f:
         for i, line in enumerate(f, start=1):

@@ -5,7 +5,7 @@ holds the mask token). `masked_log_probs` answers many queries at once:
 
 - identical inputs are run once (StereoSet's first masked input is the same for its three candidates), and all
   queried positions of one input go through the MLM head together;
-- inputs are grouped into forward passes by `bench.batching.token_batches`: bounded in rows and in tokens,
+- inputs are grouped into forward passes by `bench.models.batching.token_batches`: bounded in rows and in tokens,
   one length per pass where possible, padded (attention mask) only where lengths are too rare to fill one;
 - everything runs under `torch.inference_mode()` on the subject's device, in eval mode;
 - the logits come from `Subject.mlm_logits`, so representation transforms (INLP, SentenceDebias) and output
@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from bench.batching import batch_limits, token_batches
+from bench.models.batching import batch_limits, token_batches
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def masked_log_probs(
     array holding the float32 values the model computes).
 
     `batch_size` bounds the distinct inputs and `batch_tokens` the padded tokens per forward pass (None: the
-    device's defaults, `bench.batching.DEFAULT_LIMITS`); `bar` is a tqdm-like factory such as `ctx.bar`.
+    device's defaults, `bench.models.batching.DEFAULT_LIMITS`); `bar` is a tqdm-like factory such as `ctx.bar`.
     """
     import torch  # here: metric plugins import this module, and `bench report` (which reads their columns) needs no torch
 

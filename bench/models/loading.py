@@ -19,7 +19,7 @@ import torch
 
 from bench.errors import BenchError, ModelUnavailable
 from bench.registry import MODELS, register_model
-from bench.subject import Subject
+from bench.models.subject import Subject
 
 ALIASES = {
     "bert-base": "bert-base-cased",

@@ -40,7 +40,7 @@ def suite_names() -> list[str]:
 def load_suite(name: str) -> dict:
     path = Path(name)
     if path.suffix == ".toml" and path.is_file():
-        from bench.data import read_text
+        from bench.data.paths import read_text
 
         text, where = read_text(path), str(path)
     else:
@@ -78,7 +78,7 @@ def load_suite(name: str) -> dict:
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise BenchError(f"{where}: options must be tables, e.g. [options.inlp] with n_iterations = 20")
     if "stats" in suite:
-        from bench.runner import check_stats
+        from bench.run.runner import check_stats
 
         try:
             check_stats(suite["stats"], seed)
