@@ -216,7 +216,7 @@ def report(run_dirs, fmt, table):
     Several runs render as one table, e.g. a gender, a race and a religion run of the same models:
     each (model, bias type) is its own group of rows.
     """
-    from bench.run.store import read_rows
+    from bench.run.schema import read_rows
     from reports.leaderboard import render, render_full
 
     rows = [r for run_dir in run_dirs for r in read_rows(run_dir)]

@@ -309,7 +309,7 @@ def save_tensor_file(tensors: dict, path, metadata: dict | None = None) -> None:
     """safetensors' save_file, with the permissions of any other file the user writes (it creates 0600 files)."""
     from safetensors.torch import save_file
 
-    from bench.run.store import umask
+    from bench.files import umask
 
     save_file(tensors, str(path), metadata=metadata)
     os.chmod(path, 0o666 & ~umask())

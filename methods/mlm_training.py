@@ -204,7 +204,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 def _save_checkpoint(path: Path, payload: dict) -> None:
     """Resumable training state as data (safetensors + JSON, bench.serialize), never a pickle."""
     from bench.serialize import save_data
-    from bench.run.store import atomic_dir
+    from bench.files import atomic_dir
 
     with atomic_dir(path) as tmp:
         save_data(payload, tmp)
@@ -215,7 +215,7 @@ def _load_checkpoint(path: Path, desc: str) -> dict | None:
     import logging
 
     from bench.serialize import load_data
-    from bench.run.store import remove_dir
+    from bench.files import remove_dir
 
     try:
         state = load_data(path)
@@ -459,7 +459,7 @@ class MLMTrainingDebiaser(Debiaser):
     def fit(self, subject, ctx) -> FittedWeights:
         import copy
 
-        from bench.run.store import stable_hash
+        from bench.files import stable_hash
 
         cfg = self.training_config(subject, ctx)
         lines = self.training_lines(subject, ctx)

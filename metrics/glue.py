@@ -48,7 +48,8 @@ import pandas as pd
 
 from bench.api import FINETUNE, Column, Estimate, Metric, NotApplicable, Scores
 from bench.errors import BenchError
-from bench.run.store import Cache, source_hash, stable_hash
+from bench.files import source_hash, stable_hash
+from bench.run.cache import Cache
 from metrics import glue_tasks
 from metrics.glue_tasks import TASKS, TaskUnavailable, load_task, mean_statistic, predictions_from_logits, task_statistic
 

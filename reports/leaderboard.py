@@ -24,7 +24,7 @@ from pathlib import Path
 from tabulate import LATEX_ESCAPE_RULES, Line, TableFormat, tabulate
 
 from bench.api import Column
-from bench.run.store import write_text
+from bench.files import write_text
 from reports.escape import latex, markdown, plain
 
 SIG_MD, SIG_TEX = "†", r"$^\dagger$"

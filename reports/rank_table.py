@@ -293,7 +293,7 @@ def render(rows: list[dict], fmt: str = "md", **kwargs) -> str:
 
 def write_tables(rows: list[dict], out: Path, **kwargs) -> list[Path]:
     """Write OUT/rank.md and OUT/rank.tex when the rows hold a rank metric; returns the paths written."""
-    from bench.run.store import write_text
+    from bench.files import write_text
 
     md = render(rows, "md", **kwargs)
     if not md:
@@ -321,7 +321,7 @@ def _names(value: str) -> tuple[str, ...]:
 def rank_table(run_dir, fmt, write, rank, performance, resamples, seed, bias_type):
     """Render the mean-rank table (the ICLR paper's rank table, with bootstrap CIs) of a run."""
     from bench.errors import BenchError
-    from bench.run.store import read_rows
+    from bench.run.schema import read_rows
 
     from reports.leaderboard import cell_rows
 

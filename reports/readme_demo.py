@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.run.store import read_rows, write_text
+from bench.files import write_text
+from bench.run.schema import read_rows
 from reports.leaderboard import render_markdown
 
 BEGIN = "<!-- demo-table: written by `python -m reports.readme_demo runs/demo`; do not edit -->"

@@ -260,7 +260,7 @@ def _latex(header, columns, body, notes, best) -> str:
 
 def write_tables(rows: list[dict], out: Path, only: list[str] | None = None) -> list[Path]:
     """Write OUT/<suite>.md and OUT/<suite>.tex for every task suite in the rows (or those in `only`)."""
-    from bench.run.store import write_text
+    from bench.files import write_text
 
     paths = []
     for suite in suites(rows) if only is None else only:
@@ -276,7 +276,7 @@ def write_tables(rows: list[dict], out: Path, only: list[str] | None = None) -> 
 
 def run_command(run_dir: Path, fmt: str, write: bool, only: list[str] | None, hint: str) -> None:
     from bench.errors import BenchError
-    from bench.run.store import read_rows
+    from bench.run.schema import read_rows
 
     from reports.leaderboard import cell_rows
 

@@ -502,7 +502,7 @@ def test_check_ok_and_regression_codes_and_help(tmp_path, capsys):
 
 # ---- permissions of what a run writes ---------------------------------------------------------------------------------
 def test_files_get_the_users_umask(tiny_model_dir, toy_data, tmp_path, capsys):
-    from bench.run.store import atomic_dir, write_text
+    from bench.files import atomic_dir, write_text
 
     old = os.umask(0o022)
     try:

@@ -23,7 +23,8 @@ import bench.serialize as ser
 from bench.api import Context, Estimate, Scores, statistic, storable
 from bench.errors import BenchError
 from bench.serialize import load_data, load_scores, save_data, save_scores
-from bench.run.store import Cache, atomic_dir
+from bench.files import atomic_dir
+from bench.run.cache import Cache
 from stored_scores import assert_identical, round_trip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -369,7 +370,7 @@ def test_planted_or_damaged_training_checkpoints_do_not_run(tmp_path, data_dir):
 _WRITER = r"""
 import sys, time, random
 import numpy as np
-from bench.run.store import Cache
+from bench.run.cache import Cache
 root, start, who = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 cache = Cache(root)
 random.seed(who)

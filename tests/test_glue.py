@@ -393,7 +393,7 @@ def test_runner_rows_and_glue_table(tmp_path):
 def test_glue_table_cli(tmp_path):
     from click.testing import CliRunner
 
-    from bench.run.store import write_text
+    from bench.files import write_text
     from reports.glue_table import glue_table
 
     row = dict(model="m", method="base", label="Base", group=0, metric="glue:cola", submetric="glue:cola", status="ok",

@@ -103,7 +103,7 @@ def test_shared_base_fluctuation_keeps_paired_differences():
 
 
 def test_render_and_command(tmp_path):
-    from bench.run.store import write_text
+    from bench.files import write_text
     from reports.rank_table import rank_table
 
     rows = make_rows(VALUES, bias_type="gender") + make_rows({"m1": {"base": {"ss_race": 50}}}, bias_type="race")

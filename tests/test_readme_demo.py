@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.run.store import read_rows
+from bench.run.schema import read_rows
 from reports import readme_demo
 from reports.leaderboard import render_markdown
 

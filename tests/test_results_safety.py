@@ -21,7 +21,9 @@ import torch
 from bench.api import EMBED, Column, Estimate, Metric, Scores, statistic
 from bench.errors import RunLocked
 from bench.registry import METRICS, register_metric
-from bench.run.store import LOCK_FILE, RunStore, read_rows
+from bench.run.lock import LOCK_FILE
+from bench.run.schema import read_rows
+from bench.run.store import RunStore
 from cli_helpers import run_bench
 from result_rows import make_rows, seed_rows
 from reports.escape import latex, markdown
@@ -80,7 +82,7 @@ def _one_line_error(code, err, *names, exit_code=2):
 # ---- one writer per run directory ------------------------------------------------------------------------------------
 HOLD = """
 import sys, time
-from bench.run.store import RunLock
+from bench.run.lock import RunLock
 lock = RunLock(sys.argv[1])
 lock.acquire()
 print("held", flush=True)

@@ -81,7 +81,7 @@ def test_markdown_and_latex():
 
 
 def test_write_tables_and_commands(tmp_path):
-    from bench.run.store import write_text
+    from bench.files import write_text
     from reports.glue_table import glue_table
     from reports.task_table import is_task_row, task_table
 

@@ -10,7 +10,7 @@
   as local processes through submitit's LocalExecutor (tests, a box without SLURM).
 
 Only names and dicts travel to a worker: the request (RunRequest fields) and the unit. Fitted artifacts and
-scores travel through the shared content-addressed cache (bench.run.store.Cache; its first complete writer wins),
+scores travel through the shared content-addressed cache (bench.run.cache.Cache; its first complete writer wins),
 so a worker needs the same installation and the same paths (cache, data, local models) as the driver. A
 worker returns plain data (rows, cache keys, data fingerprints, errors, what it ran on); the driver
 (bench.run.runner.Runner with Collector below) is the only writer of results.jsonl and writes it in plan order as
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.errors import BenchError
-from bench.run.store import write_json
+from bench.files import write_json
 
 EXECUTORS = ("local", "ray", "slurm")
 HEARTBEAT_S = 300.0  # remote units: a line on what is still running when nothing finished for this long
@@ -194,7 +194,7 @@ class Collector:
             if rows:  # (a run with nothing new leaves the file as it is, e.g. resumed with the names reordered)
                 self.store.add(rows, order=self.plan.row_key)
             if self.log_units and self._unlogged and self.store.results_path.is_file():
-                from bench.run.store import write_text
+                from bench.files import write_text
 
                 log = self.store.out / "units.jsonl"
                 old = log.read_text(encoding="utf-8") if log.is_file() else ""

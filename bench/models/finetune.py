@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError, TrainingDiverged
-from bench.run.store import Cache, source_hash, stable_hash
+from bench.files import source_hash, stable_hash
+from bench.run.cache import Cache
 
 
 @dataclass(frozen=True)

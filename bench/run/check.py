@@ -14,8 +14,8 @@ class Malformed(BenchError):
 
 
 def read_checked(path, which: str) -> list[dict]:
-    """The rows of a run or baseline (`which`), each checked by bench.run.store.ROW_SCHEMA; a bad row is Malformed."""
-    from bench.run.store import MalformedRow, read_rows
+    """The rows of a run or baseline (`which`), each checked by bench.run.schema.ROW_SCHEMA; a bad row is Malformed."""
+    from bench.run.schema import MalformedRow, read_rows
 
     try:
         return read_rows(path)

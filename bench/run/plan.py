@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from bench.api import serves_bias_type
 from bench.errors import BenchError
 from bench.registry import make_method, make_metric
-from bench.run.store import stable_hash
+from bench.files import stable_hash
 from bench.models.subject import Subject
 
 FIT_COST, SCORE_COST = 10, 1  # relative cost units for the critical path when no timings are known

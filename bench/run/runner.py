@@ -21,7 +21,9 @@ from bench.errors import BenchError, IdenticalSubject
 from bench.models.loading import load_subject, resolve_device
 from bench.registry import METHODS, METRICS, check_options, make_method, make_metric, method_chain
 from bench.stats import StatsConfig, compare, interval
-from bench.run.store import Cache, RunStore, code_hash, request_hash, stable_hash
+from bench.files import stable_hash
+from bench.run.cache import Cache, code_hash
+from bench.run.store import RunStore, request_hash
 from bench.models.subject import Subject
 from bench.run.suite import is_seed
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.run.store import atomic_dir, remove_dir, stable_hash
+from bench.files import atomic_dir, remove_dir, stable_hash
 from bench.synthetic import evalsets as E
 from bench.synthetic import gradiend_data as D
 from bench.synthetic import pinned

@@ -34,7 +34,7 @@ import torch
 
 from bench.api import Debiaser
 from bench.data.paths import fingerprint
-from bench.run.store import atomic_dir, stable_hash
+from bench.files import atomic_dir, stable_hash
 from methods.gradiend.decoder_eval import (ALPHA_VALUES, H_VALUES, DecoderEvaluator, edit_delta, heatmap, run_grid,
                                            select, selection_table)  # fmt: skip
 from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError, TrainingDiverged
-from bench.run.store import atomic_dir, stable_hash, write_json
+from bench.files import atomic_dir, stable_hash, write_json
 from methods.gradiend.data import GradiendData
 from methods.gradiend.examples import (EncoderRow, MaskedBatch, TrainBatches, collate, gender_rows, length_batches,
                                        length_cap)  # fmt: skip
