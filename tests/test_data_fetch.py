@@ -21,7 +21,7 @@ from pathlib import Path
 import huggingface_hub  # noqa: F401  imported here, before any test sets HF_HUB_OFFLINE (read once, at import)
 import pytest
 
-from bench.data.fetch import load_manifest
+from bench.data.manifest import load_manifest
 from cli_helpers import run_bench
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -261,11 +261,11 @@ def test_server_down_names_the_missing_files_at_once(tmp_path, capsys, monkeypat
     dead = Mirror()
     url = dead.url
     dead.stop()  # nothing listens there any more
-    import bench.data.fetch as fetch_mod
+    import bench.data.download as download_mod
 
     calls = []
-    real = fetch_mod.open_url
-    monkeypatch.setattr(fetch_mod, "open_url", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = download_mod.open_url
+    monkeypatch.setattr(download_mod, "open_url", lambda *a, **k: calls.append(a) or real(*a, **k))
     entries = _real_entries("crows", "seat")
     t0 = time.perf_counter()
     code, _, err = run_bench(["data", "fetch", "crows", "seat", "--data-dir", tmp_path, "--mirror", url], capsys)
@@ -462,7 +462,7 @@ def test_hub_dataset_csv_conversion(mirror, monkeypatch, tmp_path):
     """NAMExact/NAMExtend come as Hugging Face datasets: every split lands in one CSV with a `split` column."""
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_ENDPOINT", mirror.url)  # reachable; `datasets.load_dataset` itself is replaced
-    from bench.data.fetch import Transfers
+    from bench.data.download import Transfers
 
     splits = {"train": [("Bryant", "M"), ("Anna", "F")], "test": [("Mia", "F")]}
     dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"name": [n for n, _ in rows],

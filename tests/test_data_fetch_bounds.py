@@ -454,7 +454,7 @@ def test_groups_of_the_wrong_type_are_a_one_line_error(tmp_path, monkeypatch, ca
 
 
 def test_the_shipped_manifest_bounds_every_download():
-    from bench.data.fetch import load_manifest
+    from bench.data.manifest import load_manifest
 
     m = load_manifest()
     assert all(e.cap for e in m.files)

@@ -1,4 +1,4 @@
-"""`bench data fetch | verify | list`: the benchmark files by name, checked by sha256 (see bench/data/fetch.py)."""
+"""`bench data fetch | verify | list`: the benchmark files by name, checked by sha256 (see bench/data/__init__.py)."""
 from __future__ import annotations
 
 import os
@@ -94,7 +94,9 @@ def fetch(groups, data_dir, offline, mirror, timeout, retries, no_progress):
     checked before extraction, and bench writes nothing through a symbolic link in DIR.
     Exit status: 0 every selected file is in place; 1 some are missing or have an unexpected hash.
     """
-    from bench.data.fetch import Transfers, fetch as run_fetch, load_manifest, offline_mode
+    from bench.data.download import Transfers, offline_mode
+    from bench.data.fetch import fetch as run_fetch
+    from bench.data.manifest import load_manifest
 
     target = _data_dir(data_dir)
     manifest = load_manifest()
@@ -120,6 +122,11 @@ def fetch(groups, data_dir, offline, mirror, timeout, retries, no_progress):
     if created and not any(target.iterdir()):
         target.rmdir()  # nothing arrived: leave no empty folder behind
     _summary(outcomes, manifest)
+    _not_in_place(outcomes, manifest, target, groups, offline)
+
+
+def _not_in_place(outcomes, manifest, target: Path, groups, offline: bool) -> None:
+    """The files not in place and where to get them, then exit status 1 (nothing when every file is in place)."""
     bad = [o for o in outcomes if o.status in ("failed", "offline", "mismatch")]
     if bad:
         missing = [o for o in bad if o.status != "mismatch" or not (target / o.entry.path).is_file()]
@@ -164,7 +171,8 @@ def verify(groups, data_dir, strict, show_all):
     """
     from tabulate import tabulate
 
-    from bench.data.fetch import load_manifest, verify as run_verify
+    from bench.data.manifest import load_manifest
+    from bench.data.verify import verify as run_verify
 
     target = _data_dir(data_dir)
     checks = run_verify(target, groups, manifest=load_manifest())
@@ -194,13 +202,13 @@ def list_(per_file, groups):
 
     from tabulate import tabulate
 
-    from bench.data.fetch import human_size, load_manifest
+    from bench.data.manifest import CONVERSIONS, load_manifest
 
     m = load_manifest()
     entries = m.select(groups)
     if per_file:
-        rows = [[e.path, e.group, human_size(e.size) if e.size is not None or e.max_size is None
-                 else f"< {human_size(e.max_size)}", e.sha256[:12] if e.sha256 else "unverified",
+        rows = [[e.path, e.group, _human_size(e.size) if e.size is not None or e.max_size is None
+                 else f"< {_human_size(e.max_size)}", e.sha256[:12] if e.sha256 else "unverified",
                  m.licence(e), e.source_text(m)] for e in entries]
         click.echo(tabulate(rows, headers=["file", "group", "size", "sha256", "licence", "source"], tablefmt="github"))
         return
@@ -215,13 +223,23 @@ def list_(per_file, groups):
         for e in es:
             src = e.source_text(m)
             host = f"hf:{e.hub}" if e.hub else urllib.parse.urlsplit(src.split(" ")[0]).netloc or src
-            if e.convert in ("glue-mrpc-train", "glue-mrpc-dev", "glue-mrpc-test"):
+            if e.convert in CONVERSIONS:
                 host = "dl.fbaipublicfiles.com"
             if host not in hosts:
                 hosts.append(host)
-        size = (human_size(known) if known else "") + (f"{' + ' if known else ''}{unknown} of unknown size" if unknown else "")
+        size = (_human_size(known) if known else "") + (f"{' + ' if known else ''}{unknown} of unknown size" if unknown else "")
         unverified = sum(not e.sha256 for e in es)
         rows.append([g, len(es), size, unverified or "", info.get("licence", ""), ", ".join(hosts)])
     click.echo(tabulate(rows, headers=["group", "files", "size", "no verified hash", "licence", "sources"],
                         tablefmt="github"))
     click.echo(f"\nmanifest: {m.path}  (`bench data list --files` for every file and its source)")
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -38,7 +38,7 @@ def default_cache_dir() -> Path:
 def fetch_hint(relative: str, data_dir=None) -> str:
     """How to get `relative` (a path inside the data directory): the `bench data fetch` command of the data
     manifest's group that provides it, or a pointer to `bench data list` for a file the manifest does not know."""
-    from bench.data.fetch import group_of
+    from bench.data.manifest import group_of  # read only for a message: reading files needs no manifest
 
     group = group_of(relative)
     where = f" --data-dir {data_dir}" if data_dir is not None else " --data-dir DIR"
