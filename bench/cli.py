@@ -135,36 +135,18 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
     An interrupted run resumes when the same command is run again; fitted methods and scores are cached.
     Units run in this process, on Ray or on SLURM (--executor); every executor writes the same results.
     """
-    from bench.engines.executors import ExecutorOptions, make_executor
-    from bench.run.runner import RunRequest, Runner
-    from bench.run.suite import load_suite
+    from bench.engines.base import ExecutorOptions, make_executor
+    from bench.models.loading import split_model_names
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
     from reports.leaderboard import render
 
-    spec = load_suite(suite) if suite else {}
-    opts = {k: dict(v) for k, v in spec.get("options", {}).items()}
-    for plugin, values in _parse_options(options).items():
-        opts.setdefault(plugin, {}).update(values)
-    stats = dict(spec.get("stats", {}))
-    if resamples is not None:
-        stats["resamples"] = resamples
-    seeds = _parse_seeds(seeds_)
-    if seeds is not None and seed is not None:
-        raise BenchError("give --seed or --seeds, not both")
-    if seeds is None and seed is None:
-        seeds = spec.get("seeds")
-    from bench.models.loading import split_model_names
-
-    request = RunRequest(
-        models=(split_model_names(models) if models else []) or spec.get("models") or [],
-        methods=_split(methods) or spec.get("methods") or ["base"],
-        metrics=_split(metrics) or spec.get("metrics") or ["stereoset", "seat", "crows"],
-        seed=seed if seed is not None else (seeds[0] if seeds else spec.get("seed", 0)), seeds=list(seeds or []),
-        bias_type=bias_type or spec.get("bias_type", "gender"),
-        device=device, data_dir=str(data_dir) if data_dir else None, cache_dir=str(cache_dir) if cache_dir else None,
-        options=opts, stats=stats, progress=not no_progress,
+    request = RunRequest.from_flags(
+        suite, split_model_names(models) if models else [], _split(methods), _split(metrics), seed,
+        _parse_seeds(seeds_), _parse_options(options), resamples, bias_type=bias_type, device=device,
+        data_dir=str(data_dir) if data_dir else None, cache_dir=str(cache_dir) if cache_dir else None,
+        progress=not no_progress,
     )  # fmt: skip
-    if not request.models:
-        raise BenchError("no models given: pass --models (e.g. --models synthetic) or --suite")
     ex = make_executor(ExecutorOptions(
         kind=executor, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, max_retries=max_retries,
         ray_cpus=ray_cpus, ray_gpus=ray_gpus, slurm_partition=slurm_partition, slurm_time=slurm_time,
@@ -172,17 +154,9 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
         no_wait=no_wait,
     ))  # fmt: skip
     if dry_run:
-        from bench.run.plan import describe
+        from bench.run.plan import dry_run as describe_run
 
-        runner = Runner(request, out=None, echo=lambda m: click.echo(m, err=True))
-        plan = runner.plan()
-        done = {}
-        if out is not None and (out / "manifest.json").is_file():
-            from bench.run.store import RunStore
-
-            store = RunStore(out, runner.request.manifest())
-            done = {u.id: all(store.done(u.model, u.chain, m, u.seed) for m in u.metrics) for u in plan.units}
-        click.echo(describe(runner, plan, executor, done))
+        click.echo(describe_run(Runner(request, out=None, echo=lambda m: click.echo(m, err=True)), out, executor))
         return
     runner = Runner(request, out=out, echo=lambda m: click.echo(m, err=True))
     try:

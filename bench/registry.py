@@ -10,6 +10,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from bench.errors import BenchError, UnknownName
+from bench.hints import MISSING, conforms, is_union, type_name
 
 
 class Registry:
@@ -139,74 +140,6 @@ def _construct(cls, options: dict, what: str, prefix: str | None = None):
 # unbounded, inherited by subclasses); a value outside is refused. Anything further is checked in
 # `__init__` by raising BenchError. Every message names the option as the user writes it (PLUGIN.PARAM).
 
-_MISSING = object()
-
-
-def _type_name(hint) -> str:
-    import typing
-
-    origin = typing.get_origin(hint)
-    if hint is type(None):
-        return "null"
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if _is_union(hint):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
-    base = origin or hint
-    if base in names:
-        return names[base]
-    if base in (list, tuple) or getattr(base, "__name__", "") in ("Sequence", "Iterable", "Collection"):
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        return f"a list of {_type_name(args[0]).removeprefix('an ').removeprefix('a ')}s" if args else "a list"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _is_union(hint) -> bool:
-    import types
-    import typing
-
-    return typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType)
-
-
-def _conforms(value, hint) -> bool:
-    import collections.abc as cabc
-    import math
-    import typing
-
-    if hint is typing.Any or hint is _MISSING:
-        return True
-    if hint is None or hint is type(None):
-        return value is None
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        return any(value == a and type(value) is type(a) for a in typing.get_args(hint))
-    if _is_union(hint):
-        return any(_conforms(value, a) for a in typing.get_args(hint))
-    base = origin or hint
-    if base is bool:
-        return isinstance(value, bool)
-    if base is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if base is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if base is str:
-        return isinstance(value, str)
-    if base is dict or base is cabc.Mapping:
-        return isinstance(value, dict)
-    if base in (list, tuple, cabc.Sequence, cabc.Iterable, cabc.Collection):
-        if isinstance(value, str):
-            return base in (cabc.Sequence, cabc.Iterable, cabc.Collection) and all(
-                _conforms(value, a) for a in typing.get_args(hint)[:1])  # a lone string for Sequence[str]
-        if not isinstance(value, (list, tuple)):
-            return False
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        return not args or all(_conforms(v, args[0]) for v in value)
-    if isinstance(base, type):
-        return isinstance(value, base) or base.__module__ not in ("builtins", "typing", "collections.abc")
-    return True  # a type this checker does not know: left to the constructor
-
-
 def _hints(cls) -> dict:
     import inspect
     import typing
@@ -220,8 +153,8 @@ def _hints(cls) -> dict:
     for name, p in inspect.signature(init).parameters.items():
         if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        hint = hints.get(name, _MISSING)
-        if hint is _MISSING and type(p.default) in (bool, int, float, str):
+        hint = hints.get(name, MISSING)
+        if hint is MISSING and type(p.default) in (bool, int, float, str):
             hint = float if type(p.default) is float else type(p.default)
         out[name] = hint
     return out
@@ -247,12 +180,12 @@ def check_options(cls, options: dict, what: str, prefix: str) -> dict:
     bounds = getattr(cls, "bounds", None) or {}
     out = {}
     for key, value in options.items():
-        hint = hints.get(key, _MISSING)
-        if (value == "auto" and hint is not _MISSING and _is_union(hint) and type(None) in typing.get_args(hint)
-                and not _conforms(value, hint)):  # fmt: skip
+        hint = hints.get(key, MISSING)
+        if (value == "auto" and hint is not MISSING and is_union(hint) and type(None) in typing.get_args(hint)
+                and not conforms(value, hint)):  # fmt: skip
             value = None
-        if hint is not _MISSING and not _conforms(value, hint):
-            raise BenchError(f"{prefix}.{key} must be {_type_name(hint)}, got {value!r}")
+        if hint is not MISSING and not conforms(value, hint):
+            raise BenchError(f"{prefix}.{key} must be {type_name(hint)}, got {value!r}")
         if key in bounds and isinstance(value, (int, float)) and not isinstance(value, bool):
             low, high = bounds[key]
             if math.isnan(value) or (low is not None and value < low) or (high is not None and value > high):

@@ -95,7 +95,7 @@ def no_model_loading(monkeypatch):
     def refuse(name, **kwargs):
         raise AssertionError(f"model {name!r} was loaded before the bad input was reported")
 
-    monkeypatch.setattr("bench.run.runner.load_subject", refuse)
+    monkeypatch.setattr("bench.run.unit.load_subject", refuse)
 
 
 def _one_line_error(code, err, *names, exit_code=2):
@@ -160,7 +160,7 @@ def test_resamples_beyond_memory_fail_before_the_bootstrap_allocates(tiny_model_
                                                                      monkeypatch):
     """With the items known (4 lines: 32 bytes x 4 per resample), a bootstrap that cannot fit is refused before it
     allocates, naming the --resamples that fit; that one runs."""
-    monkeypatch.setattr("bench.run.runner.memory_available", lambda: 10_000_000, raising=False)
+    monkeypatch.setattr("bench.run.checks.memory_available", lambda: 10_000_000, raising=False)
     out = tmp_path / "run"
     args = ["run", "--models", tiny_model_dir, "--metrics", "bad-fn", "--data-dir", toy_data,
             "--cache-dir", tmp_path / "c", "--out", out]  # fmt: skip
@@ -193,7 +193,7 @@ def test_a_cache_dir_that_cannot_be_a_folder(tmp_path, capsys, monkeypatch, no_m
 
 
 def test_a_cache_dir_that_cannot_be_created_but_an_existing_read_only_one_is_used(tmp_path, monkeypatch):
-    from bench.run.runner import check_cache_dir
+    from bench.run.checks import check_cache_dir
 
     read_only = tmp_path / "ro"
     read_only.mkdir()
@@ -215,7 +215,7 @@ def test_missing_engine_gives_the_install_hint(module, executor, tmp_path, capsy
 
 
 def test_auto_and_null_still_mean_the_default(tmp_path, capsys, monkeypatch):
-    from bench.run.runner import RunRequest
+    from bench.run.request import RunRequest
 
     req = RunRequest(models=["synthetic"], methods=["inlp"], metrics=["stereoset"],
                      options={"stereoset": {"batch_tokens": "auto"}, "inlp": {"max_removed_fraction": None}}).normalised()
@@ -253,7 +253,7 @@ def test_models_option_keeps_model_options_together(tmp_path, capsys, monkeypatc
         seen.append(name)
         raise BenchError(f"stop after parsing {name}")
 
-    monkeypatch.setattr("bench.run.runner.load_subject", fake_load)
+    monkeypatch.setattr("bench.run.unit.load_subject", fake_load)
     out = tmp_path / "run"
     code, _, err = run_bench(["run", "--models", "synthetic:bias=0.8,seed=0", "--metrics", "bad-fn",
                            "--cache-dir", tmp_path / "c", "--out", out], capsys)  # fmt: skip
@@ -273,7 +273,7 @@ def test_split_model_names():
 
 # ---- `base` inside a chain; reruns do not duplicate rows --------------------------------------------------------
 def test_base_in_a_chain_is_dropped():
-    from bench.run.runner import RunRequest
+    from bench.run.request import RunRequest
 
     req = RunRequest(models=["synthetic"], methods=["base+inlp", "inlp+base", "base+base", "inlp"], metrics=["seat"])
     assert req.normalised().methods == ["base", "inlp"]

@@ -263,7 +263,8 @@ def test_damaged_or_planted_score_entries_are_reported_and_recomputed(tmp_path, 
 
 
 def test_runner_reports_a_damaged_score_entry_and_recomputes(data_dir, tmp_path):
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
     from tiny_mlms import bert_subject
 
     with open(data_dir / "crows_pairs" / "crows_pairs_anonymized.csv", newline="", encoding="utf-8") as f:
@@ -344,7 +345,8 @@ def test_planted_model_weights_in_a_cda_artifact_do_not_run(tmp_path, data_dir):
 
 
 def test_planted_or_damaged_training_checkpoints_do_not_run(tmp_path, data_dir):
-    from methods.mlm_training import MLMTrainingConfig, encode_line_by_line, train_mlm
+    from bench.models.mlm_data import encode_line_by_line
+    from bench.models.mlm_training import MLMTrainingConfig, train_mlm
     from tests.tokenizers_fixture import load_bert_tokenizer, tiny_bert
 
     tokenizer = load_bert_tokenizer(data_dir)
@@ -532,7 +534,8 @@ def _few_crows(data_dir, tmp_path) -> Path:
 
 @pytest.mark.parametrize("case", ["bench function with attacker arguments", "the resolver itself", "extra nan"])
 def test_a_run_over_an_exploited_score_entry_reports_it_and_recomputes(data_dir, tmp_path, case):
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
     from tiny_mlms import bert_subject
 
     lines: list[str] = []

@@ -11,7 +11,8 @@ from torch import nn
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
 from bench.errors import IdenticalSubject
 from bench.registry import METHODS, METRICS
-from bench.run.runner import Runner, RunRequest
+from bench.run.request import RunRequest
+from bench.run.runner import Runner
 from bench.models.subject import Subject
 from tests.tokenizers_fixture import load_bert_tokenizer, tiny_bert
 

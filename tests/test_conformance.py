@@ -62,7 +62,8 @@ def _param_snapshot(model):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in METHOD_NAMES if METHODS.get(n).changes != "nothing"])
 def test_method_behaviour_on_synthetic(name, synthetic, tmp_path):
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
 
     lines: list[str] = []
     runner = Runner(RunRequest(models=["synthetic"], methods=[name], metrics=[], device="cpu",
@@ -87,7 +88,8 @@ def test_method_behaviour_on_synthetic(name, synthetic, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", METRIC_NAMES)
 def test_metric_behaviour_on_synthetic(name, synthetic):
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
 
     cls = METRICS.get(name)
     runner = Runner(RunRequest(models=["synthetic"], methods=[], metrics=[name], device="cpu",

@@ -113,8 +113,8 @@ def test_scoring_error_ends_one_metric_not_the_run(tiny_model_dir, tmp_path, cap
 
 def test_rows_are_written_in_plan_order_whatever_the_order_units_finish(tiny_model_dir, tmp_path, capsys):
     """The collector (the driver) keeps results.jsonl in plan order when results arrive out of order."""
-    from bench.engines.executors import Collector
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
 
     ref = tmp_path / "ref"
     assert run_bench(_tiny(tiny_model_dir, tmp_path, "ex-scale,ex-scale+ex-scale", "--out", ref), capsys)[0] == 0
@@ -123,7 +123,7 @@ def test_rows_are_written_in_plan_order_whatever_the_order_units_finish(tiny_mod
                          progress=False)  # fmt: skip
     runner = Runner(request, out=tmp_path / "shuffled", echo=lambda m: None)
     plan = runner.plan()
-    collector = Collector(runner, plan)
+    collector = runner.collector(plan)
     results = [runner.run_unit(u.to_dict()) for u in plan.units]
     for result in reversed(results):
         collector.add(result)
@@ -133,12 +133,13 @@ def test_rows_are_written_in_plan_order_whatever_the_order_units_finish(tiny_mod
 
 def test_remote_workers_receive_names_and_dicts_only(tiny_model_dir, tmp_path):
     """What travels to a worker is JSON: the request's fields and the unit (no model, no plugin object)."""
-    from bench.engines.executors import _request_dict
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.unit import request_dict
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
 
     runner = Runner(RunRequest(models=[str(tiny_model_dir)], methods=["ex-scale"], metrics=["ex-norm"],
                                cache_dir=str(tmp_path / "c")), echo=lambda m: None)  # fmt: skip
-    payload = {"request": _request_dict(runner), "units": [u.to_dict() for u in runner.plan().units]}
+    payload = {"request": request_dict(runner), "units": [u.to_dict() for u in runner.plan().units]}
     assert json.loads(json.dumps(payload)) == payload
     again = RunRequest(**payload["request"]).normalised()
     assert again.data_dir == str(runner.data_dir)  # the driver's resolved data directory (same path on every node)
@@ -169,14 +170,15 @@ def test_test_fault_hook_raises_in_a_matching_unit_only(tmp_path):
 
 def test_production_code_has_no_fault_hook(tiny_model_dir, tmp_path):
     """BENCH_FAULT_INJECT (the hook bench had in its workers) neither kills a worker nor creates a file: a worker
-    (bench.engines.executors.work, in a fresh process as on Ray or SLURM) runs its unit as if it were not set."""
+    (bench.run.unit.work, in a fresh process as on Ray or SLURM) runs its unit as if it were not set."""
     sources = {p: p.read_text() for p in (REPO / "bench").rglob("*.py")}
     assert not [p for p, text in sources.items() if "FAULT_INJECT" in text or "inject_fault" in text]
     marker = tmp_path / "marker"
     script = """if True:
         import json, sys
-        from bench.engines.executors import work
-        from bench.run.runner import Runner, RunRequest
+        from bench.run.unit import work
+        from bench.run.request import RunRequest
+        from bench.run.runner import Runner
         request = dict(models=[sys.argv[1]], methods=["base"], metrics=["crows"], data_dir=sys.argv[2],
                        cache_dir=sys.argv[3], progress=False)
         (unit,) = Runner(RunRequest(**request), echo=lambda m: None).plan().units
@@ -193,7 +195,7 @@ def test_production_code_has_no_fault_hook(tiny_model_dir, tmp_path):
 
 
 class _FakeCollector:
-    """What bench.engines.executors._schedule needs of a Collector: every unit to do, results recorded in order."""
+    """What bench.engines.schedule.schedule needs of a Collector: every unit to do, results recorded in order."""
 
     def __init__(self, plan):
         self.plan, self.finished, self.log_units, self.added = plan, 0, False, []
@@ -214,7 +216,7 @@ def _schedule_events(slots: int, models=("m",), quiet_waits: int = 0, echoed: li
     which nothing finishes); returns what it was asked."""
     from types import SimpleNamespace
 
-    from bench.engines.executors import _schedule
+    from bench.engines.schedule import schedule
 
     units = []
     for m in models:
@@ -248,7 +250,7 @@ def _schedule_events(slots: int, models=("m",), quiet_waits: int = 0, echoed: li
 
     collector = _FakeCollector(plan)
     echo = echoed.append if echoed is not None else (lambda m: None)
-    _schedule(plan, collector, submit_many, wait_any, echo, warm=warm, slots=slots)
+    schedule(plan, collector, submit_many, wait_any, echo, warm=warm, slots=slots)
     assert sorted(collector.added) == sorted(u.id for u in units)  # warm-ups never reach the collector
     return events
 
@@ -334,7 +336,7 @@ def test_ray_gives_the_local_results(ci_reference, tmp_path):
 @pytest.mark.slow
 def test_ray_on_an_existing_cluster_gives_the_local_results(ci_reference, tmp_path):
     """`ray start --head` (token authentication, as Ray sets it up), then `bench run --address`: the driver finds
-    the token on its own; CPU-only units, so workers are reused and warmed up (bench.engines.executors._schedule)."""
+    the token on its own; CPU-only units, so workers are reused and warmed up (bench.engines.schedule)."""
     pytest.importorskip("ray")
     from ray_head import ray_head
 

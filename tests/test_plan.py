@@ -11,7 +11,8 @@ import torch
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
 from bench.run.plan import Plan, Unit, _prefix_owner, light_subject
 from bench.registry import METHODS, METRICS, register_method, register_metric
-from bench.run.runner import Runner, RunRequest
+from bench.run.request import RunRequest
+from bench.run.runner import Runner
 from ci_runs import REPO
 from cli_helpers import run_bench
 
@@ -66,7 +67,7 @@ def no_model_loading(monkeypatch):
     def refuse(name, **kwargs):
         raise AssertionError(f"model {name!r} was loaded by a dry run")
 
-    monkeypatch.setattr("bench.run.runner.load_subject", refuse)
+    monkeypatch.setattr("bench.run.unit.load_subject", refuse)
     monkeypatch.setattr("bench.models.loading.load_subject", refuse)
 
 

@@ -165,7 +165,8 @@ def test_a_type_independent_fit_is_one_cache_entry_for_every_bias_type(data_dir,
     from types import SimpleNamespace
 
     from bench.registry import make_method
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
 
     runner = Runner(RunRequest(models=["synthetic"], methods=["base"], metrics=["crows"], cache_dir=str(tmp_path),
                                data_dir=str(data_dir)), out=None)

@@ -109,7 +109,7 @@ def test_second_run_into_a_directory_in_use_fails_at_once_naming_the_holder(tiny
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     holder = _holder(out)
     try:
-        monkeypatch.setattr("bench.run.runner.load_subject", lambda *a, **k: pytest.fail("a model loaded"))
+        monkeypatch.setattr("bench.run.unit.load_subject", lambda *a, **k: pytest.fail("a model loaded"))
         # the same run with other resamples: a second writer that would rewrite results.jsonl
         code, _, err = run_bench(_args(tiny_model_dir, out, tmp_path / "c", "--resamples", "30"), capsys)
         _one_line_error(code, err, f"--out {out}", "in use by another bench run",

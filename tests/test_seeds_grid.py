@@ -79,7 +79,8 @@ def _args(model, tmp_path, out, *seed_args):
 
 
 def test_seeds_give_rows_per_seed_and_aggregated_rows(tiny_model_dir, tmp_path, capsys):
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
     from bench.stats import StatsConfig, compare_over_seeds, interval_over_seeds
 
     grid = tmp_path / "grid"

@@ -225,7 +225,8 @@ def test_options_are_validated_and_round_trip():
 def test_bench_run_with_the_three_methods_on_the_synthetic_world(synthetic):
     """End to end through the runner: SEAT is n/a for SelfDebias only; every transform changes the numbers."""
     from bench.registry import METHODS
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
 
     methods = ["inlp", "sentence-debias", "self-debias"]
     options = {m: dict(METHODS.get(m).quick) for m in methods}

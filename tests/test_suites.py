@@ -5,7 +5,7 @@ import pytest
 
 from bench.models.loading import parse_model_name
 from bench.registry import METRICS, make_method, make_metric, method_chain
-from bench.run.runner import RunRequest
+from bench.run.request import RunRequest
 from bench.run.suite import load_suite, suite_names
 
 # SPEC §2.7: row groups of the ICLR main table, RLACE and LEACE left out.

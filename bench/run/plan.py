@@ -20,6 +20,7 @@ Face ids and directories; the synthetic world once it is generated); otherwise "
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.api import serves_bias_type
 from bench.errors import BenchError
@@ -90,8 +91,8 @@ class Plan:
         return path, total
 
 
-def make_plan(runner) -> Plan:
-    req = runner.request
+def make_plan(req) -> Plan:
+    """The units of a (normalised) RunRequest and what each waits for."""
     seeds = list(req.seeds) or [req.seed]
     units = []
     for model in req.models:
@@ -260,3 +261,15 @@ def describe(runner, plan: Plan, executor: str = "local", done: dict[str, bool] 
     lines.append(f"total estimated cost {total_cost:g}: with enough workers the run takes about "
                  f"{total / total_cost:.0%} of its sequential time" if total_cost else "everything is cached")
     return "\n".join(lines)
+
+
+def dry_run(worker, out, executor: str = "local") -> str:
+    """`bench run --dry-run`: the plan of the worker's request, what is cached, and what `out` already holds."""
+    from bench.run.store import RunStore
+
+    plan = make_plan(worker.request)
+    done = {}
+    if out is not None and (Path(out) / "manifest.json").is_file():
+        store = RunStore(out, worker.request.manifest())
+        done = {u.id: all(store.done(u.model, u.chain, m, u.seed) for m in u.metrics) for u in plan.units}
+    return describe(worker, plan, executor, done)

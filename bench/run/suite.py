@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from bench.errors import BenchError, UnknownName
+from bench.run.checks import check_stats, is_seed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,11 +26,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 KEYS = {"description", "models", "methods", "metrics", "seed", "seeds", "bias_type", "options", "stats"}
-
-
-def is_seed(value) -> bool:
-    """A seed is a non-negative integer (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def suite_names() -> list[str]:
@@ -78,8 +74,6 @@ def load_suite(name: str) -> dict:
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise BenchError(f"{where}: options must be tables, e.g. [options.inlp] with n_iterations = 20")
     if "stats" in suite:
-        from bench.run.runner import check_stats
-
         try:
             check_stats(suite["stats"], seed)
         except BenchError as e:

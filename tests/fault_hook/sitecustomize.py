@@ -2,7 +2,7 @@
 
 A test puts this folder on PYTHONPATH and sets BENCH_TEST_FAULT='{"unit": "<part of a unit id>", "action":
 "kill"|"raise", "marker": PATH}'. Every Python process started with that environment (the driver, Ray's workers,
-submitit's jobs) then runs bench.engines.executors.work through `_inject_fault`, which kills the process (SIGKILL) the first
+submitit's jobs) then runs bench.run.unit.work through `_inject_fault`, which kills the process (SIGKILL) the first
 time it runs a matching unit (the marker file, created once, records the pid) or raises a BenchError in it.
 """
 from __future__ import annotations
@@ -38,6 +38,6 @@ def _inject_fault(unit: dict, fault: dict) -> None:
 
 
 if os.environ.get("BENCH_TEST_FAULT"):
-    import bench.engines.executors
+    import bench.run.unit
 
-    bench.engines.executors.work = wrap(bench.engines.executors.work, json.loads(os.environ["BENCH_TEST_FAULT"]))
+    bench.run.unit.work = wrap(bench.run.unit.work, json.loads(os.environ["BENCH_TEST_FAULT"]))
