@@ -117,6 +117,17 @@ class Column:
     goal: str
     order: int
 
+    def badness(self, value):
+        """How far `value` (a number or a numpy array) is from this column's goal: smaller is better; the one
+        rule by which every table ranks and marks values (|value − 50|, |value|, or −value)."""
+        if self.goal == "50":
+            return abs(value - 50.0)
+        if self.goal == "0":
+            return abs(value)
+        if self.goal == "max":
+            return -value
+        raise ValueError(f"column {self.label!r}: goal must be '50', '0' or 'max', got {self.goal!r}")
+
 
 class Metric(_Configurable, abc.ABC):
     """A benchmark. `score` returns per-item outcomes plus the aggregation, never only a number."""
@@ -272,3 +283,21 @@ def bias_type_note(plugin_cls, bias_type: str) -> str:
 
 class NotApplicable(BenchError):
     """Raised by a metric that cannot honestly score a subject; becomes an n/a cell."""
+
+
+def save_scores(scores: Scores, folder, allowed=()) -> None:
+    """Store Scores as data (bench.serialize): the statistics by their declared names."""
+    from bench.serialize import save_data
+
+    save_data(scores, folder, allowed)
+
+
+def load_scores(folder, allowed=()) -> Scores:
+    """Scores stored by `save_scores`, checked (`Scores.validate`) before anything is computed from them."""
+    from bench.serialize import load_data
+
+    value = load_data(folder, allowed)
+    if not isinstance(value, Scores):
+        raise BenchError(f"{folder} does not hold Scores")
+    value.validate()
+    return value

@@ -355,17 +355,3 @@ def load_tensors_and_json(folder) -> tuple[dict, dict]:
 
     folder = Path(folder)
     return load_file(str(folder / TENSORS)), json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-
-
-def save_scores(scores, folder, allowed: Iterable[str] = ()) -> None:
-    save_data(scores, folder, allowed)
-
-
-def load_scores(folder, allowed: Iterable[str] = ()):
-    from bench.api import Scores
-
-    value = load_data(folder, allowed)
-    if not isinstance(value, Scores):
-        raise BenchError(f"{folder} does not hold Scores")
-    value.validate()
-    return value

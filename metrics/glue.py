@@ -49,7 +49,7 @@ import pandas as pd
 from bench.api import FINETUNE, Column, Estimate, Metric, NotApplicable, Scores
 from bench.errors import BenchError
 from bench.files import source_hash, stable_hash
-from bench.run.cache import Cache
+from bench.cache import Cache
 from metrics import glue_tasks
 from metrics.glue_tasks import TASKS, TaskUnavailable, load_task, mean_statistic, predictions_from_logits, task_statistic
 

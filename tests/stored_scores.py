@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.api import Scores
-from bench.serialize import load_scores, save_scores
+from bench.api import load_scores, save_scores
 from bench.stats import StatsConfig, bootstrap_indices, interval
 
 

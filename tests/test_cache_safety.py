@@ -22,9 +22,10 @@ import torch
 import bench.serialize as ser
 from bench.api import Context, Estimate, Scores, statistic, storable
 from bench.errors import BenchError
-from bench.serialize import load_data, load_scores, save_data, save_scores
+from bench.api import load_scores, save_scores
+from bench.serialize import load_data, save_data
 from bench.files import atomic_dir
-from bench.run.cache import Cache
+from bench.cache import Cache
 from stored_scores import assert_identical, round_trip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -372,7 +373,7 @@ def test_planted_or_damaged_training_checkpoints_do_not_run(tmp_path, data_dir):
 _WRITER = r"""
 import sys, time, random
 import numpy as np
-from bench.run.cache import Cache
+from bench.cache import Cache
 root, start, who = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 cache = Cache(root)
 random.seed(who)

@@ -9,7 +9,7 @@ from torch import nn
 
 import bench.models.finetune as ft
 from bench.models.finetune import FinetuneConfig, FinetuneJob, build_classifier, encode, finetune, head_parameter_names
-from bench.run.cache import Cache
+from bench.cache import Cache
 from glue_tiny import sentiment, tiny_subject, write_tiny_bert
 from metrics.glue_tasks import Split
 

@@ -12,7 +12,7 @@ how to run a unit) and the driver's collector, never the driver itself.
   as local processes through submitit's LocalExecutor (tests, a box without SLURM).
 
 Only names and dicts travel to a worker: the request (RunRequest fields) and the unit. Fitted artifacts and
-scores travel through the shared content-addressed cache (bench.run.cache.Cache; its first complete writer wins),
+scores travel through the shared content-addressed cache (bench.cache.Cache; its first complete writer wins),
 so a worker needs the same installation and the same paths (cache, data, local models) as the driver. A
 worker returns plain data (rows, cache keys, data fingerprints, errors, what it ran on); the driver
 (bench.run.runner with bench.run.collector) is the only writer of results.jsonl and writes it in plan order as

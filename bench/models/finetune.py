@@ -48,7 +48,7 @@ import torch
 
 from bench.errors import BenchError, TrainingDiverged
 from bench.files import source_hash, stable_hash
-from bench.run.cache import Cache
+from bench.cache import Cache
 
 
 @dataclass(frozen=True)

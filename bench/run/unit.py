@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from bench import serialize
-from bench.api import Context, NotApplicable, Scores, bias_type_note, serves_bias_type
+from bench.api import Context, NotApplicable, Scores, bias_type_note, load_scores, save_scores, serves_bias_type
 from bench.engines.base import worker_info
 from bench.data.paths import default_cache_dir, default_data_dir, file_fingerprints, fingerprint
 from bench.errors import BenchError, IdenticalSubject
@@ -18,7 +18,7 @@ from bench.files import stable_hash
 from bench.models.loading import load_subject, resolve_device
 from bench.models.subject import Subject
 from bench.registry import METRICS, make_method, make_metric
-from bench.run.cache import Cache, code_hash
+from bench.cache import Cache, code_hash
 from bench.run.checks import check_cache_dir
 from bench.run.request import RunRequest
 from bench.run.rows import RowBuilder
@@ -136,7 +136,7 @@ class UnitWorker:
         allowed = serialize.plugin_packages(metric)  # the statistics resolve only to the metric's own code (or bench)
         scores, _ = self.cache.get_or_create(
             "scores", metric_name, key, lambda: metric.score(subject, ctx),
-            lambda v, p: serialize.save_scores(v, p, allowed), lambda p: serialize.load_scores(p, allowed),
+            lambda v, p: save_scores(v, p, allowed), lambda p: load_scores(p, allowed),
         )  # fmt: skip
         return scores, key
 
@@ -148,7 +148,7 @@ class UnitWorker:
         if not self.cache.complete(folder):
             return None
         try:
-            return serialize.load_scores(folder / "artifact", allowed)
+            return load_scores(folder / "artifact", allowed)
         except Exception as e:  # noqa: BLE001 - a damaged entry: the aggregate is left for the next run
             self._cache_warning(f"cannot read cache entry {folder} ({type(e).__name__}: {str(e)[:200]})")
             return None

@@ -26,7 +26,7 @@ def code_hash(obj: Any) -> str:
     return source_hash(*files)
 
 
-CORE_COMPUTATION = Path(__file__).resolve().parents[1] / "models"  # the subject, its loading, scoring and fine-tuning
+CORE_COMPUTATION = Path(__file__).resolve().parent / "models"  # the subject, its loading, scoring and fine-tuning
 
 
 
