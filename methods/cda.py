@@ -22,11 +22,11 @@
      then original; lines without an attribute word dropped). Matching as for gender (default: punctuation,
      capitalisation and possessives handled; `exact_paper_swap`: bias-bench's whitespace split against the
      triples and their punctuation copies). A word in several triples takes the last one, as in bias-bench.
-3. Further MLM training of a copy of the model (`methods.mlm_training`): defaults are the paper's for real
-   models (2,000 steps x batch 32 x gradient accumulation 16, blocks of 512 tokens, AdamW lr 5e-5, linear decay)
-   and small for the synthetic world (400 steps x 32 single sentences, lr 1e-3: well under a minute on a CPU,
-   and enough to take the default world's gender SS from ~83 to ~53). Every hyperparameter is a constructor
-   argument (`-o cda.max_steps=500`).
+3. Further MLM training of a copy of the model (`methods.mlm_training`, the loop of `bench.models.mlm_training`):
+   defaults are the paper's for real models (2,000 steps x batch 32 x gradient accumulation 16, blocks of 512
+   tokens, AdamW lr 5e-5, linear decay) and small for the synthetic world (400 steps x 32 single sentences, lr
+   1e-3: well under a minute on a CPU, and enough to take the default world's gender SS from ~83 to ~53). Every
+   hyperparameter is a constructor argument (`-o cda.max_steps=500`).
 
 Training checkpoints (for resuming) are kept under the cache's `checkpoints/CDA/<key>`; the key includes the
 run's bias type (methods.mlm_training), so a race fit never resumes from a gender fit's checkpoints.
@@ -35,46 +35,31 @@ Artifact: the trained weights (`save_pretrained` into the cache); `apply` return
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bench.data.paths import attribute_words
 from methods.counterfactual import (CounterfactualSwapper, GroupSwapper, augment_multi_group, augment_two_sided,
                                     paper_roundtrip)
 from methods.mlm_training import MLMTrainingDebiaser
 
 
+@dataclass(eq=False, repr=False)
 class CDA(MLMTrainingDebiaser):
+    """Constructor: `exact_paper_swap`, then the training options of `MLMTrainingDebiaser` (keyword-only)."""
+
     label = "CDA"
     group = 2
     quick = {"max_steps": 20}  # conformance suite: a short fit on the synthetic world
     bias_types = frozenset({"gender", "race", "religion"})
 
-    def __init__(
-        self,
-        exact_paper_swap: bool = False,
-        max_steps: int | None = None,
-        batch_size: int | None = None,
-        grad_accum: int | None = None,
-        max_seq_length: int | None = None,
-        lr: float | None = None,
-        line_by_line: bool | None = None,
-        seed: int | None = None,
-        precision: str = "fp32",
-        checkpoint_every: int = 100,
-        corpus: str | None = None,
-        max_lines: int | None = None,
-    ):
-        self.exact_paper_swap = exact_paper_swap
-        self._init_training(
-            max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_seq_length=max_seq_length, lr=lr,
-            line_by_line=line_by_line, seed=seed, precision=precision, checkpoint_every=checkpoint_every, corpus=corpus, max_lines=max_lines,
-        )  # fmt: skip
+    exact_paper_swap: bool = False
 
     def data_files(self, ctx) -> list:
         return super().data_files(ctx) + [ctx.data_path("bias_attribute_words/bias_attribute_words.json")]
 
     def swapper(self, ctx) -> CounterfactualSwapper | GroupSwapper:
-        bias_type = getattr(ctx, "bias_type", "gender")
-        words = attribute_words(ctx.data_dir, bias_type)
-        if bias_type == "gender":
+        words = attribute_words(ctx.data_dir, ctx.bias_type)
+        if ctx.bias_type == "gender":
             return CounterfactualSwapper(words, exact=self.exact_paper_swap)
         return GroupSwapper(words, exact=self.exact_paper_swap)
 

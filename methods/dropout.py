@@ -9,7 +9,7 @@ Hidden dropout 0.20 and attention dropout 0.15 are set for every architecture on
   building that model on the meta device, which allocates nothing).
 
 Training (train mode, so dropout is active) uses the corpus and recipe of CDA without augmentation
-(`methods.mlm_training`; corpus caveats in `methods.cda`).
+(`methods.mlm_training`, the loop of `bench.models.mlm_training`; corpus caveats in `methods.cda`).
 
 The returned model is in eval mode with the original dropout rates restored on config and modules, so that
 fine-tuning it later (GLUE) uses the same dropout as every other row: the debiasing is in the weights.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -79,39 +80,25 @@ def set_dropout(model: nn.Module, hidden: float, attention: float) -> None:
     setattr(model.config, attention_field, attention)
 
 
+@dataclass(eq=False, repr=False)
 class Dropout(MLMTrainingDebiaser):
+    """Constructor: the dropout rates and `keep_raised_dropout`, then the training options of
+    `MLMTrainingDebiaser` (keyword-only)."""
+
     label = "Dropout"
     group = 2
     bias_types = None  # type-independent: the same checkpoint serves gender, race and religion runs
     quick = {"max_steps": 20}  # conformance suite: a short fit on the synthetic world
     bounds = {**MLMTrainingDebiaser.bounds, "hidden_dropout": (0.0, 1.0), "attention_dropout": (0.0, 1.0)}
 
-    def __init__(
-        self,
-        hidden_dropout: float = 0.20,
-        attention_dropout: float = 0.15,
-        keep_raised_dropout: bool = False,
-        max_steps: int | None = None,
-        batch_size: int | None = None,
-        grad_accum: int | None = None,
-        max_seq_length: int | None = None,
-        lr: float | None = None,
-        line_by_line: bool | None = None,
-        seed: int | None = None,
-        precision: str = "fp32",
-        checkpoint_every: int = 100,
-        corpus: str | None = None,
-        max_lines: int | None = None,
-    ):
-        for name, p in (("hidden_dropout", hidden_dropout), ("attention_dropout", attention_dropout)):
+    hidden_dropout: float = 0.20
+    attention_dropout: float = 0.15
+    keep_raised_dropout: bool = False
+
+    def __post_init__(self):
+        for name, p in (("hidden_dropout", self.hidden_dropout), ("attention_dropout", self.attention_dropout)):
             if not 0.0 <= p < 1.0:
                 raise BenchError(f"dropout: {name} must be in [0, 1), got {p}")
-        self.hidden_dropout, self.attention_dropout = hidden_dropout, attention_dropout
-        self.keep_raised_dropout = keep_raised_dropout
-        self._init_training(
-            max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_seq_length=max_seq_length, lr=lr,
-            line_by_line=line_by_line, seed=seed, precision=precision, checkpoint_every=checkpoint_every, corpus=corpus, max_lines=max_lines,
-        )  # fmt: skip
 
     def training_lines(self, subject, ctx) -> list[str]:
         return self.corpus_lines(ctx)

@@ -19,15 +19,8 @@ from methods.counterfactual import (
     paper_pairs,
     paper_roundtrip,
 )
-from methods.mlm_training import (
-    MLMTrainingConfig,
-    block_order,
-    encode_line_by_line,
-    group_into_blocks,
-    masked_lm_loss,
-    mlm_loss,
-    train_mlm,
-)
+from bench.models.mlm_data import block_order, encode_line_by_line, group_into_blocks
+from bench.models.mlm_training import MLMTrainingConfig, masked_lm_loss, mlm_loss, train_mlm
 from tests.tokenizers_fixture import load_bert_tokenizer, tiny_bert
 
 
@@ -367,7 +360,8 @@ def test_training_defaults_paper_vs_synthetic(tokenizer):
 
 @pytest.mark.slow
 def test_cda_moves_gender_ss_toward_50_on_the_synthetic_world(synthetic, tmp_path):
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
     from bench.stats import StatsConfig, compare, interval
     from metrics.stereoset import StereoSet
 

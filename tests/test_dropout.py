@@ -17,7 +17,7 @@ import methods.mlm_training as mlm_training
 from bench.api import Context
 from bench.errors import BenchError
 from methods.dropout import Dropout, dropout_fields, dropout_rates, set_dropout
-from methods.mlm_training import masked_lm_loss
+from bench.models.mlm_training import masked_lm_loss
 
 
 def tiny(arch: str, seed: int = 0):
@@ -159,7 +159,8 @@ def test_dropout_fit_trains_with_raised_dropout_and_returns_eval_model(arch, kee
 @pytest.mark.slow
 def test_dropout_is_measured_and_reported_on_the_synthetic_world(synthetic, tmp_path):
     """Dropout's effect on bias is not asserted (the paper finds it inconsistent); it must run and be reported."""
-    from bench.run.runner import Runner, RunRequest
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
 
     runner = Runner(RunRequest(models=["synthetic"], methods=["dropout"], metrics=["stereoset"], device="cpu",
                                progress=False), out=tmp_path / "run", echo=lambda m: None)  # fmt: skip

@@ -5,18 +5,19 @@ the pronouns, so the gender signal gets enough training signal in a budget of a 
 vocabulary logits are computed only at the masked positions. Dropout is off.
 Deterministic for a seed: all randomness comes from one torch.Generator (and a forked global RNG), on one
 thread, with deterministic algorithms switched on for the duration of training.
+
+The loop is the core's masked-LM loop (bench.models.mlm_training.train_loop, the one CDA and Dropout train with);
+this module gives it the world's batches (`BoostedBatches`) and optimisation (`TrainConfig.loop`: AdamW with weight
+decay on the weight matrices, linear warmup and decay, dropout off, deterministic kernels on one thread).
 """
 from __future__ import annotations
 
-import contextlib
-import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
-from torch import nn
 
-from bench.errors import TrainingDiverged
+from bench.models.mlm_training import LoopConfig, train_loop
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,12 @@ class TrainConfig:
     warmup: float = 0.05
     mlm_probability: float = 0.15
     boost_mask_probability: float = 0.4  # masking rate of the boosted words (pronouns)
+
+    def loop(self, seed: int) -> LoopConfig:
+        """The core loop's options for this recipe (AdamW's foreach implementation, as the world was trained)."""
+        return LoopConfig(max_steps=self.steps, lr=self.lr, seed=seed, weight_decay=self.weight_decay,
+                          warmup_steps=int(self.warmup * self.steps), dropout=False, deterministic=True,
+                          foreach=True)  # fmt: skip
 
 
 def bert_config(vocab_size: int, tokenizer, size: ModelSize = ModelSize()):
@@ -92,23 +99,6 @@ def random_model(config, seed: int):
     return model.eval()
 
 
-@contextlib.contextmanager
-def deterministic():
-    """Deterministic kernels on one CPU thread while inside.
-
-    One thread: the matrices are tiny, so a second thread barely helps on an idle machine and slows training
-    down many times on a busy one; it also makes the weights independent of the machine's core count.
-    """
-    previous, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(previous)
-
-
 def encode_lines(tokenizer, lines: list[str], max_length: int) -> list[list[int]]:
     enc = tokenizer(lines, add_special_tokens=True, truncation=True, max_length=max_length)
     return enc["input_ids"]
@@ -157,61 +147,48 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, gen: torch.Gene
     return [batches[i] for i in perm]
 
 
-def train_mlm(model, tokenizer, lines: list[str], cfg: TrainConfig, seed: int, bar=None,
-              boost_words: Iterable[str] = ()) -> list[float]:
-    """Train `model` in place on `lines`; returns the loss per step. `bar`: optional tqdm to update.
+class BoostedBatches:
+    """The world's training batches for the core loop: length-bucketed epochs of `lines`, BERT masking with the
+    tokens of `boost_words` (their first sub-token) masked at `cfg.boost_mask_probability`; all randomness from
+    one generator seeded by `seed`."""
+
+    def __init__(self, tokenizer, lines: list[str], cfg: TrainConfig, seed: int, model_config,
+                 boost_words: Iterable[str] = ()):  # fmt: skip
+        self.tokenizer, self.cfg = tokenizer, cfg
+        self.vocab_size = model_config.vocab_size
+        self.rows = encode_lines(tokenizer, lines, model_config.max_position_embeddings)
+        self.special = torch.zeros(self.vocab_size, dtype=torch.bool)
+        self.special[tokenizer.all_special_ids] = True
+        self.boosted = torch.zeros(self.vocab_size, dtype=torch.bool)
+        for word in boost_words:
+            first = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word)[:1])
+            if first and first[0] != tokenizer.unk_token_id:
+                self.boosted[first[0]] = True
+        self.gen = torch.Generator().manual_seed(seed)
+        self.pending: list[list[int]] = []
+
+    def micro_batches(self, step: int, grad_accum: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(inputs, labels, attention_mask) of the next `grad_accum` batches (labels -100 where not masked)."""
+        for _ in range(grad_accum):
+            if not self.pending:
+                self.pending = length_bucketed_batches([len(r) for r in self.rows], self.cfg.batch_size, self.gen)
+            ids, attention = pad_batch([self.rows[i] for i in self.pending.pop()], self.tokenizer.pad_token_id)
+            inputs, chosen = mask_tokens(ids, attention, self.special, self.boosted, self.cfg,
+                                         self.tokenizer.mask_token_id, self.vocab_size, self.gen)  # fmt: skip
+            yield inputs, torch.where(chosen, ids, -100), attention
+
+    def get_state(self):
+        raise NotImplementedError("the synthetic world trains without checkpoints")
+
+    set_state = get_state
+
+
+def train_mlm(model, tokenizer, lines: list[str], cfg: TrainConfig, seed: int, bar: Callable | None = None,
+              boost_words: Iterable[str] = (), desc: str = "synthetic world: training") -> list[float]:
+    """Train `model` in place on `lines`; returns the loss per step. `bar(total=, initial=, desc=)`: an optional
+    progress-bar factory.
 
     Tokens of `boost_words` (their first sub-token) are masked with `cfg.boost_mask_probability` instead of
     `cfg.mlm_probability`."""
-    from transformers import get_linear_schedule_with_warmup
-
-    from bench.models.subject import mlm_head
-
-    vocab_size = model.config.vocab_size
-    rows = encode_lines(tokenizer, lines, model.config.max_position_embeddings)
-    special = torch.zeros(vocab_size, dtype=torch.bool)
-    special[tokenizer.all_special_ids] = True
-    boosted = torch.zeros(vocab_size, dtype=torch.bool)
-    for word in boost_words:
-        first = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word)[:1])
-        if first and first[0] != tokenizer.unk_token_id:
-            boosted[first[0]] = True
-
-    gen = torch.Generator().manual_seed(seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-        foreach=True,
-    )
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * cfg.steps), cfg.steps)
-    head = mlm_head(model)
-    loss_fn = nn.CrossEntropyLoss()
-    losses = []
-    batches: list[list[int]] = []
-    model.eval()  # dropout stays off: the corpus is noise-free and the budget is small
-    with torch.random.fork_rng(devices=[]), deterministic():
-        torch.manual_seed(seed)
-        for step in range(cfg.steps):
-            if not batches:
-                batches = length_bucketed_batches([len(r) for r in rows], cfg.batch_size, gen)
-            batch = [rows[i] for i in batches.pop()]
-            ids, attention = pad_batch(batch, tokenizer.pad_token_id)
-            inputs, chosen = mask_tokens(ids, attention, special, boosted, cfg, tokenizer.mask_token_id,
-                                         vocab_size, gen)
-            hidden = model.bert(input_ids=inputs, attention_mask=attention)[0]
-            logits = head(hidden[chosen])
-            loss = loss_fn(logits, ids[chosen])
-            if not math.isfinite(loss.item()):
-                raise TrainingDiverged(f"synthetic world: MLM loss became {loss.item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            if bar is not None:
-                bar.update(1)
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
-    return losses
+    batches = BoostedBatches(tokenizer, lines, cfg, seed, model.config, boost_words)
+    return train_loop(model, batches, cfg.loop(seed), bar=bar, desc=desc).losses

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import sys
 import time
@@ -280,8 +281,8 @@ def _build(folder: Path, bias: float, seed: int, progress: bool) -> None:
     losses, rounds = [], 0
     for rounds, cfg in enumerate([TRAIN] + [EXTRA_TRAIN] * MAX_EXTRA_ROUNDS):
         desc = "synthetic world: training" + (f" (extra round {rounds})" if rounds else "")
-        with bar(total=cfg.steps, desc=desc, enabled=progress, leave=False) as steps:
-            losses += train_mlm(model, tokenizer, lines, cfg, seed + rounds, steps, boost_words=V.signal_words())
+        steps = functools.partial(bar, enabled=progress, leave=False)
+        losses += train_mlm(model, tokenizer, lines, cfg, seed + rounds, steps, V.signal_words(), desc)
         ok, figures = learned(model, tokenizer, bias)
         if ok:
             break
@@ -340,3 +341,21 @@ def load(spec, data_dir=None, cache_dir=None):
         meta={"synthetic": True, "bias": bias, "seed": seed, "init": init,
               "pinned": init == "trained" and weights != "trained"},
     )
+
+
+def identity(spec, data_dir=None, cache_dir=None):
+    """The Subject of a synthetic world without weights (its identity and data directory), where the world is in
+    the cache already; else None. What `bench run --dry-run` and a remote run's data check use (the loader's
+    `light`, bench.models.loading.light_subject)."""
+    from bench.models.subject import Subject
+
+    bias, seed, init = model_options(spec)
+    root, _ = world_root(bias, seed, cache_dir)
+    if not (root / "world.json").is_file():
+        return None  # generated on first load
+    world = World.at(root)
+    return Subject(model=None, tokenizer=None, name=spec.name, data_dir=world.data_dir,
+                   source=source_string(bias, seed, init, world.weights))  # fmt: skip
+
+
+load.light = identity
