@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bench.api import EMBED, Column, Debiaser, Estimate, Metric, Scores, statistic
-from bench.run.plan import Plan, Unit, _prefix_owner, light_subject
+from bench.models.loading import light_subject
+from bench.run.plan import Plan, Unit, _prefix_owner
 from bench.registry import METHODS, METRICS, register_method, register_metric
 from bench.run.request import RunRequest
 from bench.run.runner import Runner

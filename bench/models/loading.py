@@ -159,6 +159,25 @@ def load_random(spec: ModelSpec, data_dir=None, cache_dir=None) -> Subject:
     return Subject(model=model, tokenizer=tokenizer, name=spec.name, source=f"random:{folder}:{sorted(spec.options.items())}")
 
 
+def light_subject(name: str, data_dir=None, cache_dir=None) -> Subject | None:
+    """A Subject with the identity (and data directory) of model `name` but no weights, where a model kind knows
+    them without loading it (a hub id; a kind whose loader has a `light` function); else None ("unknown until
+    loaded")."""
+    spec = parse_model_name(name)
+    if spec.kind == "hf":
+        return Subject(model=None, tokenizer=None, name=name, source=f"hf:{spec.target}")
+    light = getattr(MODELS.get(spec.kind), "light", None)
+    if light is None:
+        return None
+    try:
+        return light(spec, data_dir=data_dir, cache_dir=cache_dir)
+    except (BenchError, OSError, ValueError) as e:  # a damaged cache entry or world.json: the loader will say
+        import logging
+
+        logging.getLogger("bench").info(f"{name}: identity unknown until loaded ({e})")
+        return None
+
+
 def available_models() -> list[tuple[str, str]]:
     rows = [(alias, f"Hugging Face {hf}") for alias, hf in ALIASES.items()]
     for name, loader in MODELS.items():

@@ -26,6 +26,7 @@ from bench.api import serves_bias_type
 from bench.errors import BenchError
 from bench.registry import make_method, make_metric
 from bench.files import stable_hash
+from bench.models.loading import light_subject
 from bench.models.subject import Subject
 
 FIT_COST, SCORE_COST = 10, 1  # relative cost units for the critical path when no timings are known
@@ -140,82 +141,17 @@ def _family_owner(chain: str, earlier: list[str]) -> str | None:
 
 
 # ---- what is cached, without loading models -------------------------------------------------------------------
-def light_subject(name: str, data_dir, cache_dir) -> Subject | None:
-    """A Subject with the identity and data directory of model `name` but no weights, where they are known
-    without loading it; else None ("unknown until loaded")."""
-    try:
-        from bench.models.loading import parse_model_name
-
-        spec = parse_model_name(name)
-        if spec.kind == "hf":
-            return Subject(model=None, tokenizer=None, name=name, source=f"hf:{spec.target}")
-        if spec.kind == "synthetic":
-            from bench.synthetic.world import World, model_options, source_string, world_root
-
-            bias, seed, init = model_options(spec)
-            root, _ = world_root(bias, seed, cache_dir)
-            if not (root / "world.json").is_file():
-                return None  # generated on first load
-            world = World.at(root)
-            return Subject(model=None, tokenizer=None, name=name, data_dir=world.data_dir,
-                           source=source_string(bias, seed, init, world.weights))  # fmt: skip
-    except Exception:  # noqa: BLE001 - anything unexpected: the plan just says "unknown until loaded"
-        return None
-    return None
-
-
-def cache_status(runner, plan: Plan) -> dict[str, dict]:
+def cache_status(worker, plan: Plan) -> dict[str, dict]:
     """Per unit: {"fits": [(method, "cached" | "to fit" | "unknown until loaded" | note)],
-    "scores": {metric: status}, "cost": estimated cost}. Loads no model."""
+    "scores": {metric: status}, "cost": estimated cost}. Loads no model (`worker`: a bench.run.unit.UnitWorker,
+    for its contexts, cache keys and cache)."""
     light: dict[str, Subject | None] = {}
     out: dict[str, dict] = {}
     for u in plan.units:
         if u.model not in light:
-            light[u.model] = light_subject(u.model, runner.data_dir, runner.cache.root)
-        base = light[u.model]
-        fits: list[tuple[str, str]] = []
-        scores: dict[str, str] = {}
-        subject = base
-        na = False
-        for name in [] if u.chain == "base" else u.chain.split("+"):
-            method = make_method(name, runner.request.options.get(name))
-            if method.changes == "nothing":
-                continue
-            if subject is None:
-                fits.append((name, "unknown until loaded"))
-                continue
-            ctx = runner.context(subject, u.seed)
-            if not serves_bias_type(type(method), ctx.bias_type):
-                fits.append((name, "n/a for this bias type"))
-                na = True
-                break
-            try:
-                key, cfg = runner.method_key(name, method, subject, ctx)
-            except BenchError as e:
-                fits.append((name, f"unknown ({e})"))
-                subject = None
-                continue
-            fits.append((name, "cached" if runner.cache.complete(runner.cache.path("artifacts", name, key)) else "to fit"))
-            subject = subject.stamped(name, stable_hash(cfg))
-        for metric_name in u.metrics:
-            if na:
-                scores[metric_name] = "n/a"
-                continue
-            if subject is None:
-                scores[metric_name] = "unknown until loaded"
-                continue
-            metric = make_metric(metric_name, runner.request.options.get(metric_name))
-            ctx = runner.context(subject, u.seed)
-            if not serves_bias_type(type(metric), ctx.bias_type):
-                scores[metric_name] = "n/a"
-                continue
-            try:
-                key = runner.score_key(metric_name, metric, subject, ctx)
-            except BenchError as e:
-                scores[metric_name] = f"unknown ({e})"
-                continue
-            cached = runner.cache.complete(runner.cache.path("scores", metric_name, key))
-            scores[metric_name] = "cached" if cached else "to score"
+            light[u.model] = light_subject(u.model, worker.data_dir, worker.cache.root)
+        fits, subject, na = _fit_status(worker, light[u.model], u)
+        scores = {m: "n/a" if na else _score_status(worker, subject, m, u.seed) for m in u.metrics}
         # the prefix a unit waits for is fitted by then: count only the fits after it
         owner = next((plan.by_id[w].chain for w in u.waits_for if plan.by_id[w].chain != "base"), None)
         skip = 0
@@ -229,11 +165,50 @@ def cache_status(runner, plan: Plan) -> dict[str, dict]:
     return out
 
 
-def describe(runner, plan: Plan, executor: str = "local", done: dict[str, bool] | None = None) -> str:
+def _fit_status(worker, subject: Subject | None, u: Unit) -> tuple[list[tuple[str, str]], Subject | None, bool]:
+    """(what each method of the unit's chain needs, the stamped subject after them or None, whether n/a)."""
+    fits: list[tuple[str, str]] = []
+    for name in [] if u.chain == "base" else u.chain.split("+"):
+        method = make_method(name, worker.request.options.get(name))
+        if method.changes == "nothing":
+            continue
+        if subject is None:
+            fits.append((name, "unknown until loaded"))
+            continue
+        ctx = worker.context(subject, u.seed)
+        if not serves_bias_type(type(method), ctx.bias_type):
+            fits.append((name, "n/a for this bias type"))
+            return fits, subject, True
+        try:
+            key, cfg = worker.method_key(name, method, subject, ctx)
+        except BenchError as e:
+            fits.append((name, f"unknown ({e})"))
+            subject = None
+            continue
+        fits.append((name, "cached" if worker.cache.complete(worker.cache.path("artifacts", name, key)) else "to fit"))
+        subject = subject.stamped(name, stable_hash(cfg))
+    return fits, subject, False
+
+
+def _score_status(worker, subject: Subject | None, metric_name: str, seed: int) -> str:
+    if subject is None:
+        return "unknown until loaded"
+    metric = make_metric(metric_name, worker.request.options.get(metric_name))
+    ctx = worker.context(subject, seed)
+    if not serves_bias_type(type(metric), ctx.bias_type):
+        return "n/a"
+    try:
+        key = worker.score_key(metric_name, metric, subject, ctx)
+    except BenchError as e:
+        return f"unknown ({e})"
+    return "cached" if worker.cache.complete(worker.cache.path("scores", metric_name, key)) else "to score"
+
+
+def describe(worker, plan: Plan, executor: str = "local", done: dict[str, bool] | None = None) -> str:
     """The plan as text: units, what each waits for, what is cached, the critical path (`bench run --dry-run`)."""
-    status = cache_status(runner, plan)
+    status = cache_status(worker, plan)
     number = {u.id: i + 1 for i, u in enumerate(plan.units)}
-    req = runner.request
+    req = worker.request
     lines = [
         f"plan: {len(plan.units)} units = {len(plan.models)} model(s) x {len(plan.chains)} method chain(s) x "
         f"{len(plan.seeds)} seed(s) {plan.seeds}; each scores {', '.join(plan.metrics) or 'no metric'}; "

@@ -11,7 +11,8 @@ from bench.api import Context
 from bench.engines.base import Job
 from bench.models.subject import Subject
 from bench.run.collector import Collector, Outcome
-from bench.run.plan import Plan, light_subject, make_plan
+from bench.models.loading import light_subject
+from bench.run.plan import Plan, make_plan
 from bench.run.request import RunRequest
 from bench.run.store import RunStore
 from bench.run.unit import UnitWorker, request_dict, work
