@@ -70,9 +70,9 @@ def test_variants_share_one_training_and_one_grid(fitted, monkeypatch):
 
     monkeypatch.setattr(gtrain, "train_run", boom)
     monkeypatch.setattr(decoder_eval, "run_grid", boom)
-    import methods.gradiend.method as gmethod
+    import methods.gradiend.stages as stages
 
-    monkeypatch.setattr(gmethod, "run_grid", boom)
+    monkeypatch.setattr(stages, "run_grid", boom)
     for cls in (GradiendFPI, GradiendMPI, GradiendBPI):
         other = cls(**SMALL).fit(subject, ctx)
         assert other.grid.equals(art.grid)

@@ -79,13 +79,13 @@ def train(model, device, data_dir, options, no_progress, out):
     from tabulate import tabulate
 
     from methods.gradiend.data import load
-    from methods.gradiend.train import SELECTED, train as train_gradiend
+    from methods.gradiend.stages import train_stage
+    from methods.gradiend.train import SELECTED
 
     method, subject, ctx = _setup(model, device, data_dir, options, no_progress)
     data = load(ctx.data_dir)
     click.echo(f"data: {data.describe()}", err=True)
-    cfg = method.train_config(subject)
-    _, summary = train_gradiend(subject, data, cfg, out, ctx)
+    _, summary, _ = train_stage(subject, data, method.train_config(subject), ctx, out_dir=out)
     rows = [[r["seed"], r["val_cor"], r["best_step"], len(r["history"])] for r in summary["runs"]]
     click.echo(tabulate(rows, headers=["seed", "Cor_GENTER (val)", "best step", "evaluations"], tablefmt="github", floatfmt=".4f"))
     click.echo(f"selected seed {summary['selected_seed']}; GRADIEND saved in {Path(out) / SELECTED}", err=True)
@@ -121,19 +121,17 @@ def encoder(model, device, data_dir, options, no_progress, gradiend_dir, split, 
 @_common
 @click.option("--gradiend", "gradiend_dir", type=click.Path(path_type=Path, exists=True), required=True,
               help="A `train` output folder (or the GRADIEND folder inside it).")  # fmt: skip
-@click.option("--out", type=click.Path(path_type=Path), help="Folder for grid.csv, heatmap.png, selection.md.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Folder for grid.csv, heatmap.png, selection.md, timings.json.")  # fmt: skip
 def decoder(model, device, data_dir, options, no_progress, gradiend_dir, out):
     """Evaluate the (h, alpha) grid and print the BPI/FPI/MPI selection table."""
     from methods.gradiend.data import load
-    from methods.gradiend.decoder_eval import DecoderEvaluator, heatmap, run_grid, selection_table
+    from methods.gradiend.decoder_eval import selection_table
+    from methods.gradiend.stages import evaluate_grid, write_grid
 
     method, subject, ctx = _setup(model, device, data_dir, options, no_progress)
     gradiend_model, _ = _load_gradiend(gradiend_dir, subject)
-    data = load(ctx.data_dir)
-    evaluator = DecoderEvaluator(subject, data, lms_max_sentences=method.grid_config(subject)["lms_max_sentences"],
-                                 batch_size=method.grid_batch_size)  # fmt: skip
-    result = run_grid(subject, gradiend_model, evaluator, h_values=method.h_values, alpha_values=method.alpha_values,
-                      exclude=method.exclude, bar=ctx.bar)  # fmt: skip
+    result = evaluate_grid(subject, gradiend_model, load(ctx.data_dir), method.grid_config(subject), ctx.bar)
     click.echo(selection_table(result.table))
     t = result.timings
     click.echo(f"grid: {len(result.table)} models in {t['total']:.1f}s (evaluation {t['evaluate']:.1f}s, "
@@ -141,7 +139,6 @@ def decoder(model, device, data_dir, options, no_progress, gradiend_dir, out):
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        result.table.to_csv(out / "grid.csv", index=False)
-        (out / "selection.md").write_text(selection_table(result.table) + "\n")
-        heatmap(result.table, out / "heatmap.png", title=f"GRADIEND decoder grid - {model}")
-        click.echo(f"written: {out / 'grid.csv'}, {out / 'selection.md'}, {out / 'heatmap.png'}", err=True)
+        write_grid(result, out, title=f"GRADIEND decoder grid - {model}")
+        click.echo(f"written: {out / 'grid.csv'}, {out / 'selection.md'}, {out / 'timings.json'}, "
+                   f"{out / 'heatmap.png'}", err=True)  # fmt: skip

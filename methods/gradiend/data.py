@@ -13,7 +13,7 @@ using `gradiend/gendered_words.json` as the list of gendered words:
                   the name's gender, and no other gendered word or pronoun; the name becomes [NAME] and every
                   he/she [PRONOUN]. Split 87.5 / 2.5 / 10 % (train/val/test) after a shuffle with seed 42.
                   The paper's last filter (bert-base-uncased must predict the right pronoun for the 50 most
-                  frequent train names of each gender) needs a trained model: `filter_by_model` applies it
+                  frequent train names of each gender) needs a trained model: `examples.filter_by_model` applies it
                   with any subject; it is off by default.
   GENEUTRAL-style lower-cased sentences without any gendered word, pronoun or NAMExact name.
   GENTYPES-style  sentences with exactly one NAMExact name and no gendered word or pronoun; the name becomes
@@ -236,34 +236,6 @@ def build_from_corpus(sentences: list[str], name_gender: dict[str, str], gendere
         masked = re.sub(rf"\b(?:{SUBJECT_PRONOUN[gender]}|{SUBJECT_PRONOUN[gender].capitalize()})\b", PRONOUN, masked)
         genter.append(Template(masked, gender, "", f"corpus:{k}"))
     return genter, neutral, types
-
-
-def filter_by_model(subject, templates: list[Template], names: dict[str, list[str]], top_k: int = 50,
-                    batch_size: int = 64) -> list[Template]:  # fmt: skip
-    """Keep templates for which `subject` predicts the right pronoun (he/she) as argmax at every mask, for
-    each of the first `top_k` names of each gender (the paper uses bert-base-uncased and the 50 most
-    frequent NAMExact train names; `names` is in file order = frequency order of NAMExact)."""
-    import torch
-
-    from methods.gradiend.examples import fill, label_ids, length_cap
-
-    tok = subject.tokenizer
-    keep = []
-    for t in templates:
-        ok = True
-        for g in GENDERS:
-            texts = [fill(t.masked, n, tok.mask_token) for n in names[g][:top_k]]
-            enc = tok(texts, padding=True, truncation=True, max_length=length_cap(subject, 128), return_tensors="pt").to(subject.device)
-            rows, cols = (enc["input_ids"] == tok.mask_token_id).nonzero(as_tuple=True)
-            with torch.inference_mode():
-                pred = subject.mlm_logits(enc["input_ids"], enc["attention_mask"], rows, cols).argmax(-1).cpu()
-            want = torch.tensor([label_ids(tok, t.masked, g, subject.is_roberta_style)[0]] * len(pred))
-            if not torch.equal(pred, want):
-                ok = False
-                break
-        if ok:
-            keep.append(t)
-    return keep
 
 
 # ---- the bundle ----------------------------------------------------------------------------------------

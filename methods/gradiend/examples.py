@@ -9,6 +9,8 @@ Label tokens (SPEC §1.2.6, §0.5):
 - RoBERTa-style (byte-level BPE) tokenizers: the word with its leading space (`Ġhe`), except at the very
   start of a text where running text has no space either;
 - the id is the first sub-token of the word (`tokenizer.encode(word, add_special_tokens=False)[0]`).
+
+`filter_by_model` is the paper's last GENTER filter (methods.gradiend.data): it needs a model's predictions.
 """
 from __future__ import annotations
 
@@ -283,3 +285,27 @@ def gentypes_examples(templates: list[str], tokenizer, max_length: int = 128) ->
             raise DataError(f"GENTYPES template {k}: expected one {NAME} slot after tokenisation: {t!r}")
         out.append(MaskedExample(ids, positions, [-1]))
     return out
+
+
+def filter_by_model(subject, templates: list[Template], names: dict[str, list[str]], top_k: int = 50,
+                    batch_size: int = 64) -> list[Template]:  # fmt: skip
+    """Keep templates for which `subject` predicts the right pronoun (he/she) as argmax at every mask, for
+    each of the first `top_k` names of each gender (the paper uses bert-base-uncased and the 50 most
+    frequent NAMExact train names; `names` is in file order = frequency order of NAMExact)."""
+    tok = subject.tokenizer
+    keep = []
+    for t in templates:
+        ok = True
+        for g in GENDERS:
+            texts = [fill(t.masked, n, tok.mask_token) for n in names[g][:top_k]]
+            enc = tok(texts, padding=True, truncation=True, max_length=length_cap(subject, 128), return_tensors="pt").to(subject.device)
+            rows, cols = (enc["input_ids"] == tok.mask_token_id).nonzero(as_tuple=True)
+            with torch.inference_mode():
+                pred = subject.mlm_logits(enc["input_ids"], enc["attention_mask"], rows, cols).argmax(-1).cpu()
+            want = torch.tensor([label_ids(tok, t.masked, g, subject.is_roberta_style)[0]] * len(pred))
+            if not torch.equal(pred, want):
+                ok = False
+                break
+        if ok:
+            keep.append(t)
+    return keep

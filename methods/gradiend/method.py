@@ -1,7 +1,7 @@
 """GRADIEND-BPI / -FPI / -MPI as `Debiaser`s (SPEC §1).
 
 fit = train the GRADIEND (several seeds, best run) + evaluate the (h, alpha) decoder grid + pick the point with
-the largest BPI / FPI / MPI; apply = a copy of the model with theta + alpha * dec(h) written into the selected
+the largest BPI / FPI / MPI, the three stages of methods.gradiend.stages; apply = a copy of the model with theta + alpha * dec(h) written into the selected
 parameters. The trained GRADIEND and the grid results are cached in `<cache_dir>/gradiend/{train,grid}/<key>`,
 keyed by the subject's identity, the data files, the training (resp. grid) configuration and the code, so the
 three variants share one training and one grid, and a second run reuses both. An interrupted training
@@ -23,7 +23,6 @@ the parameters left at None take `SYNTHETIC_DEFAULTS` instead (explicit argument
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,28 +32,15 @@ import pandas as pd
 import torch
 
 from bench.api import Debiaser
-from bench.data.paths import fingerprint
-from bench.files import atomic_dir, stable_hash
-from methods.gradiend.decoder_eval import (ALPHA_VALUES, H_VALUES, DecoderEvaluator, edit_delta, heatmap, run_grid,
-                                           select, selection_table)  # fmt: skip
+from methods.gradiend.decoder_eval import ALPHA_VALUES, H_VALUES, selection_table
 from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet
+from methods.gradiend.stages import GridConfig, grid_stage, select_edit, train_stage
 from methods.gradiend.train import TrainConfig
 
 PAPER_DEFAULTS = {"seeds": (0, 1, 2), "lr": 1e-5, "eps": 1e-8, "eval_every": 250, "lms_max_sentences": 10_000,
                   "max_steps": None}  # fmt: skip
 SYNTHETIC_DEFAULTS = {"seeds": (0, 1, 2), "lr": 1e-2, "eps": 1e-4, "eval_every": 100, "lms_max_sentences": 2_000,
                       "max_steps": None}  # fmt: skip
-_RESULT_MODULES = ("data", "examples", "gradients", "model", "params", "train", "decoder_eval")
-
-
-def code_version() -> str:
-    """Hash of the modules whose code decides a trained GRADIEND or a grid (part of the cache keys)."""
-    h = hashlib.sha256()
-    folder = Path(__file__).parent
-    for name in _RESULT_MODULES:
-        h.update((folder / f"{name}.py").read_bytes())
-    return h.hexdigest()[:12]
-
 
 @dataclass
 class GradiendArtifact:
@@ -120,63 +106,32 @@ class GradiendDebiaser(Debiaser):
             exclude=tuple(self.exclude), fused=self.fused,
         )  # fmt: skip
 
-    def grid_config(self, subject) -> dict:
-        return {"h": [float(h) for h in self.h_values], "alpha": [float(a) for a in self.alpha_values],
-                "lms_max_sentences": int(self.resolved(subject)["lms_max_sentences"])}  # fmt: skip
+    def grid_config(self, subject) -> GridConfig:
+        return GridConfig(h_values=self.h_values, alpha_values=self.alpha_values, batch_size=self.grid_batch_size,
+                          lms_max_sentences=int(self.resolved(subject)["lms_max_sentences"]), exclude=self.exclude)  # fmt: skip
 
     def data_files(self, ctx) -> list:
         from methods.gradiend.data import gradiend_files
 
         return gradiend_files(ctx.data_dir) if ctx.data_dir else []
 
-    # ---- the shared, cached stages -------------------------------------------------------------------
+    # ---- the stages (methods.gradiend.stages) ------------------------------------------------------------
     def trained(self, subject, ctx, data=None):
         """(GRADIEND, training summary, training folder), trained once per subject/data/config/code."""
         from methods.gradiend.data import load
-        from methods.gradiend.train import train
 
-        data = data or load(ctx.data_dir)
-        cfg = self.train_config(subject)
-        key = stable_hash({"subject": subject.identity, "train": cfg.result_key(), "data": fingerprint(data.files),
-                           "code": code_version()})  # fmt: skip
-        folder = Path(ctx.cache_dir) / "gradiend" / "train" / key
-        gradiend, summary = train(subject, data, cfg, folder, ctx)
-        return gradiend, summary, folder
+        return train_stage(subject, data or load(ctx.data_dir), self.train_config(subject), ctx)
 
-    def grid(self, subject, ctx, gradiend, train_folder: Path, data=None) -> tuple[pd.DataFrame, Path]:
-        """The decoder grid table, evaluated once per trained GRADIEND and grid configuration."""
-        from methods.gradiend.data import load
-
-        key = stable_hash({"train": train_folder.name, "grid": self.grid_config(subject), "code": code_version()})
-        folder = Path(ctx.cache_dir) / "gradiend" / "grid" / key
-        if (folder / "grid.csv").is_file():
-            return pd.read_csv(folder / "grid.csv"), folder
-        data = data or load(ctx.data_dir)
-        evaluator = DecoderEvaluator(subject, data, lms_max_sentences=self.grid_config(subject)["lms_max_sentences"],
-                                     batch_size=self.grid_batch_size)  # fmt: skip
-        result = run_grid(subject, gradiend, evaluator, h_values=self.h_values, alpha_values=self.alpha_values,
-                          exclude=self.exclude, bar=ctx.bar)  # fmt: skip
-        with atomic_dir(folder) as tmp:
-            result.table.to_csv(tmp / "grid.csv", index=False)
-            (tmp / "selection.md").write_text(selection_table(result.table) + "\n")
-            (tmp / "timings.json").write_text(json.dumps(result.timings, indent=2) + "\n")
-            heatmap(result.table, tmp / "heatmap.png", title=f"GRADIEND decoder grid - {subject.name}")
-        return pd.read_csv(folder / "grid.csv"), folder
-
-    # ---- Debiaser --------------------------------------------------------------------------------------
     def fit(self, subject, ctx) -> GradiendArtifact:
         from methods.gradiend.data import load
 
         data = load(ctx.data_dir)
-        gradiend, summary, train_folder = self.trained(subject, ctx, data)
-        table, grid_folder = self.grid(subject, ctx, gradiend, train_folder, data)
-        chosen = select(table)[self.criterion]
-        h, alpha = float(chosen["h"]), float(chosen["alpha"])
-        params = ParamSet.select(subject.model, self.exclude)
-        delta = edit_delta(gradiend, h, alpha).cpu()
+        gradiend, summary, train_folder = train_stage(subject, data, self.train_config(subject), ctx)
+        table, grid_folder = grid_stage(subject, gradiend, data, self.grid_config(subject), ctx, train_folder)
+        edit = select_edit(subject, gradiend, table, self.criterion, self.exclude)
         info = {"train": summary, "selection": selection_table(table), "train_folder": str(train_folder),
                 "grid_folder": str(grid_folder)}  # fmt: skip
-        return GradiendArtifact(self.criterion, h, alpha, params.signature(), delta, table, info)
+        return GradiendArtifact(self.criterion, edit.h, edit.alpha, edit.signature, edit.delta, table, info)
 
     def apply(self, subject, artifact: GradiendArtifact):
         model = copy.deepcopy(subject.model)
