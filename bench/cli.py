@@ -54,7 +54,9 @@ class BenchGroup(click.Group):
 
             module, attr = _LAZY_GROUPS[name]
             return getattr(importlib.import_module(module), attr)
-        return super().get_command(ctx, name) or self._plugin_commands().get(name)
+        from bench.registry import COMMANDS
+
+        return super().get_command(ctx, name) or COMMANDS.find(name)  # loads that plugin command alone
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -137,9 +139,9 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
     """
     from bench.engines.base import ExecutorOptions, make_executor
     from bench.models.loading import split_model_names
+    from bench.registry import RENDERERS
     from bench.run.request import RunRequest
     from bench.run.runner import Runner
-    from reports.leaderboard import render
 
     request = RunRequest.from_flags(
         suite, split_model_names(models) if models else [], _split(methods), _split(metrics), seed,
@@ -165,36 +167,16 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
         # failed cells read "error" beside the results (results.jsonl keeps only results); nothing at all
         # finished: the error alone, and nothing written
         shown = rows + runner.error_rows if rows else []
-        if out is not None and shown:
-            from reports.leaderboard import write_tables
-
-            write_tables(shown, out)
+        renderers = [renderer for _, renderer in RENDERERS.items()]  # the tables of reports/ (bench.renderers)
+        tables = [p for r in renderers for p in r.write(shown, out)] if out is not None and shown else []
         if shown or not runner.errors:
-            click.echo(render(shown, fmt))
+            click.echo("\n\n".join(text for r in renderers if (text := r.show(shown, fmt))))
         if out is not None and shown:
-            click.echo(f"\nresults: {out / 'results.jsonl'}  tables: {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}", err=True)
+            click.echo(f"\nresults: {out / 'results.jsonl'}  tables: {', '.join(str(p) for p in tables)}", err=True)
     finally:
         ex.close()  # (Ray's cluster stops after the table is out)
     if runner.errors:
         raise BenchError("; ".join(runner.errors))
-
-
-@cli.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "tex"]), default="md", show_default=True)
-@click.option("--table", type=click.Choice(["main", "full"]), default="main", show_default=True,
-              help="main: the paper's leaderboard; full: every sub-metric of every metric.")
-def report(run_dirs, fmt, table):
-    """Render stored results (run directories or results.jsonl files) as Markdown or LaTeX.
-
-    Several runs render as one table, e.g. a gender, a race and a religion run of the same models:
-    each (model, bias type) is its own group of rows.
-    """
-    from bench.run.schema import read_rows
-    from reports.leaderboard import render, render_full
-
-    rows = [r for run_dir in run_dirs for r in read_rows(run_dir)]
-    click.echo(render(rows, fmt) if table == "main" else render_full(rows, fmt))
 
 
 @cli.command()

@@ -1,8 +1,9 @@
-"""Registries of methods, metrics and models.
+"""Registries of methods, metrics, models, commands and renderers.
 
 Filled two ways: the decorators below (`@register_method("name")`), and the entry-point groups
-`bench.methods`, `bench.metrics`, `bench.models` and `bench.commands` of any installed distribution —
-this project's own plugins are found the same way, so the core never imports a particular method.
+`bench.methods`, `bench.metrics`, `bench.models`, `bench.commands` and `bench.renderers` of any installed
+distribution — this project's own plugins and reports are found the same way, so the core never imports a
+particular method or report.
 """
 from __future__ import annotations
 
@@ -44,16 +45,29 @@ class Registry:
             return
         self._loaded = True
         for ep in entry_points(group=self.group):
-            if ep.name in self._items:
-                continue
-            try:
-                obj = ep.load()
-            except Exception as e:  # a broken third-party plugin must not take the harness down
-                import warnings
+            self._load(ep)
 
-                warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {e}")
-                continue
-            self.register(ep.name, obj, aliases=tuple(getattr(obj, "aliases", ())))
+    def _load(self, ep) -> None:
+        if ep.name in self._items:
+            return
+        try:
+            obj = ep.load()
+        except Exception as e:  # a broken third-party plugin must not take the harness down
+            import warnings
+
+            warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {e}")
+            return
+        self.register(ep.name, obj, aliases=tuple(getattr(obj, "aliases", ())))
+
+    def find(self, name: str) -> Any:
+        """The object registered under `name` (or an alias), else None. Loads the entry point of that name
+        alone when it has one (running one plugin command imports no other plugin), else all of them."""
+        if name not in self._items and name not in self._aliases and not self._loaded:
+            for ep in entry_points(group=self.group, name=name):
+                self._load(ep)
+        if name not in self._items and name not in self._aliases:
+            self._load_entry_points()
+        return self._items.get(self._aliases.get(name, name))
 
     def canonical(self, name: str) -> str:
         self._load_entry_points()
@@ -87,6 +101,10 @@ METHODS = Registry("method", "bench.methods")
 METRICS = Registry("metric", "bench.metrics")
 MODELS = Registry("model", "bench.models")
 COMMANDS = Registry("command", "bench.commands")
+# What `bench run` calls on the rows of a run (reports/ registers its tables here; the core names no report):
+# objects with `write(rows, out) -> list[Path]` (tables written beside the results; returns the paths the run's
+# last line names) and `show(rows, fmt) -> str` (the text printed at the end of the run, "" for none).
+RENDERERS = Registry("renderer", "bench.renderers")
 
 
 def register_method(name: str, aliases: tuple[str, ...] = ()) -> Callable:

@@ -1,1 +1,12 @@
-"""Renderers: Markdown and LaTeX leaderboards, plots."""
+"""Renderers of stored rows: Markdown and LaTeX tables (and the README's demo figure).
+
+The core finds reports/ only through entry points (pyproject.toml), never by import: `bench report`,
+`glue-table`, `task-table` and `rank-table` are `bench.commands`; the tables `bench run` writes and prints are
+the renderer `leaderboard` (`bench.renderers`, reports.leaderboard.RunTables). reports/ imports the core and
+no plugin (the metrics' columns come from the registry), and its modules import each other one way:
+
+    cli, readme_demo → leaderboard → rank_table, task_table (glue_table → task_table) → cells, escape → the core
+
+cells: the rows a table shows (one per cell) and the metric classes they name; escape: the one escaper per
+output format. Which value of a column is better is asked of the column (`bench.api.Column.badness`).
+"""

@@ -25,6 +25,7 @@ from tabulate import LATEX_ESCAPE_RULES, Line, TableFormat, tabulate
 
 from bench.api import Column
 from bench.files import write_text
+from reports.cells import cell_rows, metric_classes
 from reports.escape import latex, markdown, plain
 
 SIG_MD, SIG_TEX = "†", r"$^\dagger$"
@@ -52,47 +53,14 @@ class Cell:
         return self.value < self.low - slack or self.value > self.high + slack
 
 
-def _metric_classes(rows: list[dict]):
-    """(name, registered class) of each metric in the rows, in order of appearance (unknown names skipped)."""
-    from bench.registry import METRICS
-
-    for metric in dict.fromkeys(r["metric"] for r in rows):
-        try:
-            yield metric, METRICS.get(metric)
-        except Exception:
-            continue
-
-
 def _submetrics(classes: dict, bias_type: str) -> dict[tuple[str, str], str]:
     """(metric, column label) -> the sub-metric holding that column in a run of `bias_type` (SS: ss_race, ...);
     `classes`: metric name -> registered class."""
     return {(metric, c.label): c.submetric for metric, cls in classes.items() for c in cls.columns_for(bias_type)}
 
 
-def _badness(value: float, goal: str) -> float:
-    return {"50": abs(value - 50.0), "0": abs(value), "max": -value}[goal]
-
-
 def _decimals(col: Column) -> int:
     return 3 if col.goal == "0" else 2
-
-
-def _key(r: dict) -> tuple:
-    return (r["model"], r.get("bias_type", "gender"), r["method"], r["metric"], r.get("submetric"))
-
-
-def cell_rows(rows: list[dict]) -> list[dict]:
-    """The rows a table shows, in their order: per (model, bias type, method, metric, sub-metric) the aggregate
-    row over seeds when there is one, else the rows of the lowest seed present. One seed: `rows` unchanged."""
-    def rank(r: dict) -> tuple:
-        return (0, 0) if r.get("aggregate") else (1, r.get("seed") or 0)
-
-    keyed = [(_key(r), rank(r)) for r in rows]
-    best: dict[tuple, tuple] = {}
-    for key, rk in keyed:
-        if rk < best.get(key, (2,)):
-            best[key] = rk
-    return [r for r, (key, rk) in zip(rows, keyed) if rk == best[key]]
 
 
 def seeds_note(rows: list[dict]) -> str:
@@ -112,7 +80,7 @@ def build(rows: list[dict]):
 
 def _build(rows: list[dict]):
     """build() of rows already reduced to one per cell (cell_rows)."""
-    classes = dict(_metric_classes(rows))
+    classes = metric_classes(rows)
     columns = sorted(((metric, c) for metric, cls in classes.items() for c in cls.columns), key=lambda mc: mc[1].order)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -160,9 +128,9 @@ def _mark_best(body, columns) -> None:
     for j, (_, col) in enumerate(columns):
         candidates = [cells[j] for label, group, cells in body if cells[j].value is not None and not math.isnan(cells[j].value)]
         if len(candidates) > 1:
-            best = min(_badness(c.value, col.goal) for c in candidates)
+            best = min(col.badness(c.value) for c in candidates)
             for c in candidates:
-                c.best = _badness(c.value, col.goal) == best
+                c.best = col.badness(c.value) == best
 
 
 def _any_outside(table) -> bool:
@@ -298,13 +266,26 @@ def _booktabs(names: int) -> TableFormat:
                        datarow=row, padding=1, with_header_hide=None)  # fmt: skip
 
 
-def write_tables(rows: list[dict], out: Path) -> None:
-    out = Path(out)
-    write_text(out / "leaderboard.md", render_markdown(rows) + "\n")
-    write_text(out / "leaderboard.tex", render_latex(rows) + "\n")
-    write_text(out / "results_full.md", render_full(rows, "md") + "\n")
-    from reports import rank_table, task_table
+def write_tables(rows: list[dict], out: Path) -> list[Path]:
+    """Write the tables of a run beside its results: the leaderboard (OUT/leaderboard.md, .tex), every stored
+    number (results_full.md), the task-suite tables and the rank table; returns the leaderboard's two paths."""
+    from reports import rank_table, task_table  # imported when written: `bench report` needs neither (nor numpy)
 
+    out = Path(out)
+    paths = [out / "leaderboard.md", out / "leaderboard.tex"]
+    write_text(paths[0], render_markdown(rows) + "\n")
+    write_text(paths[1], render_latex(rows) + "\n")
+    write_text(out / "results_full.md", render_full(rows, "md") + "\n")
     cells = cell_rows(rows)  # one row per cell: the aggregate over seeds when present
     task_table.write_tables(cells, out)  # glue.md, superglue.md, ... for the task suites in the rows
     rank_table.write_tables(cells, out)  # rank.md: mean ranks across base models
+    return paths
+
+
+class RunTables:
+    """The renderer `bench run` calls (entry point `leaderboard` of the group `bench.renderers`, bench/registry.py):
+    `write(rows, out)` writes every table above beside the results and returns the paths `bench run` names;
+    `show(rows, fmt)` is the leaderboard it prints at its end."""
+
+    write = staticmethod(write_tables)
+    show = staticmethod(render)

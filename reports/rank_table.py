@@ -32,49 +32,34 @@ import click
 import numpy as np
 from tabulate import tabulate
 
+from bench.api import Column
+from reports.cells import metric_classes, read_cells
 from reports.escape import latex, markdown
 
 Z95 = 1.959963984540054
 DEFAULT_RANK = ("ss", "seat")
 DEFAULT_PERFORMANCE = ("lms", "glue", "superglue")
-# Goals and labels of the default sub-metrics, used when the registry does not declare them (e.g. a run read
-# without its plugins installed).
-_KNOWN = {"ss": ("SS", "50"), "seat": ("SEAT", "0"), "crows": ("CrowS", "50"), "lms": ("LMS", "max"),
-          "glue": ("GLUE", "max"), "superglue": ("SuperGLUE", "max")}  # fmt: skip
 
 
-def _declared(submetric: str, rows: list[dict]) -> tuple[str, str]:
-    """(label, goal) of a sub-metric: from the column declarations of the metrics in the rows (the registry),
-    else the known defaults."""
-    try:
-        from bench.registry import METRICS
-
-        for metric in dict.fromkeys(r["metric"] for r in rows):
-            try:
-                cols = METRICS.get(metric).columns
-            except Exception:
-                continue
-            for c in cols:
-                if c.submetric == submetric:
-                    return c.label, c.goal
-    except Exception:
-        pass
-    if submetric in _KNOWN:
-        return _KNOWN[submetric]
-    if submetric.startswith("ss_"):  # StereoSet's SS of one domain (ss_gender, ss_race, ...)
-        return _KNOWN["ss"]
+def _declared(submetric: str, rows: list[dict]) -> Column:
+    """The column declaration of a sub-metric (its label and goal), from the metrics in the rows as installed
+    (the registry): their columns, else their columns for each bias type they measure (StereoSet's ss_race).
+    A metric that is not installed declares nothing: its sub-metrics cannot be ranked (the error says so)."""
+    classes = metric_classes(rows).values()
+    declared = [c for cls in classes for c in cls.columns]
+    declared += [c for cls in classes for b in sorted(cls.bias_types or ()) for c in cls.columns_for(b)]
+    for c in declared:
+        if c.submetric == submetric:
+            return c
     raise click.UsageError(f"no column declares the sub-metric {submetric!r}; cannot tell which direction is better")
 
 
-def _badness(x: np.ndarray, goal: str) -> np.ndarray:
-    return {"50": np.abs(x - 50.0), "0": np.abs(x), "max": -x}[goal]
-
-
-def proportional_ranks(values: np.ndarray, goal: str) -> np.ndarray:
+def proportional_ranks(values: np.ndarray, goal: Column | str) -> np.ndarray:
     """Ranks i/(n−1), 1 = best, along the last axis (NaN: no value, not ranked); ties share their mean rank;
-    a single ranked value gets 0.5."""
+    a single ranked value gets 0.5. `goal`: the column (or its goal, "50", "0" or "max") saying which is better."""
+    column = goal if isinstance(goal, Column) else Column("", "", goal, 0)
     values = np.asarray(values, dtype=float)
-    bad = _badness(values, goal)
+    bad = column.badness(values)
     out = np.full(values.shape, np.nan)
     flat_bad, flat_out = bad.reshape(-1, bad.shape[-1]), out.reshape(-1, bad.shape[-1])
     for row, res in zip(flat_bad, flat_out):
@@ -132,6 +117,106 @@ def _resolve(name: str, present: set[str], bias_type: str) -> str:
     return name
 
 
+@dataclass
+class _Draws:
+    """What the resamples are drawn from, per (rank metric s, base model k, method m): the values, the σ of the
+    base model's value, the σ of each method's paired difference (or own value), and whether a method's draw
+    shares the base model's (base draw + paired difference) or is independent."""
+
+    values: np.ndarray  # (S, K, M), NaN: no value
+    base_sigma: np.ndarray  # (S, K)
+    delta_sigma: np.ndarray  # (S, K, M)
+    shared: np.ndarray  # (S, K, M) bool
+    base_at: int | None  # the position of the base model among the methods
+
+
+def _draws(by_key: dict, subs: list[str], models: list[str], methods: list[str]) -> _Draws:
+    S, K, M = len(subs), len(models), len(methods)
+    d = _Draws(np.full((S, K, M), np.nan), np.zeros((S, K)), np.zeros((S, K, M)), np.zeros((S, K, M), dtype=bool),
+               methods.index("base") if "base" in methods else None)  # fmt: skip
+    for s, sub in enumerate(subs):
+        for k, model in enumerate(models):
+            base = by_key.get((model, "base", sub))
+            if base is not None:
+                d.base_sigma[s, k] = _sigma(base.get("ci_low"), base.get("ci_high"))
+            for m, method in enumerate(methods):
+                r = by_key.get((model, method, sub))
+                if r is None or not math.isfinite(r["value"]):
+                    continue
+                d.values[s, k, m] = r["value"]
+                if method == "base":
+                    continue
+                low, high = r.get("delta_low"), r.get("delta_high")
+                if base is not None and low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+                    d.delta_sigma[s, k, m], d.shared[s, k, m] = _sigma(low, high), True
+                else:  # no paired difference stored (e.g. significance=overlap): the method's own CI
+                    d.delta_sigma[s, k, m] = _sigma(r.get("ci_low"), r.get("ci_high"))
+    return d
+
+
+def _resample(d: _Draws, resamples: int, seed: int) -> np.ndarray:
+    """(R, S, K, M) draws: the base model's value + σ_b·z; every other method's value + the base draw's shift
+    + σ_Δ·z' (shared), or its value + σ·z' (independent)."""
+    S, K, M = d.values.shape
+    rng = np.random.default_rng(seed)
+    base_values = d.values[:, :, d.base_at] if d.base_at is not None else np.zeros((S, K))
+    z_base = rng.standard_normal((resamples, S, K))
+    z_own = rng.standard_normal((resamples, S, K, M))
+    shift = np.where(np.isfinite(base_values), d.base_sigma, 0.0)[None] * z_base  # (R, S, K)
+    draws = d.values[None] + d.delta_sigma[None] * z_own + np.where(d.shared, shift[..., None], 0.0)
+    if d.base_at is not None:
+        draws[..., d.base_at] = d.values[None, :, :, d.base_at] + shift
+    return draws
+
+
+def _mean_ranks(vals: np.ndarray, columns: list[Column]) -> tuple[np.ndarray, np.ndarray]:
+    """vals (..., S, K, M) -> per-metric mean ranks (..., S, M) and the mean over metrics (..., M)."""
+    r = np.stack([proportional_ranks(vals[..., s, :, :], col) for s, col in enumerate(columns)], axis=-3)
+    with np.errstate(invalid="ignore"), _quiet():
+        per_metric = np.nanmean(r, axis=-2)
+        overall = np.nanmean(per_metric, axis=-2)
+    return per_metric, overall
+
+
+def _rank(table: "RankTable", d: _Draws, columns: list[Column], resamples: int, seed: int) -> None:
+    """Fill table.ranks (the point mean ranks) and, with resamples, table.ci (their percentile intervals)."""
+    subs = [sub for sub, _, _ in table.rank_metrics]
+    point_metric, point_overall = _mean_ranks(d.values, columns)
+    dist_metric = dist_overall = None
+    if resamples > 0:
+        dist_metric, dist_overall = _mean_ranks(_resample(d, resamples, seed), columns)
+    for m, method in enumerate(table.methods):
+        table.ranks[method] = {sub: float(point_metric[s, m]) for s, sub in enumerate(subs)}
+        table.ranks[method]["mean"] = float(point_overall[m])
+        if dist_metric is not None:
+            table.ci[method] = {sub: _percentiles(dist_metric[:, s, m]) for s, sub in enumerate(subs)}
+            table.ci[method]["mean"] = _percentiles(dist_overall[:, m])
+
+
+def _performance(table: "RankTable", by_key: dict) -> None:
+    """Fill table.perf: per method and performance metric the mean over base models and the change vs. the base
+    model's mean over the models where both exist."""
+    models = table.models
+    for method in table.methods:
+        table.perf[method] = {}
+        for sub, _ in table.perf_metrics:
+            own = [by_key[(mo, method, sub)]["value"] for mo in models if (mo, method, sub) in by_key]
+            pairs = [(by_key[(mo, method, sub)]["value"], by_key[(mo, "base", sub)]["value"]) for mo in models
+                     if (mo, method, sub) in by_key and (mo, "base", sub) in by_key]  # fmt: skip
+            if own:
+                delta = float(np.mean([a for a, _ in pairs]) - np.mean([b for _, b in pairs])) if pairs and method != "base" else None
+                table.perf[method][sub] = (float(np.mean(own)), delta)
+
+
+def _methods(rows: list[dict]) -> tuple[list[str], dict[str, str]]:
+    """The methods in the rows (base first, then by method group and appearance) and their labels."""
+    order, labels = {}, {}
+    for r in rows:
+        order.setdefault(r["method"], (0 if r["method"] == "base" else r.get("group", 2), len(order)))
+        labels.setdefault(r["method"], r.get("label") or r["method"])
+    return sorted(order, key=lambda m: order[m]), labels
+
+
 def build(rows: list[dict], rank=DEFAULT_RANK, performance=DEFAULT_PERFORMANCE, resamples: int = 1000, seed: int = 0,
           bias_type: str | None = None) -> RankTable:  # fmt: skip
     """The rank table of the rows of one bias type (default: gender if present, else the first in the rows)."""
@@ -144,75 +229,14 @@ def build(rows: list[dict], rank=DEFAULT_RANK, performance=DEFAULT_PERFORMANCE, 
     rank = [_resolve(x, present, bias_type) for x in rank]
     performance = [_resolve(x, present, bias_type) for x in performance]
     models = list(dict.fromkeys(r["model"] for r in rows))
-    order = {}
-    labels = {}
-    for r in rows:
-        order.setdefault(r["method"], (0 if r["method"] == "base" else r.get("group", 2), len(order)))
-        labels.setdefault(r["method"], r.get("label") or r["method"])
-    methods = sorted(order, key=lambda m: order[m])
-    rank_metrics = [(s, *_declared(s, rows)) for s in rank if any(k[2] == s for k in by_key)]
-    perf_metrics = [(s, _declared(s, rows)[0]) for s in performance if any(k[2] == s for k in by_key)]
-    M, K, S = len(methods), len(models), len(rank_metrics)
-    values = np.full((S, K, M), np.nan)
-    base_sigma = np.zeros((S, K))
-    delta_sigma = np.zeros((S, K, M))
-    shared = np.zeros((S, K, M), dtype=bool)  # drawn as base draw + paired difference (else independently)
-    base_at = methods.index("base") if "base" in methods else None
-    for s, (sub, _, _) in enumerate(rank_metrics):
-        for k, model in enumerate(models):
-            base = by_key.get((model, "base", sub))
-            if base is not None:
-                base_sigma[s, k] = _sigma(base.get("ci_low"), base.get("ci_high"))
-            for m, method in enumerate(methods):
-                r = by_key.get((model, method, sub))
-                if r is None or not math.isfinite(r["value"]):
-                    continue
-                values[s, k, m] = r["value"]
-                if method == "base":
-                    continue
-                low, high = r.get("delta_low"), r.get("delta_high")
-                if base is not None and low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
-                    delta_sigma[s, k, m], shared[s, k, m] = _sigma(low, high), True
-                else:  # no paired difference stored (e.g. significance=overlap): the method's own CI
-                    delta_sigma[s, k, m] = _sigma(r.get("ci_low"), r.get("ci_high"))
-
-    def mean_ranks(vals: np.ndarray) -> np.ndarray:
-        """vals (..., S, K, M) -> per-metric mean ranks (..., S, M) and the mean over metrics (..., M)."""
-        r = np.stack([proportional_ranks(vals[..., s, :, :], rank_metrics[s][2]) for s in range(S)], axis=-3)
-        with np.errstate(invalid="ignore"), _quiet():
-            per_metric = np.nanmean(r, axis=-2)
-            overall = np.nanmean(per_metric, axis=-2)
-        return per_metric, overall
-
+    methods, labels = _methods(rows)
+    columns = [_declared(s, rows) for s in rank if s in present]
+    rank_metrics = [(s, c.label, c.goal) for s, c in zip([s for s in rank if s in present], columns)]
+    perf_metrics = [(s, _declared(s, rows).label) for s in performance if s in present]
     table = RankTable(models, methods, labels, rank_metrics, perf_metrics, resamples=resamples)
-    if S:
-        point_metric, point_overall = mean_ranks(values)
-        dist_metric = dist_overall = None
-        if resamples > 0:
-            rng = np.random.default_rng(seed)
-            base_values = values[:, :, base_at] if base_at is not None else np.zeros((S, K))
-            z_base = rng.standard_normal((resamples, S, K))
-            z_own = rng.standard_normal((resamples, S, K, M))
-            shift = np.where(np.isfinite(base_values), base_sigma, 0.0)[None] * z_base  # (R, S, K)
-            draws = values[None] + delta_sigma[None] * z_own + np.where(shared, shift[..., None], 0.0)
-            if base_at is not None:
-                draws[..., base_at] = values[None, :, :, base_at] + shift
-            dist_metric, dist_overall = mean_ranks(draws)
-        for m, method in enumerate(methods):
-            table.ranks[method] = {sub: float(point_metric[s, m]) for s, (sub, _, _) in enumerate(rank_metrics)}
-            table.ranks[method]["mean"] = float(point_overall[m])
-            if dist_metric is not None:
-                table.ci[method] = {sub: _percentiles(dist_metric[:, s, m]) for s, (sub, _, _) in enumerate(rank_metrics)}
-                table.ci[method]["mean"] = _percentiles(dist_overall[:, m])
-    for method in methods:
-        table.perf[method] = {}
-        for sub, _ in perf_metrics:
-            own = [by_key[(mo, method, sub)]["value"] for mo in models if (mo, method, sub) in by_key]
-            pairs = [(by_key[(mo, method, sub)]["value"], by_key[(mo, "base", sub)]["value"]) for mo in models
-                     if (mo, method, sub) in by_key and (mo, "base", sub) in by_key]  # fmt: skip
-            if own:
-                delta = float(np.mean([a for a, _ in pairs]) - np.mean([b for _, b in pairs])) if pairs and method != "base" else None
-                table.perf[method][sub] = (float(np.mean(own)), delta)
+    if columns:
+        _rank(table, _draws(by_key, [s for s, _, _ in rank_metrics], models, methods), columns, resamples, seed)
+    _performance(table, by_key)
     key = lambda m: -table.ranks.get(m, {}).get("mean", -math.inf) if math.isfinite(table.ranks.get(m, {}).get("mean", math.nan)) else math.inf  # noqa: E731
     table.methods = sorted(methods, key=key)
     return table
@@ -321,11 +345,8 @@ def _names(value: str) -> tuple[str, ...]:
 def rank_table(run_dir, fmt, write, rank, performance, resamples, seed, bias_type):
     """Render the mean-rank table (the ICLR paper's rank table, with bootstrap CIs) of a run."""
     from bench.errors import BenchError
-    from bench.run.schema import read_rows
 
-    from reports.leaderboard import cell_rows
-
-    rows = cell_rows(read_rows(run_dir))  # one row per cell: the aggregate over seeds when present
+    rows = read_cells(run_dir)  # one row per cell: the aggregate over seeds when present
     kwargs = dict(rank=_names(rank), performance=_names(performance), resamples=resamples, seed=seed, bias_type=bias_type)
     text = render(rows, fmt, **kwargs)
     if not text:

@@ -30,6 +30,7 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
+from reports.cells import metric_class, read_cells
 from reports.escape import latex, markdown
 
 MISSING_DATA = "missing data: "
@@ -99,20 +100,14 @@ def _parse_missing(text: str) -> list[tuple[str, str]]:
 
 def _registry_label(key: str) -> tuple[str, int] | None:
     """(label, order) from the registry's column declaration of the metric `key`, if it is installed."""
-    try:
-        from bench.registry import METRICS
-
-        cols = [c for c in METRICS.get(key).columns if c.submetric == key]
-    except Exception:
-        return None
+    cls = metric_class(key)
+    cols = [c for c in cls.columns if c.submetric == key] if cls is not None else []
     return (cols[0].label, cols[0].order) if cols else None
 
 
-def table(rows: list[dict], suite: str):
-    """(header, columns, body, notes) of one suite: columns are sub-metric keys (tasks, then the mean);
-    header maps a column to its two header lines; body rows are (model, label, {key: cell-dict})."""
-    rows = [r for r in rows if _belongs(r, suite)]
-    described: dict[str, tuple[str, str, float]] = {}  # key -> (label, metric label, order)
+def _described(rows: list[dict]) -> tuple[dict[str, tuple[str, str, float]], str | None, str | None]:
+    """From the description rows: key -> (label, metric label, order) of each task, the suite's label, its mean."""
+    described: dict[str, tuple[str, str, float]] = {}
     suite_label, mean = None, None
     for r in rows:
         desc = _description(r)
@@ -122,44 +117,61 @@ def table(rows: list[dict], suite: str):
         mean = mean or desc.get("mean")
         for t in desc.get("tasks") or []:
             described.setdefault(t["key"], (t.get("label") or t["key"], t.get("metric") or "", float(t.get("order", 0))))
-    entries: dict[tuple[str, str], dict] = {}
-    present, notes = set(), []
-    for r in rows:
-        key = (r["model"], r["method"])
-        entry = entries.setdefault(key, {"label": r.get("label") or r["method"], "group": r.get("group", 9), "cells": {}, "na": set()})
-        who = f"{r['model']} / {entry['label']}"
-        sub = r.get("submetric")
+    return described, suite_label, mean
+
+
+class _Entries:
+    """The cells of each (model, method) of one suite, the columns present, and the notes under the table."""
+
+    def __init__(self, suite: str):
+        self.suite, self.by_method, self.present, self.notes = suite, {}, set(), []
+
+    def add(self, r: dict) -> None:
+        entry = self.by_method.setdefault((r["model"], r["method"]), {
+            "label": r.get("label") or r["method"], "group": r.get("group", 9), "cells": {}, "na": set()})  # fmt: skip
+        who, suite, sub = f"{r['model']} / {entry['label']}", self.suite, r.get("submetric")
         if r.get("status") != "ok":
-            note = r.get("note") or ""
-            if note.startswith(MISSING_DATA):  # no task of this metric had data
-                for k, _ in _parse_missing(note[len(MISSING_DATA):]):
-                    entry["cells"].setdefault(f"{suite}:{k}", {"status": "missing"})
-                    present.add(f"{suite}:{k}")
-                notes.append(f"{who}: missing tasks — {note[len(MISSING_DATA):]}")
-                continue
-            entry["na"].add(r["metric"])
-            if note:
-                notes.append(f"{who}: n/a ({note})")
-            continue
+            self._not_ok(r, entry, who)
+            return
         desc = _description(r)
         if desc is not None:
             missing = desc.get("missing") or {}
-            for k in missing:
-                entry["cells"].setdefault(k, {"status": "missing"})
-                present.add(k)
+            self._missing(entry, list(missing))
             if missing:
-                notes.append(f"{who}: missing tasks — " + "; ".join(f"{k.split(':', 1)[-1]}: {why}" for k, why in missing.items()))
-            continue
-        if sub == f"{suite}{MISSING}":
-            for k, _ in _parse_missing(r.get("note") or ""):
-                entry["cells"].setdefault(f"{suite}:{k}", {"status": "missing"})
-                present.add(f"{suite}:{k}")
+                self.notes.append(f"{who}: missing tasks — " + "; ".join(f"{k.split(':', 1)[-1]}: {why}" for k, why in missing.items()))
+        elif sub == f"{suite}{MISSING}":
+            self._missing(entry, [f"{suite}:{k}" for k, _ in _parse_missing(r.get("note") or "")])
             if r.get("note"):
-                notes.append(f"{who}: missing tasks — {r['note']}")
-            continue
-        if sub == suite or (isinstance(sub, str) and sub.startswith(suite + ":") and sub.count(":") == 1):
+                self.notes.append(f"{who}: missing tasks — {r['note']}")
+        elif sub == suite or (isinstance(sub, str) and sub.startswith(suite + ":") and sub.count(":") == 1):
             entry["cells"][sub] = {"status": "ok", **{k: r.get(k) for k in ("value", "ci_low", "ci_high", "significant", "note")}}
-            present.add(sub)
+            self.present.add(sub)
+
+    def _not_ok(self, r: dict, entry: dict, who: str) -> None:
+        note = r.get("note") or ""
+        if note.startswith(MISSING_DATA):  # no task of this metric had data
+            self._missing(entry, [f"{self.suite}:{k}" for k, _ in _parse_missing(note[len(MISSING_DATA):])])
+            self.notes.append(f"{who}: missing tasks — {note[len(MISSING_DATA):]}")
+            return
+        entry["na"].add(r["metric"])
+        if note:
+            self.notes.append(f"{who}: n/a ({note})")
+
+    def _missing(self, entry: dict, keys: list[str]) -> None:
+        for k in keys:
+            entry["cells"].setdefault(k, {"status": "missing"})
+            self.present.add(k)
+
+
+def table(rows: list[dict], suite: str):
+    """(header, columns, body, notes) of one suite: columns are sub-metric keys (tasks, then the mean);
+    header maps a column to its two header lines; body rows are (model, label, {key: cell-dict})."""
+    rows = [r for r in rows if _belongs(r, suite)]
+    described, suite_label, mean = _described(rows)
+    entries = _Entries(suite)
+    for r in rows:
+        entries.add(r)
+    present = entries.present
     task_cols = [k for k in present if k != suite]
     header = {}
     for k in task_cols:
@@ -173,18 +185,24 @@ def table(rows: list[dict], suite: str):
     if suite in present:
         columns.append(suite)
         header[suite] = (suite_label or (_registry_label(suite) or (suite,))[0], "mean", math.inf)
-    for e in entries.values():  # an n/a metric: n/a in each of its columns not filled otherwise
+    return {k: header[k][:2] for k in columns}, columns, _body(entries.by_method, columns, suite), list(dict.fromkeys(entries.notes))
+
+
+def _body(by_method: dict, columns: list[str], suite: str) -> list[tuple[str, str, dict]]:
+    """(model, label, cells) per (model, method): grouped by model, base first, then by method group; an n/a
+    metric gives n/a in each of its columns not filled otherwise."""
+    for e in by_method.values():
         for metric in e["na"]:
             for c in columns if metric == suite else [metric]:
                 e["cells"].setdefault(c, {"status": "n/a"})
     by_model: dict[str, list] = {}
-    for (model, method), e in entries.items():
+    for (model, method), e in by_method.items():
         by_model.setdefault(model, []).append((method, e))
     body = []
     for model, group in by_model.items():
         group.sort(key=lambda x: (0 if x[0] == "base" else 1, x[1]["group"]))
         body.extend((model, e["label"], e["cells"]) for _, e in group)
-    return {k: header[k][:2] for k in columns}, columns, body, list(dict.fromkeys(notes))
+    return body
 
 
 def _best(body, columns) -> set[tuple[int, str]]:
@@ -276,11 +294,8 @@ def write_tables(rows: list[dict], out: Path, only: list[str] | None = None) -> 
 
 def run_command(run_dir: Path, fmt: str, write: bool, only: list[str] | None, hint: str) -> None:
     from bench.errors import BenchError
-    from bench.run.schema import read_rows
 
-    from reports.leaderboard import cell_rows
-
-    rows = cell_rows(read_rows(run_dir))  # one row per cell: the aggregate over seeds when present
+    rows = read_cells(run_dir)  # one row per cell: the aggregate over seeds when present
     chosen = suites(rows) if only is None else only
     texts = [(s, render(rows, fmt, s)) for s in chosen]
     texts = [(s, t) for s, t in texts if t]

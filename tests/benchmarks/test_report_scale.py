@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.leaderboard import Cell, _badness, _metric_classes, build, cell_rows
+from reports.cells import metric_classes
+from reports.leaderboard import Cell, build, cell_rows
 from result_rows import make_rows, unit_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,12 +78,12 @@ def test_linear_vs_the_old_quadratic_build(benchmark):
 def _quadratic_build(rows: list[dict]):
     """reports.leaderboard.build as it was at 4d743cf (kept only as the reference of this benchmark)."""
     rows = cell_rows(rows)
-    columns = sorted([(m, c) for m, cls in _metric_classes(rows) for c in cls.columns], key=lambda mc: mc[1].order)
+    columns = sorted([(m, c) for m, cls in metric_classes(rows).items() for c in cls.columns], key=lambda mc: mc[1].order)
     groups = list(dict.fromkeys((r["model"], r.get("bias_type", "gender")) for r in rows))
     table = []
     for model_name, bias_type in groups:
         mrows = [r for r in rows if r["model"] == model_name and r.get("bias_type", "gender") == bias_type]
-        submetrics = {(m, c.label): c.submetric for m, cls in _metric_classes(mrows)
+        submetrics = {(m, c.label): c.submetric for m, cls in metric_classes(mrows).items()
                       for c in cls.columns_for(bias_type)}  # fmt: skip
         methods = {}
         for r in mrows:
@@ -105,8 +106,8 @@ def _quadratic_build(rows: list[dict]):
         for j, (_, col) in enumerate(columns):
             found = [cells[j] for _, _, cells in body if cells[j].value is not None and not math.isnan(cells[j].value)]
             if len(found) > 1:
-                best = min(_badness(c.value, col.goal) for c in found)
+                best = min(col.badness(c.value) for c in found)
                 for c in found:
-                    c.best = _badness(c.value, col.goal) == best
+                    c.best = col.badness(c.value) == best
         table.append((model_name, body))
     return columns, table
