@@ -336,7 +336,7 @@ def concept_examples(ctx, method: str, *, bios_file: str | None, max_bios: int |
     Race / religion (`ctx.bias_type`): the corpus sentences with attribute words of exactly one group, labels
     0..k-1 by group (group order of the attribute triples), each group cut to the smallest with `balance`;
     neutral sentences (label NEUTRAL) only with `neutral`."""
-    bias_type = getattr(ctx, "bias_type", "gender")
+    bias_type = ctx.bias_type
     if bias_type != "gender":
         if bios_file is not None:
             raise DataError(f"{method}: bios_file (Bias-in-Bios) has gender labels only; a {bias_type} fit reads "

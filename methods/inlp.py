@@ -169,7 +169,7 @@ class INLP(Debiaser):
         from bench.models.embeddings import sentence_embeddings
 
         t0 = time.perf_counter()
-        if getattr(ctx, "bias_type", "gender") == "gender":
+        if ctx.bias_type == "gender":
             found = self.sentences(ctx)
             texts = found.male + found.female + found.neutral
             labels = np.array([MALE] * len(found.male) + [FEMALE] * len(found.female) + [NEUTRAL] * len(found.neutral))

@@ -146,7 +146,7 @@ class LEACE(Debiaser):
         x = x.numpy().astype(np.float64)
         t_embed = time.perf_counter() - t0
 
-        multi = getattr(ctx, "bias_type", "gender") != "gender"
+        multi = ctx.bias_type != "gender"
         eraser = fit_eraser(x, labels, self.neutral_class, multi)
         left, right = eraser.proj_left.to(torch.float64), eraser.proj_right.to(torch.float64)
         if not bool(torch.any(left != 0)):

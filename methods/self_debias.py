@@ -145,7 +145,7 @@ class SelfDebias(Debiaser):
                 for p in self.prompts_for(bias_type)]
 
     def fit(self, subject, ctx):
-        bias_type = getattr(ctx, "bias_type", "gender")
+        bias_type = ctx.bias_type
         return {"prompt_ids": self.prompt_ids(subject, bias_type), "prompts": list(self.prompts_for(bias_type))}
 
     def apply(self, subject, artifact):

@@ -82,7 +82,7 @@ class SentenceDebias(Debiaser):
     def pairs(self, ctx) -> list[tuple[str, ...]]:
         from bench.data.paths import text_corpus
 
-        bias_type = getattr(ctx, "bias_type", "gender")
+        bias_type = ctx.bias_type
         sentences = corpus_sentences(text_corpus(ctx.data_dir, self.corpus))
         if bias_type == "gender":
             found = counterfactual_pairs(sentences, load_swapper(ctx.data_dir), lowercase=self.lowercase,

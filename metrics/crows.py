@@ -157,7 +157,7 @@ class CrowS(Metric):
 
     def rows(self, ctx) -> str:
         """The `bias_type` value of the rows scored: the option when given, else the run's type (ROWS)."""
-        return self.bias_type if self.bias_type is not None else ROWS[getattr(ctx, "bias_type", "gender")]
+        return self.bias_type if self.bias_type is not None else ROWS[ctx.bias_type]
 
     def build_queries(self, subject, pairs: list[Pair], path: Path):
         """Masked queries for every pair; owner[q] = 2 * pair + (0 for sent1, 1 for sent2)."""

@@ -258,7 +258,7 @@ class SEAT(Metric):
 
     def test_names(self, ctx: Context) -> tuple[str, ...]:
         """The tests scored: the option when given, else the run's bias type's list (TESTS)."""
-        return self.tests if self.tests is not None else TESTS[getattr(ctx, "bias_type", "gender")]
+        return self.tests if self.tests is not None else TESTS[ctx.bias_type]
 
     def data_files(self, ctx: Context) -> list:
         return [require_file(ctx.data_dir, test_file(t), "SEAT test") for t in self.test_names(ctx)]

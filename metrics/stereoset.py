@@ -308,7 +308,7 @@ class StereoSet(Metric):
     def score(self, subject, ctx) -> Scores:
         path = resolve_file(ctx.data_dir, self.file, "StereoSet file")
         examples = load_examples(path)
-        domain = DOMAINS[getattr(ctx, "bias_type", "gender")]
+        domain = DOMAINS[ctx.bias_type]
         found = sorted({ex.bias_type for ex in examples})
         if domain not in found:
             raise DataError(f"{path}: no intrasentence example of the {domain} domain (found: {', '.join(found)})")
