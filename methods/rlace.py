@@ -201,6 +201,45 @@ def game_gradients_multi(xb: torch.Tensor, yb: torch.Tensor, p: torch.Tensor, w:
     return loss, gp, gw, r.sum(dim=0)
 
 
+class _Minibatches:
+    """Rows of (x, y) in the order of a seeded permutation, a new permutation whenever the current one cannot
+    fill a whole batch."""
+
+    def __init__(self, xt: torch.Tensor, yt: torch.Tensor, batch_size: int, rng: np.random.Generator):
+        self.xt, self.yt, self.rng = xt, yt, rng
+        self.n = len(xt)
+        self.size = min(batch_size, self.n)
+        self.order, self.pos = rng.permutation(self.n), 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos + self.size > self.n:
+            self.order, self.pos = self.rng.permutation(self.n), 0
+        idx = torch.from_numpy(self.order[self.pos : self.pos + self.size])
+        self.pos += self.size
+        return self.xt[idx], self.yt[idx]
+
+
+def _checked_labels(y: np.ndarray, rank: int, d: int) -> int:
+    """The number of classes k of labels 0..k-1 (each present, k >= 2); raises ValueError otherwise."""
+    classes = np.unique(y)
+    if len(classes) < 2 or not np.array_equal(classes, np.arange(len(classes))):
+        raise ValueError(f"RLACE labels must be 0..k-1 (k >= 2), each present; got {classes}")
+    if not 0 < rank < d:
+        raise ValueError(f"rank must be in [1, {d - 1}], got {rank}")
+    return len(classes)
+
+
+def _initial_players(d: int, out: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(P, W, b) at the start of the game: P ~ 0.1 N(0, 1), the predictor as nn.Linear initialises it, from the
+    seeded generator; their gradient buffers are zeros (the game writes them)."""
+    p = 0.1 * torch.randn(d, d, generator=gen, dtype=torch.float64)
+    bound = 1.0 / math.sqrt(d)  # nn.Linear's default initialisation, from the seeded generator
+    w = (torch.rand(d, out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+    b = (torch.rand(out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+    p.grad, w.grad, b.grad = torch.zeros_like(p), torch.zeros_like(w), torch.zeros_like(b)
+    return p, w, b
+
+
 def rlace(
     x: np.ndarray, y: np.ndarray, rank: int = 1, n_iterations: int = 60_000, batch_size: int = 256,
     epsilon: float = 0.002, evaluate_every: int = 1_000, lr_p: float = 0.005, wd_p: float = 1e-4,
@@ -210,39 +249,16 @@ def rlace(
     (softmax predictor, `game_gradients_multi`); float64, deterministic for a seed."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y).astype(np.int64)
-    classes = np.unique(y)
-    if len(classes) < 2 or not np.array_equal(classes, np.arange(len(classes))):
-        raise ValueError(f"RLACE labels must be 0..k-1 (k >= 2), each present; got {classes}")
-    k = len(classes)
+    k = _checked_labels(y, rank, x.shape[1])
     multi = k > 2
-    n, d = x.shape
-    if not 0 < rank < d:
-        raise ValueError(f"rank must be in [1, {d - 1}], got {rank}")
     gen = torch.Generator().manual_seed(int(seed))
     rng = np.random.default_rng(int(seed))
-    xt = torch.from_numpy(x)
     yt = torch.from_numpy(y) if multi else torch.from_numpy(y.astype(np.float64))
     grads = game_gradients_multi if multi else game_gradients
-    out = k if multi else 1
-
-    p = 0.1 * torch.randn(d, d, generator=gen, dtype=torch.float64)
-    bound = 1.0 / math.sqrt(d)  # nn.Linear's default initialisation, from the seeded generator
-    w = (torch.rand(d, out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-    b = (torch.rand(out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-    p.grad, w.grad, b.grad = torch.zeros_like(p), torch.zeros_like(w), torch.zeros_like(b)
+    p, w, b = _initial_players(x.shape[1], k if multi else 1, gen)
     opt_p = torch.optim.SGD([p], lr=lr_p, weight_decay=wd_p)
     opt_w = torch.optim.SGD([w, b], lr=lr_predictor, weight_decay=wd_predictor, momentum=momentum)
-
-    batch_size = min(batch_size, n)
-    order, pos = rng.permutation(n), 0
-
-    def minibatch():
-        nonlocal order, pos
-        if pos + batch_size > n:
-            order, pos = rng.permutation(n), 0
-        idx = torch.from_numpy(order[pos : pos + batch_size])
-        pos += batch_size
-        return xt[idx], yt[idx]
+    batches = _Minibatches(torch.from_numpy(x), yt, batch_size, rng)
 
     chance = label_entropy(y)
     best = None  # (loss, iteration, basis, relaxed)
@@ -252,14 +268,12 @@ def rlace(
     i = -1
     for i in steps:
         # P: one SGD step on the negated loss (up the predictor's loss), then back onto the Fantope
-        xb, yb = minibatch()
-        _, gp, _, _ = grads(xb, yb, p, w, b)
+        _, gp, _, _ = grads(*batches.next(), p, w, b)
         p.grad.copy_(-gp)
         opt_p.step()
         p.copy_(fantope_projection(p, rank))
         # predictor: one SGD step down its loss on X (I - P)
-        xb, yb = minibatch()
-        _, _, gw, gb = grads(xb, yb, p, w, b)
+        _, _, gw, gb = grads(*batches.next(), p, w, b)
         w.grad.copy_(gw)
         b.grad.copy_(gb)
         opt_w.step()

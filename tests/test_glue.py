@@ -196,7 +196,9 @@ def test_chunked_sums_equal_unchunked(monkeypatch):
     y, preds = _random_case("mcc", 300, 1, 3)
     idx = bootstrap_indices((300,), 40, seed=0)[0]
     whole = metric_over_resamples("mcc", y, preds, idx, 3)
-    monkeypatch.setattr(glue_tasks, "_CHUNK", 1000)  # 3 resamples per chunk
+    from metrics import resampled
+
+    monkeypatch.setattr(resampled, "_CHUNK", 1000)  # 3 resamples per chunk
     np.testing.assert_array_equal(metric_over_resamples("mcc", y, preds, idx, 3), whole)
 
 

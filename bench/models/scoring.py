@@ -14,7 +14,7 @@ holds the mask token). `masked_log_probs` answers many queries at once:
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -72,6 +72,55 @@ def _vocab_size(subject) -> int | None:
     return None if head is None else int(head.weight.shape[0])
 
 
+@dataclass
+class _Pass:
+    """One forward pass: padded inputs, the (row, position) pairs the head runs at, and per query its head row,
+    target and index in the caller's list."""
+
+    ids: np.ndarray
+    attention: np.ndarray
+    rows: list = field(default_factory=list)
+    cols: list = field(default_factory=list)
+    head_row: list = field(default_factory=list)
+    target: list = field(default_factory=list)
+    query_index: list = field(default_factory=list)
+
+
+def _pack(batch: list[tuple[int, ...]], grouped: dict, pad_id: int) -> _Pass:
+    width = max(len(key) for key in batch)
+    packed = _Pass(np.full((len(batch), width), pad_id, dtype=np.int64), np.zeros((len(batch), width), dtype=np.int64))
+    for b, key in enumerate(batch):
+        packed.ids[b, : len(key)] = key
+        packed.attention[b, : len(key)] = 1
+        for position, wanted in grouped[key].items():
+            for t, qi in wanted:
+                packed.head_row.append(len(packed.rows))
+                packed.target.append(t)
+                packed.query_index.append(qi)
+            packed.rows.append(b)
+            packed.cols.append(position)
+    return packed
+
+
+def _log_probs(subject, packed: _Pass, vocab: int | None):
+    """log P(target) of every query of one pass (a tensor on the subject's device)."""
+    import torch
+
+    device = subject.device
+    if vocab is not None and max(packed.target) >= vocab:
+        raise IndexError(f"target id {max(packed.target)} outside the vocabulary of size {vocab}")
+    logits = subject.mlm_logits(
+        torch.from_numpy(packed.ids).to(device),
+        torch.from_numpy(packed.attention).to(device),
+        torch.tensor(packed.rows, device=device),
+        torch.tensor(packed.cols, device=device),
+    )
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return log_probs[torch.tensor(packed.head_row, device=device), torch.tensor(packed.target, device=device)]
+
+
 def masked_log_probs(
     subject,
     queries: Sequence[MaskedQuery],
@@ -99,38 +148,12 @@ def masked_log_probs(
     batches.reverse()  # longest first: a pass too large for the device's memory fails at once
     vocab = _vocab_size(subject)
     pad_id = subject.tokenizer.pad_token_id if subject.tokenizer.pad_token_id is not None else 0
-    device = subject.device
     progress = bar(total=len(batches), desc=desc, unit="batch") if bar is not None else None
 
     with torch.inference_mode(), eval_mode(subject.model):
         for batch in batches:
-            width = max(len(key) for key in batch)
-            ids = np.full((len(batch), width), pad_id, dtype=np.int64)
-            attention = np.zeros((len(batch), width), dtype=np.int64)
-            rows, cols, head_row, target, query_index = [], [], [], [], []
-            for b, key in enumerate(batch):
-                ids[b, : len(key)] = key
-                attention[b, : len(key)] = 1
-                for position, wanted in grouped[key].items():
-                    for t, qi in wanted:
-                        head_row.append(len(rows))
-                        target.append(t)
-                        query_index.append(qi)
-                    rows.append(b)
-                    cols.append(position)
-            if vocab is not None and max(target) >= vocab:
-                raise IndexError(f"target id {max(target)} outside the vocabulary of size {vocab}")
-            logits = subject.mlm_logits(
-                torch.from_numpy(ids).to(device),
-                torch.from_numpy(attention).to(device),
-                torch.tensor(rows, device=device),
-                torch.tensor(cols, device=device),
-            )
-            if logits.dtype in (torch.float16, torch.bfloat16):
-                logits = logits.float()
-            log_probs = torch.log_softmax(logits, dim=-1)
-            picked = log_probs[torch.tensor(head_row, device=device), torch.tensor(target, device=device)]
-            out[np.asarray(query_index)] = picked.double().cpu().numpy()
+            packed = _pack(batch, grouped, pad_id)
+            out[np.asarray(packed.query_index)] = _log_probs(subject, packed, vocab).double().cpu().numpy()
             if progress is not None:
                 progress.update(1)
     if progress is not None:
