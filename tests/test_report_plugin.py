@@ -95,6 +95,42 @@ def test_bench_run_writes_and_prints_through_the_renderers(tmp_path):
     assert RunTables.show(rows, "tex") == render(rows, "tex")
 
 
+class _Probe:
+    """A second renderer: `bench run` must call it as it calls the leaderboard."""
+
+    calls: list = []
+
+    @staticmethod
+    def write(rows, out):
+        _Probe.calls.append((len(rows), out))
+        (out / "probe.txt").write_text(f"{len(rows)} rows")
+        return [out / "probe.txt"]
+
+    @staticmethod
+    def show(rows, fmt):
+        return f"probe saw {len(rows)} rows as {fmt}"
+
+
+def test_bench_run_calls_every_registered_renderer(tmp_path, capsys):
+    from bench.registry import RENDERERS
+    from reports.leaderboard import render
+
+    out = tmp_path / "run"
+    RENDERERS.names()  # the entry points first, then the probe after them
+    RENDERERS.register("zz-probe", _Probe)
+    try:
+        code, stdout, err = _run(["run", "--models", "synthetic", "--metrics", "crows", "--resamples", "20", "--out",
+                                  out, "--cache-dir", tmp_path / "cache", "--no-progress"], capsys)  # fmt: skip
+    finally:
+        RENDERERS.unregister("zz-probe")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert _Probe.calls == [(len(rows), out)] and (out / "probe.txt").read_text() == f"{len(rows)} rows"
+    assert stdout == render(rows, "md") + f"\n\nprobe saw {len(rows)} rows as md\n"
+    assert err.rstrip().endswith(f"tables: {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}, {out / 'probe.txt'}")
+    assert (out / "leaderboard.md").read_text() == render(rows, "md") + "\n" and (out / "results_full.md").is_file()
+
+
 @pytest.mark.parametrize("goal, values, want", [("50", [40.0, 50.0, 65.0], [10.0, 0.0, 15.0]),
                                                 ("0", [-0.5, 0.0, 0.25], [0.5, 0.0, 0.25]),
                                                 ("max", [1.0, -2.0], [-1.0, 2.0])])  # fmt: skip
