@@ -145,6 +145,16 @@ class Metric(_Configurable, abc.ABC):
         sub-metric names depend on the type, like StereoSet's ss_<domain>, overrides this)."""
         return cls.columns
 
+    @classmethod
+    def declares(cls, submetric: str) -> Column | None:
+        """The column declaration (label, goal) of any sub-metric this metric reports, for tables that rank or
+        mark it (`bench rank-table --rank ss_profession`): by default those of its columns for any bias type."""
+        for bias_type in sorted(cls.bias_types or ("gender",)):
+            for column in cls.columns + tuple(cls.columns_for(bias_type)):
+                if column.submetric == submetric:
+                    return column
+        return None
+
     @abc.abstractmethod
     def score(self, subject, ctx: "Context") -> "Scores":
         ...

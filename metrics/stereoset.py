@@ -294,6 +294,14 @@ class StereoSet(Metric):
     def columns_for(cls, bias_type: str) -> tuple[Column, ...]:
         """The leaderboard columns of a run of this bias type: SS of its domain, LMS overall."""
         return (Column("SS", f"ss_{DOMAINS[bias_type]}", "50", 10), Column("LMS", "lms", "max", 40))
+
+    @classmethod
+    def declares(cls, submetric: str) -> Column | None:
+        """SS of any domain (ss_profession, ss_overall, ...) is an SS: closer to 50 is better."""
+        found = super().declares(submetric)
+        if found is None and submetric.startswith("ss_"):
+            return Column("SS", submetric, "50", 10)
+        return found
     bounds = {"batch_size": (1, None), "batch_tokens": (1, None)}
 
     def __init__(

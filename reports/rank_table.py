@@ -45,12 +45,10 @@ def _declared(submetric: str, rows: list[dict]) -> Column:
     """The column declaration of a sub-metric (its label and goal), from the metrics in the rows as installed
     (the registry): their columns, else their columns for each bias type they measure (StereoSet's ss_race).
     A metric that is not installed declares nothing: its sub-metrics cannot be ranked (the error says so)."""
-    classes = metric_classes(rows).values()
-    declared = [c for cls in classes for c in cls.columns]
-    declared += [c for cls in classes for b in sorted(cls.bias_types or ()) for c in cls.columns_for(b)]
-    for c in declared:
-        if c.submetric == submetric:
-            return c
+    for cls in metric_classes(rows).values():
+        found = cls.declares(submetric)
+        if found is not None:
+            return found
     raise click.UsageError(f"no column declares the sub-metric {submetric!r}; cannot tell which direction is better")
 
 

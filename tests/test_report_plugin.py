@@ -155,8 +155,8 @@ def test_rank_and_leaderboard_ask_the_column():
 
 
 def test_rank_goals_come_from_the_installed_metrics():
-    """SS of a race run is declared by StereoSet's columns for that bias type; a sub-metric no installed metric
-    declares cannot be ranked."""
+    """SS of a race run is declared by StereoSet's columns for that bias type, SS of any other domain by StereoSet
+    itself; a sub-metric no installed metric declares cannot be ranked."""
     import click
 
     from reports.rank_table import _declared
@@ -164,8 +164,9 @@ def test_rank_goals_come_from_the_installed_metrics():
     rows = [{"metric": "stereoset"}, {"metric": "seat"}, {"metric": "not-installed"}]
     assert (_declared("ss_race", rows).label, _declared("ss_race", rows).goal) == ("SS", "50")
     assert _declared("seat", rows).goal == "0"
-    with pytest.raises(click.UsageError, match="no column declares the sub-metric 'ss_profession'"):
-        _declared("ss_profession", rows)
+    assert _declared("ss_profession", rows).goal == "50"  # StereoSet declares SS of every domain (Metric.declares)
+    with pytest.raises(click.UsageError, match="no column declares the sub-metric 'ss_nowhere'"):
+        _declared("ss_nowhere", [{"metric": "seat"}])
     with pytest.raises(click.UsageError):
         _declared("crows", rows)  # CrowS is installed, but no row of these names it
 
