@@ -359,7 +359,8 @@ def test_not_applicable_without_finetune_capability(tiny, glue_ctx):
 
 # ---- runner rows and the GLUE table --------------------------------------------------------------------------
 def test_runner_rows_and_glue_table(tmp_path):
-    from bench.run.runner import RunRequest, Runner
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
     from reports.glue_table import render, write_tables
 
     model_dir = write_tiny_bert(tmp_path / "tinymodel")
@@ -412,7 +413,8 @@ def test_glue_table_cli(tmp_path):
 @pytest.mark.slow
 def test_quick_glue_suite_on_the_synthetic_model(synthetic, data_dir, cache_dir, tmp_path):
     """`bench run --suite glue-quick`: real tasks from the data directory, capped, all the way to the GLUE table."""
-    from bench.run.runner import RunRequest, Runner
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
     from bench.run.suite import load_suite
     from reports.glue_table import write_tables
 
