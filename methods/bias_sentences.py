@@ -31,7 +31,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -114,6 +114,22 @@ def _cut_after(sentence: str, tokens: list[str], start: int, rng: random.Random)
     return " ".join(tokens[: rng.randint(first + 1, len(tokens))])
 
 
+def _shuffled_matches(sentences: Sequence[str], swapper, rng: random.Random, min_tokens: int,
+                      full: Callable[[], bool]) -> Iterator[tuple[str, list[str], list]]:
+    """The sentences in an order shuffled with `rng`, each with its tokens and the swapper's matches in it;
+    sentences of fewer than `min_tokens` tokens skipped; stops as soon as `full()` says every class is full."""
+    order = list(range(len(sentences)))
+    rng.shuffle(order)
+    for k in order:
+        if full():
+            return
+        sentence = sentences[k]
+        tokens = sentence.split()
+        if len(tokens) < min_tokens:
+            continue
+        yield sentence, tokens, swapper.matches(sentence)
+
+
 def gendered_sentences(
     sentences: Sequence[str], swapper: CounterfactualSwapper, per_class: int, seed: int = 0, min_tokens: int = 5,
     balance: bool = True,
@@ -127,17 +143,12 @@ def gendered_sentences(
     class; with `balance` every class is cut to the size of the smallest, so chance accuracy is 1/3.
     """
     rng = random.Random(seed)
-    order = list(range(len(sentences)))
-    rng.shuffle(order)
     male, female, neutral = [], [], []
-    for k in order:
-        if len(male) >= per_class and len(female) >= per_class and len(neutral) >= per_class:
-            break
-        sentence = sentences[k]
-        tokens = sentence.split()
-        if len(tokens) < min_tokens:
-            continue
-        found = swapper.matches(sentence)
+
+    def full() -> bool:
+        return len(male) >= per_class and len(female) >= per_class and len(neutral) >= per_class
+
+    for sentence, tokens, found in _shuffled_matches(sentences, swapper, rng, min_tokens, full):
         sides = {m.side for m in found}
         if len(sides) > 1:
             continue
@@ -174,20 +185,15 @@ def group_sentences(
     """Race / religion sentences (shuffled with `seed`, fewer than `min_tokens` tokens skipped), truncated as in
     `gendered_sentences`; at most `per_class` in each list. Not balanced here: callers choose their classes."""
     rng = random.Random(seed)
-    order = list(range(len(sentences)))
-    rng.shuffle(order)
     k = swapper.n_groups
     groups: list[list[str]] = [[] for _ in range(k)]
     any_group: list[str] = []
     neutral: list[str] = []
-    for i in order:
-        if len(neutral) >= per_class and len(any_group) >= per_class and all(len(g) >= per_class for g in groups):
-            break
-        sentence = sentences[i]
-        tokens = sentence.split()
-        if len(tokens) < min_tokens:
-            continue
-        found = swapper.matches(sentence)
+
+    def full() -> bool:
+        return len(neutral) >= per_class and len(any_group) >= per_class and all(len(g) >= per_class for g in groups)
+
+    for sentence, tokens, found in _shuffled_matches(sentences, swapper, rng, min_tokens, full):
         if not found:
             if len(neutral) < per_class:
                 neutral.append(_cut_neutral(tokens, rng))
