@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from methods.gradiend import figures
 from methods.gradiend.data import GradiendData
 from methods.gradiend.examples import collate, gentypes_examples, length_batches, length_cap, lms_examples
 from methods.gradiend.model import Gradiend
@@ -214,11 +215,7 @@ def selection_table(table: pd.DataFrame, fmt: str = "github") -> str:
 
 def heatmap(table: pd.DataFrame, path, title: str = "GRADIEND decoder grid") -> Path:
     """BPI, FPI and MPI over the (h, alpha) grid; the selected point of each is circled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = figures.pyplot()
     grid = table[table["kind"] == "grid"]
     base = table[table["kind"] == "base"].iloc[0]
     hs = sorted(grid["h"].unique())
@@ -238,10 +235,4 @@ def heatmap(table: pd.DataFrame, path, title: str = "GRADIEND decoder grid") -> 
             ax.scatter([alphas.index(best["alpha"])], [hs.index(best["h"])], s=120, facecolors="none", edgecolors="red")
         ax.set_title(f"{col} (base {base[col]:.3g}, best {best[col]:.3g})")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return figures.save(fig, title, path, dpi=110)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from methods.gradiend import figures
 from methods.gradiend.data import GradiendData
 from methods.gradiend.examples import gender_rows, length_cap, neutral_rows
 from methods.gradiend.model import Gradiend
@@ -105,11 +106,7 @@ def analyse(subject, gradiend: Gradiend, data: GradiendData, *, split: str = "te
 
 def plot(rows: pd.DataFrame, path, title: str = "GRADIEND encoder") -> Path:
     """The paper's encoder figure: a histogram of h per row kind and a scatter of h per kind (jittered)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = figures.pyplot()
     kinds = [k for k in ("F", "M", "masked-neutral", "neutral") if (rows["kind"] == k).any()]
     colours = {"F": "tab:red", "M": "tab:blue", "masked-neutral": "tab:gray", "neutral": "tab:green"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -126,10 +123,4 @@ def plot(rows: pd.DataFrame, path, title: str = "GRADIEND encoder") -> Path:
     ax2.set_yticks(range(len(kinds)), kinds)
     ax2.set_xlabel("encoded value h")
     ax2.set_xlim(-1.05, 1.05)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return figures.save(fig, title, path, dpi=120)
