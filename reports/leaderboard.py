@@ -141,22 +141,27 @@ def _fmt(x: float | None, d: int) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
 
 
-def _cell_md(c: Cell, d: int) -> str:
+@dataclass(frozen=True)
+class _Markup:
+    """How one output format writes a cell's marks (str.format patterns for the value and the interval)."""
+
+    best: str  # the best value of a column, e.g. bold
+    ci: str  # the interval after the value: low, high
+    outside: str  # the value lies outside its CI
+    significant: str  # significant change vs. Base
+
+
+_MD = _Markup("**{}**", " [{}, {}]", OUTSIDE_MD, f" {SIG_MD}")
+_TEX = _Markup(r"\textbf{{{}}}", r" {{\scriptsize[{}, {}]}}", OUTSIDE_TEX, SIG_TEX)
+
+
+def _cell_text(c: Cell, d: int, markup: _Markup) -> str:
     if c.value is None:
         return "error" if c.error else "n/a" if c.na else ""
     text = _fmt(c.value, d)
-    text = f"**{text}**" if c.best else text
-    ci = f" [{_fmt(c.low, d)}, {_fmt(c.high, d)}]" if c.low is not None else ""
-    return text + ci + (OUTSIDE_MD if c.outside else "") + (f" {SIG_MD}" if c.significant else "")
-
-
-def _cell_tex(c: Cell, d: int) -> str:
-    if c.value is None:
-        return "error" if c.error else "n/a" if c.na else ""
-    text = _fmt(c.value, d)
-    text = rf"\textbf{{{text}}}" if c.best else text
-    ci = rf" {{\scriptsize[{_fmt(c.low, d)}, {_fmt(c.high, d)}]}}" if c.low is not None else ""
-    return text + ci + (OUTSIDE_TEX if c.outside else "") + (SIG_TEX if c.significant else "")
+    text = markup.best.format(text) if c.best else text
+    ci = markup.ci.format(_fmt(c.low, d), _fmt(c.high, d)) if c.low is not None else ""
+    return text + ci + (markup.outside if c.outside else "") + (markup.significant if c.significant else "")
 
 
 def _header(col: Column) -> str:
@@ -174,7 +179,7 @@ def render_markdown(rows: list[dict]) -> str:
     for model, methods in table:
         for i, (label, _group, cells) in enumerate(methods):
             body.append([markdown(model) if i == 0 else "", markdown(label)]
-                        + [_cell_md(c, _decimals(col)) for c, (_, col) in zip(cells, columns)])  # fmt: skip
+                        + [_cell_text(c, _decimals(col), _MD) for c, (_, col) in zip(cells, columns)])  # fmt: skip
     seeds = seeds_note(shown)
     note = (
         "\n\nValue [95 % bootstrap CI]" + (f", {seeds}" if seeds else "") + ". **bold**: best per model and column; "
@@ -207,7 +212,7 @@ def render_latex(rows: list[dict]) -> str:
             if previous_group is not None and group != previous_group:
                 lines.append(r"\cmidrule(lr){1-" + str(len(columns) + 1) + "}")
             previous_group = group
-            values = " & ".join(_cell_tex(c, _decimals(col)) for c, (_, col) in zip(cells, columns))
+            values = " & ".join(_cell_text(c, _decimals(col), _TEX) for c, (_, col) in zip(cells, columns))
             lines.append(f"{latex(label)} & {values} " + r"\\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     seeds = seeds_note(shown)
