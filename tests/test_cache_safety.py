@@ -263,11 +263,7 @@ def test_damaged_or_planted_score_entries_are_reported_and_recomputed(tmp_path, 
     assert not marker.exists()
 
 
-def test_runner_reports_a_damaged_score_entry_and_recomputes(data_dir, tmp_path):
-    from bench.run.request import RunRequest
-    from bench.run.runner import Runner
-    from tiny_mlms import bert_subject
-
+def _few_crows(data_dir, tmp_path) -> Path:
     with open(data_dir / "crows_pairs" / "crows_pairs_anonymized.csv", newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["bias_type"] == "gender"][:6]
     path = tmp_path / "few.csv"
@@ -275,9 +271,18 @@ def test_runner_reports_a_damaged_score_entry_and_recomputes(data_dir, tmp_path)
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+def test_runner_reports_a_damaged_score_entry_and_recomputes(data_dir, tmp_path):
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
+    from tiny_mlms import bert_subject
+
     lines: list[str] = []
     runner = Runner(RunRequest(models=[], methods=[], metrics=["crows"], device="cpu", cache_dir=str(tmp_path / "cache"),
-                               options={"crows": {"file": str(path)}}, progress=False), echo=lines.append)  # fmt: skip
+                               options={"crows": {"file": str(_few_crows(data_dir, tmp_path))}}, progress=False),
+                    echo=lines.append)  # fmt: skip
     subject = bert_subject(str(data_dir))
     ctx = runner.context(subject)
     first = runner.scores(subject, "crows", ctx)
@@ -520,17 +525,6 @@ def test_loaded_scores_that_do_not_fit_their_data_are_damaged(tmp_path, change):
         (folder / "data.json").write_text(json.dumps(doc))
     with pytest.raises(BenchError):
         load_scores(folder, ("metrics",))
-
-
-def _few_crows(data_dir, tmp_path) -> Path:
-    with open(data_dir / "crows_pairs" / "crows_pairs_anonymized.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["bias_type"] == "gender"][:6]
-    path = tmp_path / "few.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 @pytest.mark.parametrize("case", ["bench function with attacker arguments", "the resolver itself", "extra nan"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.api import Column
-from bench.cli import main
+from cli_helpers import run_bench
 from result_rows import make_rows, seed_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,16 +29,6 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             out.append((node.lineno, node.module or ""))
             out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names if node.module == "reports"]
     return out
-
-
-def _run(args, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_the_core_imports_no_report():
@@ -72,13 +62,13 @@ def test_report_is_a_plugin_command(tmp_path, capsys):
     assert "report" not in cli.commands and COMMANDS.find("report") is report
     rows = make_rows(200) + seed_rows("n")
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code, out, err = _run(["report", tmp_path], capsys)
+    code, out, err = run_bench(["report", tmp_path], capsys)
     assert (code, err) == (0, "") and out == render(rows, "md") + "\n"
-    code, out, _ = _run(["report", tmp_path, tmp_path / "results.jsonl", "--format", "tex", "--table", "full"], capsys)
+    code, out, _ = run_bench(["report", tmp_path, tmp_path / "results.jsonl", "--format", "tex", "--table", "full"], capsys)
     assert code == 0 and out == render_full(rows + rows, "tex") + "\n"
-    code, out, _ = _run(["--help"], capsys)
+    code, out, _ = run_bench(["--help"], capsys)
     assert code == 0 and "  report " in out and "Render stored results" in out
-    code, out, _ = _run(["report", "--help"], capsys)
+    code, out, _ = run_bench(["report", "--help"], capsys)
     assert code == 0 and out.startswith("Usage: bench report [OPTIONS] RUN_DIRS...") and "--table [main|full]" in out
 
 
@@ -119,7 +109,7 @@ def test_bench_run_calls_every_registered_renderer(tmp_path, capsys):
     RENDERERS.names()  # the entry points first, then the probe after them
     RENDERERS.register("zz-probe", _Probe)
     try:
-        code, stdout, err = _run(["run", "--models", "synthetic", "--metrics", "crows", "--resamples", "20", "--out",
+        code, stdout, err = run_bench(["run", "--models", "synthetic", "--metrics", "crows", "--resamples", "20", "--out",
                                   out, "--cache-dir", tmp_path / "cache", "--no-progress"], capsys)  # fmt: skip
     finally:
         RENDERERS.unregister("zz-probe")
