@@ -199,11 +199,13 @@ class Estimate:
             if check is not None:
                 check(tuple(strata), *args, **keywords)
             rng = np.random.default_rng(0)
+            point = None
             for indices in (self.identity_indices(), [rng.integers(0, n, size=(2, n)) for n in strata]):
                 values = np.asarray(self.statistic(indices))
                 if values.shape != (len(indices[0]),) or values.dtype.kind not in "fiub":
                     raise ValueError(f"one value per resample expected, got an array of shape {values.shape}")
-            if np.isinf(self.point()):
+                point = values[0] if point is None else point  # the identity resample's value is the point
+            if np.isinf(point):
                 raise ValueError("an infinite point estimate")
         except (ValueError, TypeError, IndexError, KeyError) as e:
             raise BenchError(f"the statistic does not fit its data ({type(e).__name__}: {e})") from None
