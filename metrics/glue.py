@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,9 @@ from bench.files import source_hash, stable_hash
 from bench.cache import Cache
 from metrics import glue_tasks
 from metrics.glue_tasks import TASKS, TaskUnavailable, load_task, mean_statistic, predictions_from_logits, task_statistic
+
+if TYPE_CHECKING:  # imported where it runs: `bench report` reads this metric's columns without torch
+    from bench.models.finetune import FinetuneConfig
 
 ALL_TASKS = tuple(TASKS)
 MISSING_DATA = "missing data: "
@@ -141,7 +144,7 @@ class TaskSuite(Metric):
         defaults = self.synthetic_settings if meta.get("synthetic") else self.paper_settings
         return {k: defaults[k] if getattr(self, k) is None else getattr(self, k) for k in self.paper_settings}
 
-    def finetune_config(self, subject=None) -> "FinetuneConfig":  # noqa: F821
+    def finetune_config(self, subject=None) -> FinetuneConfig:
         from bench.models.finetune import FinetuneConfig  # here: `bench report` reads the columns and needs no torch
 
         opts = self.settings(subject)
