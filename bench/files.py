@@ -110,3 +110,11 @@ def remove_dir(path: Path) -> None:
     except FileNotFoundError:  # someone else removed it
         pass
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` itself if it exists, else its closest existing ancestor (what decides whether it can be created)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

@@ -21,7 +21,7 @@ Modules, each one concern, listed bottom up (each imports only modules above it 
   verify     `bench data verify`'s work: a folder compared with the manifest.
   cli        the `bench data fetch | verify | list` commands: parse, call the modules above, print.
 
-What this package may import: the standard library, bench.errors and bench.progress, and (when a route needs
+What this package may import: the standard library, bench.errors, bench.files and bench.progress, and (when a route needs
 them, inside the function) huggingface_hub and datasets. Never bench.run, bench.engines, bench.models, bench's
 synthetic world, a plugin (methods, metrics) or a report: they import the data package, not the other way round.
 Nothing here knows a metric or a method.

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from bench.errors import BenchError
+from bench.files import nearest_existing
 
 GROUPS_HELP = "stereoset, crows, seat, glue, superglue, gradiend, corpus"
 
@@ -22,9 +23,7 @@ def _data_dir(data_dir) -> Path:
             raise BenchError(f"no data directory: pass --data-dir DIR (e.g. --data-dir ~/bench-data) or set {ENV_DATA_DIR}")
         data_dir = value
     path = Path(data_dir).expanduser()
-    above = path
-    while not above.exists() and above != above.parent:
-        above = above.parent
+    above = nearest_existing(path)
     if not above.is_dir():
         where = "" if above == path else f" ({above} is not a folder)"
         raise click.BadParameter(f"{path} cannot be a data directory{where}; pass a folder, or a path whose "

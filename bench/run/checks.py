@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.files import nearest_existing
 from bench.hints import conforms, type_name
 from bench.stats import StatsConfig
 
@@ -110,9 +111,7 @@ def check_cache_dir(root: Path, given: bool) -> None:
     name = f"--cache-dir {root}" if given else f"the cache folder {root}" + (
         f" (from {ENV_CACHE_DIR})" if os.environ.get(ENV_CACHE_DIR) else "")
     fix = "choose another --cache-dir" if given else f"pass --cache-dir or set {ENV_CACHE_DIR} to another folder"
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(root)
     if existing == root and not root.is_dir():
         raise BenchError(f"{name} is not a directory; {fix}")
     if not existing.is_dir():

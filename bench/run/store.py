@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from bench.errors import BenchError, RunConflict
-from bench.files import stable_hash, write_json, write_text
+from bench.files import nearest_existing, stable_hash, write_json, write_text
 from bench.run.lock import RunLock
 from bench.run.schema import manifest_problem, read_rows
 
@@ -84,9 +84,7 @@ class RunStore:
     def _check_writable(self) -> None:
         if self.out.exists() and not self.out.is_dir():
             raise BenchError(f"--out {self.out} is a file, not a directory; choose a directory")
-        existing = self.out
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
+        existing = nearest_existing(self.out)
         if not existing.is_dir():
             raise BenchError(f"--out {self.out}: {existing} is a file, not a directory; choose another --out")
         if not os.access(existing, os.W_OK | os.X_OK):
