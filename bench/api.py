@@ -21,9 +21,25 @@ from bench.storable import check_of, statistic, storable  # noqa: F401 - the dec
 
 # Capabilities a subject can offer and a metric can require.
 MLM = "mlm"  # masked-token probabilities
+CLM = "clm"  # next-token probabilities (a causal LM)
 EMBED = "embed"  # last hidden states (sentence embeddings)
 FINETUNE = "finetune"  # can be fine-tuned with a task head (GLUE)
-ALL_CAPABILITIES = frozenset({MLM, EMBED, FINETUNE})
+ALL_CAPABILITIES = frozenset({MLM, EMBED, FINETUNE})  # a masked LM
+CAUSAL_CAPABILITIES = frozenset({CLM, EMBED, FINETUNE})  # a causal LM
+
+# Model kinds (Subject.kind): the language-model head a subject has. Methods declare the kinds they can debias.
+MODEL_KINDS = {"mlm": "masked LM", "clm": "causal LM"}
+
+
+def served(requires, capabilities) -> bool:
+    """Whether a subject with `capabilities` serves a metric that `requires` one capability (a string) or any
+    of several (a tuple: StereoSet and CrowS score masked and causal LMs alike)."""
+    alternatives = (requires,) if isinstance(requires, str) else tuple(requires)
+    return any(a in capabilities for a in alternatives)
+
+
+def requirement_text(requires) -> str:
+    return requires if isinstance(requires, str) else " or ".join(requires)
 
 # Bias types a run can choose (`--bias-type`, a suite's `bias_type`); plugins read the choice from the context.
 BIAS_TYPES = ("gender", "race", "religion")
@@ -67,6 +83,8 @@ class Debiaser(_Configurable, abc.ABC):
     # Bias types the method can debias (ctx.bias_type); None: it does not depend on the type (base).
     # A run for another type shows the method's cells as n/a.
     bias_types: ClassVar[frozenset[str] | None] = frozenset({"gender"})
+    # Model kinds (Subject.kind) the method can debias; a model of another kind shows the method's cells as n/a.
+    model_kinds: ClassVar[frozenset[str]] = frozenset({"mlm"})
     # Methods of one family share expensive work inside their fits (GRADIEND-BPI/-FPI/-MPI: one training, one
     # decoder grid, in the method's own cache); a distributed run fits the first of a family before the others.
     fit_family: ClassVar[str] = ""
@@ -134,7 +152,7 @@ class Metric(_Configurable, abc.ABC):
 
     name: ClassVar[str] = ""
     quick: ClassVar[dict] = {}  # options that make scoring fast enough for the conformance suite (tests only)
-    requires: ClassVar[str] = MLM
+    requires: ClassVar[str | tuple[str, ...]] = MLM  # a capability, or a tuple of alternatives (see `served`)
     columns: ClassVar[tuple[Column, ...]] = ()
     # Bias types the metric measures (ctx.bias_type); None: it does not depend on the type (GLUE).
     bias_types: ClassVar[frozenset[str] | None] = frozenset({"gender"})
@@ -291,6 +309,16 @@ def serves_bias_type(plugin_cls, bias_type: str) -> bool:
 def bias_type_note(plugin_cls, bias_type: str) -> str:
     name = getattr(plugin_cls, "label", "") or plugin_cls.name or plugin_cls.__name__
     return f"{name} is defined for {', '.join(sorted(plugin_cls.bias_types))} bias, not {bias_type}"
+
+
+def serves_model_kind(plugin_cls, kind: str) -> bool:
+    return kind in getattr(plugin_cls, "model_kinds", frozenset({"mlm"}))
+
+
+def model_kind_note(plugin_cls, kind: str) -> str:
+    name = getattr(plugin_cls, "label", "") or plugin_cls.name or plugin_cls.__name__
+    kinds = " and ".join(MODEL_KINDS.get(k, k) + "s" for k in sorted(plugin_cls.model_kinds))
+    return f"{name} is defined for {kinds}, not for a {MODEL_KINDS.get(kind, kind)}"
 
 
 class NotApplicable(BenchError):

@@ -226,6 +226,7 @@ def check(run_dir, baseline, tolerance):
 @click.argument("what", type=click.Choice(["methods", "metrics", "models", "suites"]))
 def list_(what):
     """List registered methods, metrics, model names or suites (with the aliases that name them too)."""
+    from bench.api import requirement_text
     from bench.registry import METHODS, METRICS
 
     def also(registry, name):
@@ -234,11 +235,12 @@ def list_(what):
 
     if what == "methods":
         for name, cls in METHODS.items():
-            click.echo(f"{name:28s} {cls.label or ''}  ({cls.changes}){also(METHODS, name)}")
+            kinds = ", ".join(sorted(getattr(cls, "model_kinds", ())))
+            click.echo(f"{name:28s} {cls.label or ''}  ({cls.changes}; {kinds}){also(METHODS, name)}")
     elif what == "metrics":
         for name, cls in METRICS.items():
             subs = ", ".join(c.label for c in cls.columns)
-            click.echo(f"{name:28s} needs {cls.requires}; columns: {subs or '-'}{also(METRICS, name)}")
+            click.echo(f"{name:28s} needs {requirement_text(cls.requires)}; columns: {subs or '-'}{also(METRICS, name)}")
     elif what == "models":
         from bench.models.loading import available_models
 

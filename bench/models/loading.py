@@ -1,11 +1,14 @@
 """Model names -> Subjects.
 
 A model name is one of
-  - an alias of the paper's checkpoints: bert-base, bert-large, distilbert, roberta-base, roberta-large;
+  - an alias of the paper's checkpoints: bert-base, bert-large, distilbert, roberta-base, roberta-large, and of
+    the causal LMs: gpt2, llama-3.2-3b, llama-3.2-3b-instruct;
   - `synthetic[:bias=0.8,seed=0,init=trained|random]`: the planted-bias world (built and cached on first use);
   - `random:<config>`: random weights of a real architecture; <config> is a directory with config.json and
-    tokenizer files, or the name of one under <data-dir>/models/ (e.g. `random:bert-base-uncased`);
-  - a local directory holding a saved masked LM, or any Hugging Face model id.
+    tokenizer files, the name of one under <data-dir>/models/ (e.g. `random:bert-base-uncased`, `random:gpt2`),
+    or a built-in Llama-style configuration (`random:llama-small`, `random:llama-3.2-3b`; bench.models.causal);
+  - a local directory holding a saved masked or causal LM, or any Hugging Face model id.
+Whether a model is masked or causal is read from its config (bench.models.causal.model_kind).
 Hub models load from a local directory or the HF cache; with no network and no local copy, the error says
 how to provide one. Further model kinds register through the entry-point group `bench.models`.
 """
@@ -19,6 +22,7 @@ import torch
 
 from bench.errors import BenchError, ModelUnavailable
 from bench.registry import MODELS, register_model
+from bench.models.causal import CAUSAL_ALIASES, builtin_configs, builtin_random, model_kind, prepare_tokenizer
 from bench.models.subject import Subject
 
 ALIASES = {
@@ -27,6 +31,7 @@ ALIASES = {
     "distilbert": "distilbert-base-cased",
     "roberta-base": "roberta-base",
     "roberta-large": "roberta-large",
+    **CAUSAL_ALIASES,
 }
 
 
@@ -110,9 +115,25 @@ def load_subject(name: str, *, device: str = "cpu", data_dir=None, cache_dir=Non
     return subject
 
 
+def model_class(kind: str):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    return AutoModelForCausalLM if kind == "clm" else AutoModelForMaskedLM
+
+
+def make_subject(model, tokenizer, kind: str, **fields) -> Subject:
+    """A Subject of the given kind; a causal LM's tokenizer gets pad = eos (bench.models.causal)."""
+    from bench.api import CAUSAL_CAPABILITIES
+
+    if kind == "clm":
+        prepare_tokenizer(tokenizer, model)
+        fields.setdefault("capabilities", CAUSAL_CAPABILITIES)
+    return Subject(model=model, tokenizer=tokenizer, kind=kind, **fields)
+
+
 def load_hf(target: str, name: str | None = None) -> Subject:
-    """Load a masked LM from a local directory or the HF cache (network only if the hub is reachable)."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    """Load a masked or causal LM from a local directory or the HF cache (network only if the hub is reachable)."""
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -121,9 +142,13 @@ def load_hf(target: str, name: str | None = None) -> Subject:
     last = None
     for local_only in attempts:
         try:
+            config = AutoConfig.from_pretrained(target, local_files_only=local_only)
+            kind = model_kind(config)
             tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local_only)
-            model = AutoModelForMaskedLM.from_pretrained(target, local_files_only=local_only)
-            return Subject(model=model, tokenizer=tokenizer, name=name or target, source=f"hf:{target}")
+            model = model_class(kind).from_pretrained(target, local_files_only=local_only, use_safetensors=True)
+            return make_subject(model, tokenizer, kind, name=name or target, source=f"hf:{target}")
+        except ModelUnavailable:
+            raise
         except Exception as e:  # OSError, connection errors, missing files: all mean "not available"
             last = e
     hint = (
@@ -137,26 +162,33 @@ def load_hf(target: str, name: str | None = None) -> Subject:
 @register_model("random")
 def load_random(spec: ModelSpec, data_dir=None, cache_dir=None) -> Subject:
     """Random-init model of a real architecture (for performance work and as a no-knowledge control)."""
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
-
     target = spec.target or "bert-base-uncased"
+    builtin = builtin_random(target, data_dir, spec.options)
+    if builtin is not None:
+        return _random_subject(spec, *builtin, source=f"random:builtin:{target}")
+    from transformers import AutoConfig, AutoTokenizer
+
     candidates = [Path(target).expanduser()]
     if data_dir is not None:
         candidates += [Path(data_dir) / "models" / target, Path(data_dir) / "models" / f"{target}-tokenizer"]
     folder = next((c for c in candidates if (c / "config.json").is_file()), None)
     if folder is None:
         raise ModelUnavailable(
-            f"random:{target}: no config.json in {', '.join(str(c) for c in candidates)}; "
-            "give a directory with config.json and tokenizer files"
+            f"random:{target}: no config.json in {', '.join(str(c) for c in candidates)}; give a directory with "
+            f"config.json and tokenizer files, or one of the built-in configurations: {', '.join(builtin_configs())}"
         )
-    config = AutoConfig.from_pretrained(folder)
+    return _random_subject(spec, AutoConfig.from_pretrained(folder), AutoTokenizer.from_pretrained(folder),
+                           source=f"random:{folder}")  # fmt: skip
+
+
+def _random_subject(spec: ModelSpec, config, tokenizer, source: str) -> Subject:
     for key, value in spec.options.items():
         if key != "seed":
             setattr(config, key, value)
+    kind = model_kind(config)
     torch.manual_seed(int(spec.options.get("seed", 0)))
-    model = AutoModelForMaskedLM.from_config(config)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    return Subject(model=model, tokenizer=tokenizer, name=spec.name, source=f"random:{folder}:{sorted(spec.options.items())}")
+    model = model_class(kind).from_config(config)
+    return make_subject(model, tokenizer, kind, name=spec.name, source=f"{source}:{sorted(spec.options.items())}")
 
 
 def light_subject(name: str, data_dir=None, cache_dir=None) -> Subject | None:

@@ -1,9 +1,12 @@
-"""The model under test: a Hugging Face masked LM, its tokenizer, and what debiasers attached to it.
+"""The model under test: a Hugging Face masked or causal LM (`kind` "mlm" or "clm"), its tokenizer, and what
+debiasers attached to it.
 
 Debiasers never mutate a subject in place; they return a new one (`with_model`, `with_transform`,
 `with_logits_transform`). Representation transforms (INLP, SentenceDebias) act on the last hidden states
 feeding the MLM head, the SEAT pooling and GLUE; they are attached as forward hooks only while a subject
-computes (`hooks()`), so subjects sharing one model object never see each other's transforms.
+computes (`hooks()`), so subjects sharing one model object never see each other's transforms. For a causal LM the
+last hidden states are the base model's output after its final norm (GPT-2 `ln_f`, Llama `norm`), the input of
+the LM head.
 """
 from __future__ import annotations
 
@@ -27,6 +30,19 @@ def encoder_module(model: nn.Module) -> nn.Module:
         if isinstance(mod, nn.Module):
             return mod
     raise TypeError(f"cannot find the encoder of {type(model).__name__}")
+
+
+def representation_module(model: nn.Module, kind: str) -> nn.Module:
+    """The module whose first output is the last hidden state that feeds the LM head: the encoder of a masked LM,
+    the whole base model of a causal LM (its output is after the final norm)."""
+    return model.base_model if kind == "clm" else encoder_module(model)
+
+
+def lm_head(model: nn.Module, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Hidden states -> vocabulary logits: the MLM head, or a causal LM's output projection (tied or not)."""
+    if kind == "clm":
+        return model.get_output_embeddings()
+    return mlm_head(model)
 
 
 def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -101,7 +117,7 @@ def _replace_first_output(output, new_hidden):
 
 @dataclass(eq=False)
 class Subject:
-    model: Any  # transformers *ForMaskedLM
+    model: Any  # transformers *ForMaskedLM, or *ForCausalLM when kind == "clm"
     tokenizer: Any
     name: str  # the base model's name as the user gave it (row group of the tables)
     method: str = "base"  # the method chain that produced this subject
@@ -112,6 +128,7 @@ class Subject:
     data_dir: Any = None  # models that bring their own data (the synthetic world)
     lineage: tuple = ()  # (method, config-hash) pairs applied so far
     meta: dict = field(default_factory=dict)
+    kind: str = "mlm"  # "mlm" (masked LM) or "clm" (causal LM): the head, the scoring and what methods apply
 
     # ---- identity -------------------------------------------------------------------------------------
     @property
@@ -167,7 +184,7 @@ class Subject:
 
         for t in transforms:
             t.to(self.device)
-        handle = encoder_module(model).register_forward_hook(hook)
+        handle = representation_module(model, self.kind).register_forward_hook(hook)
         try:
             yield
         finally:
@@ -180,10 +197,14 @@ class Subject:
         those, shape (len(rows), d), and the last layer's position-wise tail runs only there (exact: it is the
         same computation on fewer rows). Representation transforms must be position-wise (they are maps of
         one hidden vector), so they apply to the selected rows alike."""
+        extra = {"use_cache": False} if self.kind == "clm" else {}  # no key/value cache: one pass, not generation
         if positions is None:
             with self.hooks():
-                return self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+                return self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
         rows, cols = positions
+        if self.kind == "clm":
+            with self.hooks():
+                return self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra)[0][rows, cols]
         with tail_only_at(self.model, rows, cols) as selected, self.hooks():
             h = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
         return h if selected else h[rows, cols]
@@ -191,13 +212,14 @@ class Subject:
     def mlm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
     ) -> torch.Tensor:
-        """Vocabulary logits at the positions (rows[i], cols[i]); shape (len(rows), vocab).
+        """Vocabulary logits at the positions (rows[i], cols[i]); shape (len(rows), vocab): of the masked token
+        there (MLM), or of the token after it (CLM: the logits at column c predict column c + 1).
 
-        Only those positions go through the MLM head. An output transform (SelfDebias) may replace the
+        Only those positions go through the LM head. An output transform (SelfDebias) may replace the
         logits by debiased log-probabilities; softmax/log_softmax of the result is what metrics use.
         """
         h = self.hidden_states(input_ids, attention_mask, positions=(rows, cols))
-        logits = mlm_head(self.model)(h)
+        logits = lm_head(self.model, self.kind)(h)
         if self.logits_transform is not None:
             logits = self.logits_transform(self, input_ids, attention_mask, rows, cols, logits)
         return logits

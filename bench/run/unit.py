@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from bench import serialize
-from bench.api import Context, NotApplicable, Scores, bias_type_note, load_scores, save_scores, serves_bias_type
+from bench.api import (Context, NotApplicable, Scores, bias_type_note, load_scores, model_kind_note, requirement_text,
+                       save_scores, served, serves_bias_type, serves_model_kind)
 from bench.engines.base import worker_info
 from bench.data.paths import default_cache_dir, default_data_dir, file_fingerprints, fingerprint
 from bench.errors import BenchError, IdenticalSubject
@@ -109,6 +110,8 @@ class UnitWorker:
                 continue
             if not serves_bias_type(type(method), ctx.bias_type):
                 raise NotApplicable(bias_type_note(type(method), ctx.bias_type))
+            if not serves_model_kind(type(method), subject.kind):
+                raise NotApplicable(model_kind_note(type(method), subject.kind))
             key, cfg = self.method_key(name, method, subject, ctx)
             t0 = time.perf_counter()
             artifact, cached = self.cache.get_or_create(
@@ -217,13 +220,13 @@ class UnitWorker:
         metric_cls = METRICS.get(metric_name)
         t0 = time.perf_counter()
         scores, key, note = None, None, ""
-        if metric_cls.requires in subject.capabilities:
+        if served(metric_cls.requires, subject.capabilities):
             try:
                 scores, key = self.scores_and_key(subject, metric_name, ctx)
             except NotApplicable as e:
                 note = str(e)
         else:
-            note = f"{chain} does not serve {metric_cls.requires}"
+            note = f"{chain} does not serve {requirement_text(metric_cls.requires)}"
         base_scores, base_key = (scores, key) if chain == "base" else self._base(base, model, seed, metric_name, ctx)
         runtime = time.perf_counter() - t0
         if chain == "base":
@@ -236,7 +239,7 @@ class UnitWorker:
         else from the cache (the plan runs the base unit first)."""
         if (model, seed, metric_name) not in self._base_scores:
             value: tuple = (None, None)
-            if METRICS.get(metric_name).requires in base.capabilities:
+            if served(METRICS.get(metric_name).requires, base.capabilities):
                 try:
                     value = self.scores_and_key(base, metric_name, ctx)
                 except NotApplicable:
