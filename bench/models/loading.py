@@ -69,6 +69,9 @@ def parse_model_name(name: str) -> ModelSpec:
         for part in filter(None, (p.strip() for p in rest.split(","))) if sep else ():
             if "=" in part:
                 k, v = part.split("=", 1)
+                if not k.strip().isidentifier():
+                    raise BenchError(f"malformed model name {name!r}: {k.strip()!r} is no option name; write "
+                                     f"{head}:target,key=value,key=value")  # fmt: skip
                 options[k.strip()] = _parse_value(v.strip())
             elif not target:
                 target = part
