@@ -59,7 +59,7 @@ def test_iclr_suite_is_the_iclr_main_table():
     from bench.registry import METHODS
 
     suite = load_suite("iclr")
-    assert suite["models"] == ["bert-base", "bert-large", "distilbert", "roberta-large"]
+    assert suite["models"] == ["bert-base", "bert-large", "distilbert", "roberta-large", "gpt2", "llama-3.2-3b"]
     assert suite["methods"] == [m for group in ICLR_FULL_ROWS for m in group]
     assert suite["metrics"] == ["stereoset", "seat", "glue", "superglue"]  # SS, SEAT, LMS, GLUE, SuperGLUE
     assert not suite.get("options")
