@@ -1,8 +1,10 @@
-"""The masked-LM training loop: further training for CDA and Dropout (SPEC §2.1, §2.2) and the synthetic world.
+"""The language-model training loop: further training for CDA and Dropout (SPEC §2.1, §2.2, SPEC-beyond §9.3) and
+the synthetic world.
 
-One loop (`train_loop`) serves every masked-LM training in the project. What differs between its users is data
-(a batch source: bench.models.mlm_data.CollatorBatches for run_mlm's recipe, the synthetic world's boosted
-batches in bench.synthetic.train) and a few optimisation options (`LoopConfig`).
+One loop (`train_loop`) serves every language-model training in the project, masked and causal. What differs
+between its users is data (a batch source: bench.models.mlm_data.CollatorBatches for run_mlm's recipe,
+CausalBatches for run_clm's, the synthetic world's boosted batches in bench.synthetic.train), the loss of a
+micro-batch (`masked_lm_loss`, or `causal_lm_loss` for causal LMs) and a few optimisation options (`LoopConfig`).
 
 What the paper ran is bias-bench's `run_mlm.py` through the Hugging Face `Trainer`. `train_mlm` reproduces that
 recipe with this plain torch loop instead of `Trainer`, because (a) `Trainer` needs `accelerate`, which is not a
@@ -21,6 +23,10 @@ bit-exact (data order, masks and dropout are all restored). The recipe itself (`
   of each micro-batch is its mean over masked tokens, divided by `grad_accum`, as in transformers 4.43);
 - data order: a fresh seeded permutation of the sequences per epoch, read as one endless stream.
 
+`train_clm` is run_clm's recipe for causal LMs (`CLMTrainingConfig`: bias-bench's GPT-2 runs, 2,000 steps of
+8 x 32 blocks of 1,024 tokens, lr 5e-5): the same loop, optimiser, schedule and clipping, with the mean next-token
+cross-entropy over the real (non-padding) positions as the loss, as `model(..., labels=ids).loss` computes it.
+
 Dropout is active (train mode) during training unless `LoopConfig.dropout` is off; the model is returned in eval
 mode. The caller's random state is never touched (the loop runs inside `torch.random.fork_rng`).
 """
@@ -36,7 +42,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError, TrainingDiverged
-from bench.models.mlm_data import CollatorBatches, TokenData, make_collator, mask_batch, special_ids
+from bench.models.mlm_data import CausalBatches, CollatorBatches, TokenData, make_collator, mask_batch, special_ids
 
 
 @dataclass(frozen=True)
@@ -56,20 +62,50 @@ class MLMTrainingConfig:
     line_by_line: bool = False  # one sequence per line instead of concatenated blocks
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise BenchError(f"MLM training: {name} must be >= 1, got {getattr(self, name)}")
-        if self.max_seq_length < 8:
-            raise BenchError(f"MLM training: max_seq_length must be >= 8, got {self.max_seq_length}")
+        _check_recipe(self, "MLM training")
         if not 0 < self.mlm_probability < 1:
             raise BenchError(f"MLM training: mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        if self.precision not in ("fp32", "bf16"):
-            raise BenchError(f"MLM training: precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     def loop(self) -> "LoopConfig":
-        return LoopConfig(max_steps=self.max_steps, lr=self.lr, seed=self.seed, grad_accum=self.grad_accum,
-                          max_grad_norm=self.max_grad_norm, precision=self.precision,
-                          checkpoint_every=self.checkpoint_every)  # fmt: skip
+        return _recipe_loop(self)
+
+
+@dataclass(frozen=True)
+class CLMTrainingConfig:
+    """run_clm's recipe (CDA, Dropout on causal LMs: bias-bench's GPT-2 runs, SPEC-beyond §9.3)."""
+
+    max_steps: int = 2000
+    batch_size: int = 8
+    grad_accum: int = 32
+    max_seq_length: int = 1024  # run_clm's block_size
+    lr: float = 5e-5
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: str = "fp32"
+    checkpoint_every: int = 100
+    line_by_line: bool = False  # one sequence per line (the synthetic world) instead of concatenated blocks
+
+    def __post_init__(self):
+        _check_recipe(self, "causal LM training")
+
+    def loop(self) -> "LoopConfig":
+        return _recipe_loop(self)
+
+
+def _check_recipe(cfg, what: str) -> None:
+    for name in ("max_steps", "batch_size", "grad_accum"):
+        if getattr(cfg, name) < 1:
+            raise BenchError(f"{what}: {name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_seq_length < 8:
+        raise BenchError(f"{what}: max_seq_length must be >= 8, got {cfg.max_seq_length}")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise BenchError(f"{what}: precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
+
+
+def _recipe_loop(cfg) -> "LoopConfig":
+    return LoopConfig(max_steps=cfg.max_steps, lr=cfg.lr, seed=cfg.seed, grad_accum=cfg.grad_accum,
+                      max_grad_norm=cfg.max_grad_norm, precision=cfg.precision,
+                      checkpoint_every=cfg.checkpoint_every)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,6 +156,23 @@ def masked_lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor,
     rows, cols = (labels != -100).nonzero(as_tuple=True)
     logits = head(hidden[rows, cols])
     return torch.nn.functional.cross_entropy(logits.float(), labels[rows, cols])
+
+
+def causal_lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Mean next-token cross-entropy: the logits at position p - 1 against labels[p] wherever labels[p] != -100,
+    as `model(..., labels=labels).loss` (which shifts the labels itself), but the output projection runs only at
+    the positions that predict a label (no key/value cache is built)."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(inputs)
+    head = model.get_output_embeddings()
+    if head is None:
+        return model(input_ids=inputs, attention_mask=attention_mask, labels=labels, use_cache=False).loss
+    hidden = model.base_model(input_ids=inputs, attention_mask=attention_mask, use_cache=False)[0]
+    targets = labels[:, 1:]
+    rows, cols = (targets != -100).nonzero(as_tuple=True)
+    logits = head(hidden[rows, cols])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[rows, cols])
 
 
 @contextlib.contextmanager
@@ -195,6 +248,7 @@ class _Run:
     scheduler: object
     history: TrainingHistory
     device: torch.device
+    loss: Callable = masked_lm_loss  # (model, inputs, labels, attention_mask) -> mean loss of a micro-batch
 
     def save(self, path: Path, key: str, step: int) -> None:
         _save_checkpoint(path, {
@@ -240,13 +294,12 @@ def _optimizer_step(run: _Run, step: int, loop: LoopConfig, autocast, desc: str)
     step_loss = 0.0
     for micro, (inputs, labels, attention) in enumerate(run.batches.micro_batches(step, loop.grad_accum)):
         if not bool((labels != -100).any()):
-            continue  # nothing masked in this micro-batch (tiny sequences): no loss to learn from
+            continue  # no label in this micro-batch (nothing masked in tiny sequences): no loss to learn from
         with autocast:
-            loss = masked_lm_loss(run.model, inputs.to(run.device), labels.to(run.device),
-                                  attention.to(run.device)).float()  # fmt: skip
+            loss = run.loss(run.model, inputs.to(run.device), labels.to(run.device), attention.to(run.device)).float()
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"{desc}: the MLM loss became {loss.item()} at step {step + 1} (micro-batch {micro + 1}); {hint}")
+                f"{desc}: the training loss became {loss.item()} at step {step + 1} (micro-batch {micro + 1}); {hint}")
         (loss / loop.grad_accum).backward()
         step_loss += loss.item() / loop.grad_accum
     if loop.max_grad_norm and loop.max_grad_norm > 0:
@@ -261,8 +314,10 @@ def _optimizer_step(run: _Run, step: int, loop: LoopConfig, autocast, desc: str)
 
 def train_loop(model: torch.nn.Module, batches, loop: LoopConfig, *, history: TrainingHistory | None = None,
                resume_key: str = "", checkpoint_dir: Path | None = None, bar: Callable | None = None,
-               desc: str = "MLM training", on_step: Callable[[int, float], None] | None = None) -> TrainingHistory:  # fmt: skip
-    """Train `model` (in place) for `loop.max_steps` optimizer steps of masked-LM loss on `batches`.
+               desc: str = "MLM training", on_step: Callable[[int, float], None] | None = None,
+               loss: Callable = masked_lm_loss) -> TrainingHistory:  # fmt: skip
+    """Train `model` (in place) for `loop.max_steps` optimizer steps of `loss` (masked-LM loss by default,
+    `causal_lm_loss` for causal LMs) on `batches`.
 
     `batches.micro_batches(step, grad_accum)` yields (inputs, labels, attention_mask) per micro-batch.
     `checkpoint_dir`: if given, a checkpoint is written there every `loop.checkpoint_every` steps and one with the
@@ -272,7 +327,7 @@ def train_loop(model: torch.nn.Module, batches, loop: LoopConfig, *, history: Tr
     device = next(model.parameters()).device
     history = history if history is not None else TrainingHistory(config=asdict(loop), n_sequences=0, n_lines=0)
     params, optimizer, scheduler = _optimizer(model, loop)
-    run = _Run(model, batches, params, optimizer, scheduler, history, device)
+    run = _Run(model, batches, params, optimizer, scheduler, history, device, loss)
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir is not None else None
     bf16 = loop.precision == "bf16" and device.type == "cuda"
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -319,7 +374,19 @@ def train_mlm(model: torch.nn.Module, tokenizer, data: TokenData, cfg: MLMTraini
                       checkpoint_dir=checkpoint_dir, bar=bar, desc=desc, on_step=on_step)  # fmt: skip
 
 
-def _data_key(data: TokenData, cfg: MLMTrainingConfig) -> str:
+def train_clm(model: torch.nn.Module, data: TokenData, cfg: CLMTrainingConfig, *, n_lines: int = 0,
+              checkpoint_dir: Path | None = None, bar: Callable | None = None, desc: str = "causal LM training",
+              on_step: Callable[[int, float], None] | None = None) -> TrainingHistory:  # fmt: skip
+    """Train the causal LM `model` (in place) with run_clm's recipe `cfg` on `data` (sequences of
+    `mlm_data.training_data(..., kind="clm")`); the other arguments as `train_mlm`."""
+    batches = CausalBatches(data, batch_size=cfg.batch_size, seed=cfg.seed)
+    history = TrainingHistory(config=asdict(cfg), n_sequences=len(data), n_lines=n_lines)
+    return train_loop(model, batches, cfg.loop(), history=history, resume_key=_data_key(data, cfg),
+                      checkpoint_dir=checkpoint_dir, bar=bar, desc=desc, on_step=on_step,
+                      loss=causal_lm_loss)  # fmt: skip
+
+
+def _data_key(data: TokenData, cfg) -> str:
     import hashlib
     import json
 
