@@ -17,6 +17,11 @@ scoring emits an extra row `glue_table` (value: number of tasks asked for) whose
 {"suite", "label", "mean", "tasks": [{"key", "label", "metric", "order"}], "missing": {key: why}}; tasks that
 cannot be scored at all raise NotApplicable("missing data: <task>: <why>; ...").
 
+Causal LMs (GPT-2, Llama) are fine-tuned the same way (`bench.models.finetune`: the last real token pooled, as
+GPT2ForSequenceClassification, found from the attention mask). A task that needs a head transformers lacks for the
+subject's model type (`not_applicable`: multiple choice, SuperGLUE COPA, on GPT-2 and Llama) is left out: the
+mean runs over the other tasks and its note names it "n/a" with the reason; the task scored alone is an n/a cell.
+
 The machinery is shared with SuperGLUE (metrics/superglue.py): `TaskSuite` is the fine-tuned task-suite
 metric, parameterised by its task table, data folder, loader and settings; GLUE is one instance.
 
@@ -181,6 +186,15 @@ class TaskSuite(Metric):
             "tasks": tasks, "missing": {f"{self.suite}:{k}": why for k, why in missing.items()},
         }, separators=(",", ":"))  # fmt: skip
 
+    def not_applicable(self, task, subject) -> str:
+        """Why `task` cannot be scored on `subject` ("" when it can): a multiple-choice task (COPA) on a model type
+        transformers has no multiple-choice head for (the causal LMs GPT-2 and Llama)."""
+        if not getattr(task, "num_choices", None):
+            return ""
+        from bench.models.finetune import multiple_choice_note
+
+        return multiple_choice_note(subject)
+
     def score(self, subject, ctx) -> Scores:
         if FINETUNE not in subject.capabilities:
             raise NotApplicable(f"{subject.method} cannot be fine-tuned honestly (it changes only MLM outputs)")
@@ -188,9 +202,12 @@ class TaskSuite(Metric):
         opts = self.settings(subject)
         root = self.suite_data_dir(ctx)
         estimates: dict[str, Estimate] = {}
-        parts, widths, items, missing = [], [], [], {}
+        parts, widths, items, missing, na = [], [], [], {}, {}
         for key in opts["tasks"]:
             task = self.tasks_table[key]
+            if why := self.not_applicable(task, subject):
+                na[key] = why
+                continue
             try:
                 data = self.load(task, root)
             except TaskUnavailable as e:
@@ -198,39 +215,52 @@ class TaskSuite(Metric):
                 continue
             data = data.capped(opts["max_train_examples"], opts["max_eval_examples"])
             logits = self._finetune(subject, data, cache, ctx, opts)  # one dict split -> (n, K) per seed
-            labels = tuple(s.labels for s in data.evals)
-            preds = tuple(
-                np.stack([predictions_from_logits(task, lg[s.name]) for lg in logits]) for s in data.evals
-            )  # each (n_seeds, n)
-            extra = {} if all(s.groups is None for s in data.evals) else {"groups": tuple(s.groups for s in data.evals)}
-            strata = tuple(s.units for s in data.evals)
-
-            def statistic(metric, _labels=labels, _preds=preds, _extra=extra, _n=task.num_labels):
-                return functools.partial(task_statistic, metric=metric, num_labels=_n, labels=_labels, predictions=_preds, **_extra)
-
-            stat = statistic(task.metric)
-            estimates[f"{self.suite}:{key}"] = Estimate(strata, stat)
-            for part, metric, _label in getattr(task, "parts", ()):
-                estimates[f"{self.suite}:{key}:{part}"] = Estimate(strata, statistic(metric))
+            stat, preds = self._task_estimates(key, task, data, logits, estimates)
             parts.append(stat)
             widths.append(len(data.evals))
             items.append(_items(key, data, preds))
         if not items:  # the note's prefix lets the task table mark the cells "missing" rather than "n/a"
+            if na and not missing:
+                raise NotApplicable("; ".join(na.values()))
             raise NotApplicable(MISSING_DATA + "; ".join(f"{k}: {v}" for k, v in missing.items()))
         notes = {f"{self.suite}_table": self.describe(opts["tasks"], missing)}
         extras = {f"{self.suite}_table": float(len(opts["tasks"]))}
         if self.report_mean:
-            task_keys = [f"{self.suite}:{k}" for k in opts["tasks"] if k not in missing]
-            strata = tuple(n for k in task_keys for n in estimates[k].strata)
-            estimates[self.suite] = Estimate(strata, functools.partial(mean_statistic, parts=tuple(parts), widths=tuple(widths)))
-            done = [self.tasks_table[k].label for k in opts["tasks"] if k not in missing]
-            notes[self.suite] = f"mean over {len(done)} of {len(opts['tasks'])} tasks ({', '.join(done)})" + (
-                f"; missing: {', '.join(self.tasks_table[k].label for k in missing)}" if missing else ""
-            )
-            extras[f"{self.suite}_missing"] = float(len(missing))
+            self._mean(opts["tasks"], estimates, parts, widths, missing, na, notes, extras)
         if missing:
             notes[f"{self.suite}_missing"] = "; ".join(f"{k}: {why}" for k, why in missing.items())
         return Scores(self.name or self.suite, estimates, items=pd.concat(items, ignore_index=True), extras=extras, notes=notes)
+
+    def _task_estimates(self, key: str, task, data, logits, estimates: dict) -> tuple:
+        """Add the task's estimates (and those of its parts) to `estimates`; (its statistic, predictions per split)."""
+        labels = tuple(s.labels for s in data.evals)
+        preds = tuple(
+            np.stack([predictions_from_logits(task, lg[s.name]) for lg in logits]) for s in data.evals
+        )  # each (n_seeds, n)
+        extra = {} if all(s.groups is None for s in data.evals) else {"groups": tuple(s.groups for s in data.evals)}
+        strata = tuple(s.units for s in data.evals)
+
+        def statistic(metric):
+            return functools.partial(task_statistic, metric=metric, num_labels=task.num_labels, labels=labels,
+                                     predictions=preds, **extra)  # fmt: skip
+
+        stat = statistic(task.metric)
+        estimates[f"{self.suite}:{key}"] = Estimate(strata, stat)
+        for part, metric, _label in getattr(task, "parts", ()):
+            estimates[f"{self.suite}:{key}:{part}"] = Estimate(strata, statistic(metric))
+        return stat, preds
+
+    def _mean(self, tasks, estimates: dict, parts, widths, missing: dict, na: dict, notes: dict, extras: dict) -> None:
+        """The suite's mean over the tasks scored, its note (which tasks, which missing, which n/a) and the missing
+        count."""
+        scored = [k for k in tasks if k not in missing and k not in na]
+        strata = tuple(n for k in scored for n in estimates[f"{self.suite}:{k}"].strata)
+        estimates[self.suite] = Estimate(strata, functools.partial(mean_statistic, parts=tuple(parts), widths=tuple(widths)))
+        done = [self.tasks_table[k].label for k in scored]
+        notes[self.suite] = f"mean over {len(done)} of {len(tasks)} tasks ({', '.join(done)})" + (
+            f"; missing: {', '.join(self.tasks_table[k].label for k in missing)}" if missing else ""
+        ) + "".join(f"; n/a: {self.tasks_table[k].label} ({why})" for k, why in na.items())
+        extras[f"{self.suite}_missing"] = float(len(missing))
 
     def _finetune(self, subject, data, cache: Cache, ctx, opts: dict | None = None) -> list[dict[str, np.ndarray]]:
         task = data.task

@@ -16,8 +16,9 @@ Estimates:
   superglue                  unweighted mean over the available tasks (each task one stratum).
 Tasks without data are reported, never dropped silently: BoolQ's train file is not in the project's shared data,
 so `superglue_missing` counts it and its note says which file to add; the `superglue` row's note says over which
-tasks the mean runs. `superglue_table` describes the per-task table for reports/task_table.py (`bench task-table
-RUN --suite superglue`).
+tasks the mean runs. COPA is n/a for causal LMs (GPT-2, Llama): transformers has no multiple-choice head for them
+(`TaskSuite.not_applicable`); their `superglue` mean runs over the other tasks and its note says so.
+`superglue_table` describes the per-task table for reports/task_table.py (`bench task-table RUN --suite superglue`).
 
 Options (`-o superglue.NAME=VALUE`) as GLUE's: tasks, epochs, lr, batch_size, max_seq_length, seeds,
 max_train_examples / max_eval_examples (seeded random caps on rows; MultiRC keeps whole questions), source

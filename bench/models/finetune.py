@@ -25,7 +25,17 @@ while training. On CUDA full bitwise determinism also needs CUBLAS_WORKSPACE_CON
 
 Multiple choice (SuperGLUE COPA): examples whose `num_choices` is K carry K segment pairs each; the classifier is
 `AutoModelForMultipleChoice` (one score per pair from the pooled output, softmax over the K choices), built and
-initialised exactly like the sequence classifier; logits have shape (n, K).
+initialised exactly like the sequence classifier; logits have shape (n, K). transformers has no such class for
+causal LMs (GPT-2, Llama): `multiple_choice_note` says so and the task is n/a for them.
+
+Causal LMs (`subject.kind == "clm"`, SPEC-beyond §9.2): `AutoModelForSequenceClassification` of the causal config
+(GPT2-/LlamaForSequenceClassification: the subject's base model, `transformer.*` / `model.*`, and a bias-free `score`
+head seeded as above), pad = eos. The last real token, read from the attention mask (`last_real_positions`), is
+pooled, and head and loss (cross-entropy; MSE for regression) are applied in `classifier_output`, not by the HF
+forward, which finds that token from the pad id (transformers 5: the rightmost non-pad; 4.x: the first pad - 1) and
+so misses a sequence that ends with eos = pad. Pairs are joined as the tokenizer does (GPT-2 back to back, as the
+fork; Llama BOS between), without token type ids. Llama is fine-tuned like GPT-2; the fork scores it zero-shot
+(lm-evaluation-harness): a deliberate difference, so that all rows of a table share one protocol.
 
 Results (validation logits of every split) are cached per (subject identity, task, seed, configuration, data)
 by `FinetuneJob`; the fine-tuned weights are stored too only when asked (`save_checkpoint`), since a bert-large
@@ -152,6 +162,12 @@ def build_classifier(subject, num_labels: int, seed: int, label_names: Sequence[
     from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
     config = copy.deepcopy(subject.model.config)
+    if multiple_choice and multiple_choice_note(subject):
+        from bench.api import NotApplicable
+
+        raise NotApplicable(multiple_choice_note(subject))
+    if subject.kind == "clm" and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = subject.tokenizer.pad_token_id  # pad = eos (bench.models.causal.prepare_tokenizer)
     if not multiple_choice:
         config.num_labels = num_labels
         config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
@@ -174,6 +190,40 @@ def build_classifier(subject, num_labels: int, seed: int, label_names: Sequence[
     init_head(clf, [n for n, _ in clf.named_parameters() if n not in loaded], seed)
     dtype = next(subject.model.parameters()).dtype
     return clf.to(device=subject.device, dtype=dtype)
+
+
+def multiple_choice_note(subject) -> str:
+    """Why the subject cannot get a multiple-choice head ("" when it can): transformers has none for its type."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES
+
+    model_type = getattr(subject.model.config, "model_type", "")
+    if model_type in MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES:
+        return ""
+    return (f"transformers has no multiple-choice head for {model_type!r} models (AutoModelForMultipleChoice), "
+            f"so {subject.name} is not fine-tuned on multiple-choice tasks")  # fmt: skip
+
+
+def last_real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Column of each row's last attended token (right padding: its length - 1), whatever token it is."""
+    cols = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (cols * (attention_mask != 0)).argmax(-1)
+
+
+def classifier_output(clf, batch: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits, loss or None without labels) of a batch. Masked LMs: the HF forward. Causal LMs: the last hidden
+    state at each row's last real token through the `score` head, and HF's losses (module docstring)."""
+    if kind != "clm":
+        out = clf(**batch)
+        return out.logits, out.loss
+    mask = batch["attention_mask"]
+    h = clf.base_model(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False)[0]
+    logits = clf.score(h[torch.arange(h.shape[0], device=h.device), last_real_positions(mask)])
+    labels = batch.get("labels")
+    if labels is None:
+        return logits, None
+    if clf.config.num_labels == 1:
+        return logits, torch.nn.functional.mse_loss(logits.squeeze(), labels.squeeze())
+    return logits, torch.nn.functional.cross_entropy(logits.view(-1, clf.config.num_labels), labels.view(-1))
 
 
 def init_head(model, names: Sequence[str], seed: int) -> None:
@@ -295,7 +345,7 @@ def finetune(subject, train: Encoded, evals: dict[str, Encoded], num_labels: int
                 running = 0.0
                 for step in range(steps_per_epoch):
                     batch = _collate(train, perm[step * bs : (step + 1) * bs], pad_id, device, True, regression)
-                    loss = clf(**batch).loss
+                    loss = classifier_output(clf, batch, subject.kind)[1]
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(f"fine-tuning loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
                     loss.backward()
@@ -310,11 +360,12 @@ def finetune(subject, train: Encoded, evals: dict[str, Encoded], num_labels: int
                         progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}", refresh=False)
                 epoch_loss.append(running / steps_per_epoch)
             clf.eval()
-            logits = {name: predict(clf, data, pad_id, device, config.eval_batch_size) for name, data in evals.items()}
+            logits = {name: predict(clf, data, pad_id, device, config.eval_batch_size, subject.kind)
+                      for name, data in evals.items()}
     return FinetuneResult(logits, epoch_loss, total, time.perf_counter() - t0, clf if keep_model else None)
 
 
-def predict(clf, data: Encoded, pad_id: int, device, batch_size: int = 128) -> np.ndarray:
+def predict(clf, data: Encoded, pad_id: int, device, batch_size: int = 128, kind: str = "mlm") -> np.ndarray:
     """Logits of every example (batched, longest first to limit padding), in the data's order: (n, num_labels),
     or (n, num_choices) for multiple choice."""
     order = sorted(range(len(data)), key=lambda i: -data.length(i))
@@ -323,7 +374,7 @@ def predict(clf, data: Encoded, pad_id: int, device, batch_size: int = 128) -> n
         for a in range(0, len(order), batch_size):
             rows = order[a : a + batch_size]
             batch = _collate(data, rows, pad_id, device, False, False)
-            out[rows] = clf(**batch).logits.float().cpu().numpy()
+            out[rows] = classifier_output(clf, batch, kind)[0].float().cpu().numpy()
     return out
 
 
