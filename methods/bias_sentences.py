@@ -7,6 +7,10 @@ corpus in the synthetic world), split into sentences by a small regular expressi
 WikiText's `<unk>`). WikiText's tokenisation artefacts (` @-@ `, ` @,@ `, ` @.@ `) are joined back; `<unk>`
 is left as the corpus has it.
 
+Sentences are plain text, cut and joined at whitespace; a model's tokenizer encodes each whole sentence, so
+nothing here depends on the tokenizer: byte-level BPE (RoBERTa, GPT-2, Llama) keeps each later word's leading
+space inside its token and the first word has none, as in running text (no word is encoded alone).
+
 Attribute words are found and swapped by `methods.counterfactual.CounterfactualSwapper` (the CDA swapper):
 bias-bench compares whitespace tokens exactly, so it misses "He", "him," and "man's"; the swapper finds them
 and keeps capitalisation and punctuation.

@@ -23,6 +23,12 @@ Differences from bias-bench (documented, deliberate):
   remove from a 768-dimensional model, so 80 iterations are run on every real model (d >= 768) and fewer on
   tiny models (the synthetic world), where 80 iterations would remove the whole space.
 
+Causal LMs (GPT-2, Llama; SPEC-beyond §9.3): the same, on the mean-pooled last hidden state after the final norm
+(the LM head's input; Llama's BOS among the tokens averaged), the projection applied to every token's state before
+the LM head. The fork runs 10 classifiers for GPT-2 and 80 for Llama; here every model takes the masked models'
+rule above (80 iterations, capped by `max_removed_fraction`: 80 on GPT-2's 768 and Llama-3.2-3B's 3,072
+dimensions), so that one rule holds in a table; `-o inlp.n_iterations=10` gives the fork's GPT-2 setting.
+
 Race and religion (the run's `ctx.bias_type`), as bias-bench's `inlp_projection_matrix.py --bias_type race`:
 the type's attribute triples; the classes are *binary*, sentences with an attribute word of any group (label 1)
 vs. neutral sentences (label 0) (`methods.bias_sentences.group_sentences`; truncated as the gender ones), so a
@@ -112,6 +118,7 @@ class INLP(Debiaser):
     changes = "representation"
     quick = {"n_iterations": 4, "per_class": 150}
     bias_types = frozenset({"gender", "race", "religion"})
+    model_kinds = frozenset({"mlm", "clm"})
     bounds = {"n_iterations": (1, None), "per_class": (1, None), "max_removed_fraction": (0.0, 1.0), "min_tokens": (0, None),
               "min_accuracy": (0.0, 1.0), "batch_size": (1, None), "max_length": (1, None), "tol": (0.0, None)}  # fmt: skip
 

@@ -36,6 +36,9 @@ Differences from the fork (documented, deliberate):
 - representation: mean-pooled last hidden state over all tokens (the space the hook erases, the same as
   INLP's), not `pooler_output` / the [CLS] state: the eraser is applied to every token's last hidden state,
   so it is fitted on (means of) those.
+- causal LMs (GPT-2, Llama; SPEC-beyond §9.3): the fork embeds a right-padded batch and takes its last position,
+  which is a pad for every sentence but the longest (a bug, not reproduced); here the mean-pooled last hidden
+  state after the final norm, the LM head's input, where the eraser is applied to every token.
 - without `bios_file`: the corpus sentences above instead of Bias-in-Bios (text_corpus/*.txt of the data
   directory; WikiText-2 on the shared data, the synthetic corpus in the synthetic world).
 
@@ -108,6 +111,7 @@ class LEACE(Debiaser):
     changes = "representation"
     quick = {"per_class": 150}
     bias_types = frozenset({"gender", "race", "religion"})
+    model_kinds = frozenset({"mlm", "clm"})
     bounds = {"per_class": (1, None), "min_tokens": (0, None), "batch_size": (1, None), "max_length": (1, None),
               "max_bios": (1, None)}  # fmt: skip
 

@@ -40,6 +40,9 @@ Fitting data (documented decisions):
   `max_bios` (100,000, as in the paper) rows are used. The paper's fork embeds bios with `pooler_output` /
   [CLS]; here they are mean-pooled last hidden states like every other representation method in bench, because
   that is where the projection is applied.
+- causal LMs (GPT-2, Llama; SPEC-beyond §9.3): the same mean-pooled state (after the final norm, the LM head's
+  input; the projection then acts on every token before the head). The fork takes the last position of a
+  right-padded batch, a pad for every sentence but the longest (a bug, not reproduced).
 
 Race and religion (the run's `ctx.bias_type`; beyond the fork, whose RLACE is gender only): the concept is the
 group, multi-class: the corpus sentences with attribute words of exactly one group (`concept_examples`, classes
@@ -301,6 +304,7 @@ class RLACE(Debiaser):
     changes = "representation"
     quick = {"n_iterations": 300, "evaluate_every": 100, "per_class": 150}
     bias_types = frozenset({"gender", "race", "religion"})
+    model_kinds = frozenset({"mlm", "clm"})
     bounds = {"rank": (1, None), "n_iterations": (1, None), "batch_size": (1, None), "epsilon": (0.0, None),
               "evaluate_every": (1, None), "lr_p": (0.0, None), "wd_p": (0.0, None), "lr_predictor": (0.0, None),
               "wd_predictor": (0.0, None), "momentum": (0.0, 1.0), "per_class": (1, None), "min_tokens": (0, None),

@@ -11,6 +11,9 @@ the MLM head, the SEAT pooling and GLUE all see it.
 Differences from bias-bench (documented): corpus = text_corpus/*.txt (WikiText-2 here, not Wikipedia-2.5),
 split without nltk; bias-bench drops the last incomplete batch of 32 pairs, all pairs are used here.
 
+Causal LMs (GPT-2, Llama; SPEC-beyond §9.3): the same, as the fork: attention-mask mean of the last hidden state
+after the final norm (Llama's BOS included), the direction removed from every token's state before the LM head.
+
 Race and religion (the run's `ctx.bias_type`), as bias-bench's `compute_race_subspace` /
 `compute_religion_subspace`: for every sentence and attribute triple one of whose words occurs in it, the three
 group versions of the sentence (`methods.bias_sentences.counterfactual_tuples`); each triple of embeddings is
@@ -63,6 +66,7 @@ class SentenceDebias(Debiaser):
     changes = "representation"
     quick = {"max_pairs": 300}
     bias_types = frozenset({"gender", "race", "religion"})
+    model_kinds = frozenset({"mlm", "clm"})
     bounds = {"n_components": (1, None), "max_pairs": (1, None), "batch_size": (1, None), "max_length": (1, None)}
 
     def __init__(

@@ -2,7 +2,10 @@
 
 A sentence embedding is the mean over *all* token positions of the sentence, special tokens included
 (SPEC §3.2), of the last hidden state that `Subject.hidden_states` returns — so representation transforms
-(INLP, SentenceDebias) are applied. Sentences are deduplicated and grouped into forward passes by
+(INLP, SentenceDebias) are applied. For a causal LM (SPEC-beyond §9.2, §9.3) that is the base model's output
+after its final norm (GPT-2 `ln_f`, Llama `norm`), the input of the LM head; Llama's BOS is one of the tokens
+averaged, GPT-2 adds none; batches are right-padded with pad = eos, and a causal model's real tokens never
+attend to the pads after them, so a padded row equals the sentence run alone. Sentences are deduplicated and grouped into forward passes by
 `bench.models.batching.token_batches` (one length per pass where possible); where a pass is padded, the
 attention-masked mean over a padded row equals the mean of the sentence run alone.
 """
@@ -24,6 +27,9 @@ def _max_length(subject, max_length: int | None) -> int:
     limit = getattr(subject.tokenizer, "model_max_length", None)
     if not isinstance(limit, int) or limit <= 0 or limit > 100_000:  # "VERY_LARGE_INTEGER": not set
         limit = DEFAULT_MAX_LENGTH
+    positions = getattr(subject.model.config, "max_position_embeddings", None)
+    if getattr(subject, "kind", "mlm") == "clm" and isinstance(positions, int) and positions > 0:
+        limit = min(limit, positions)  # GPT-2's tokenizer may not know its model's positions (n_positions)
     return limit
 
 
