@@ -4,10 +4,10 @@ A sentence embedding is the mean over *all* token positions of the sentence, spe
 (SPEC §3.2), of the last hidden state that `Subject.hidden_states` returns — so representation transforms
 (INLP, SentenceDebias) are applied. For a causal LM (SPEC-beyond §9.2, §9.3) that is the base model's output
 after its final norm (GPT-2 `ln_f`, Llama `norm`), the input of the LM head; Llama's BOS is one of the tokens
-averaged, GPT-2 adds none; batches are right-padded with pad = eos, and a causal model's real tokens never
-attend to the pads after them, so a padded row equals the sentence run alone. Sentences are deduplicated and grouped into forward passes by
+averaged, GPT-2 adds none. Sentences are deduplicated and grouped into forward passes by
 `bench.models.batching.token_batches` (one length per pass where possible); where a pass is padded, the
-attention-masked mean over a padded row equals the mean of the sentence run alone.
+attention-masked mean over a padded row equals the mean of the sentence run alone (a causal LM's batches are
+right-padded with pad = eos, and its real tokens never attend to the pads after them).
 """
 from __future__ import annotations
 
