@@ -165,13 +165,18 @@ class TrainBatches:
     def gender(self, k: int) -> str:
         return random.Random(k).choice(["M", "F"])
 
-    def examples(self, k: int) -> list[MaskedExample]:
+    def draw(self, k: int) -> tuple[str, list[str], list[str]]:
+        """Batch k's gender, its templates and the name of each."""
         n = len(self.templates)
         start = int(self._starts[k % len(self._starts)]) % n
         gender = self.gender(k)
         rng = random.Random(f"gradiend-names:{self.name_seed}:{k}")
         templates = [self.templates[(start + o) % n].masked for o in range(self.batch_size)]
-        texts = [fill(t, rng.choice(self.names[gender]), self.tokenizer.mask_token) for t in templates]
+        return gender, templates, [rng.choice(self.names[gender]) for _ in templates]
+
+    def examples(self, k: int) -> list[MaskedExample]:
+        gender, templates, names = self.draw(k)
+        texts = [fill(t, name, self.tokenizer.mask_token) for t, name in zip(templates, names)]
         factual = [label_ids(self.tokenizer, t, gender, self.roberta) for t in templates]
         counter = [label_ids(self.tokenizer, t, OTHER[gender], self.roberta) for t in templates]
         out = [e for e in encode_masked(self.tokenizer, texts, factual, counter, self.max_length) if e is not None]
@@ -229,16 +234,7 @@ def neutral_rows(templates: list[Template], names: dict[str, list[str]], neutral
     rows = []
     for i, t in enumerate(templates):
         for g in ("F", "M"):
-            name = next(cycles[g])
-            words = iter(pronoun_words(t.masked, g))
-            text, protected = "", []
-            for piece in _pieces(t.masked):
-                if piece in (NAME, PRONOUN):
-                    word = name if piece == NAME else next(words)
-                    protected.append((len(text), len(text) + len(word)))
-                    text += word
-                else:
-                    text += piece
+            text, protected = written_out(t.masked, next(cycles[g]), g)
             ex = _random_mask(tokenizer, text, rng, max_length, protected)
             if ex is not None:
                 rows.append(EncoderRow(text, "masked-neutral", 2, i, ex))
@@ -253,6 +249,20 @@ def _pieces(masked: str) -> list[str]:
     import re
 
     return [p for p in re.split(r"(\[NAME\]|\[PRONOUN\])", masked) if p]
+
+
+def written_out(masked: str, name: str, gender: str) -> tuple[str, list[tuple[int, int]]]:
+    """The template with its name and pronouns written out, and the character spans of those words."""
+    words = iter(pronoun_words(masked, gender))
+    text, protected = "", []
+    for piece in _pieces(masked):
+        if piece in (NAME, PRONOUN):
+            word = name if piece == NAME else next(words)
+            protected.append((len(text), len(text) + len(word)))
+            text += word
+        else:
+            text += piece
+    return text, protected
 
 
 # ---- decoder evaluation sets (SPEC §1.7) -------------------------------------------------------------------
