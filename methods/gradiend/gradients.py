@@ -10,6 +10,10 @@ and no second set of gradient tensors. Vocabulary logits are computed only at th
 loss ignores every other position, so the gradient is the same as Hugging Face's full-sequence loss).
 The base model runs in eval mode (no dropout, SPEC §0.1).
 
+Causal LMs (SPEC-beyond §9.1): the same code, with the LM head `bench.models.subject.lm_head(model, "clm")` (the
+output embeddings, tied to the input embeddings for GPT-2 and Llama-3.2) and examples whose position is the last
+real token of a right-padded input (examples_causal.py): L+ is the next-token cross-entropy of the pronoun there.
+
 Evaluation: the encoder only needs W_e . g_i for each example i (batch-size-1 gradient g_i, SPEC §1.3).
 That is the directional derivative of the example's loss along W_e, which one forward-mode (JVP) pass gives
 for a whole batch of examples at once, exactly and without ever materialising g_i.
@@ -23,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models.subject import mlm_head
+from bench.models.subject import lm_head
 from methods.gradiend.examples import MaskedBatch
 from methods.gradiend.params import ParamSet
 
@@ -38,10 +42,12 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was)
 
 
-def masked_logits(model: nn.Module, batch: MaskedBatch) -> torch.Tensor:
-    """Vocabulary logits at the masked positions only, shape (m, vocab)."""
-    hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
-    return mlm_head(model)(hidden[batch.rows, batch.cols])
+def masked_logits(model: nn.Module, batch: MaskedBatch, kind: str = "mlm") -> torch.Tensor:
+    """Vocabulary logits at the batch's positions only, shape (m, vocab): of the masked token there (masked LM)
+    or of the token after it (causal LM, whose examples put their position at the last real token)."""
+    extra = {"use_cache": False} if kind == "clm" else {}  # one pass, no key/value cache
+    hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra)[0]
+    return lm_head(model, kind)(hidden[batch.rows, batch.cols])
 
 
 class GradientPair:
@@ -55,7 +61,7 @@ class GradientPair:
     def __call__(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         model, params = self.subject.model, self.params
         with eval_mode(model), params.grads_into(model), self.subject.hooks(model), torch.enable_grad():
-            logits = masked_logits(model, batch)
+            logits = masked_logits(model, batch, self.subject.kind)
             loss_pos = F.cross_entropy(logits, batch.labels)
             loss_neg = F.cross_entropy(logits, batch.counter)
             self.x.zero_()
@@ -70,12 +76,12 @@ class GradientPair:
 class _ExampleLosses(nn.Module):
     """Per-example MLM loss (mean over the example's masked positions), as a module for `functional_call`."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, kind: str = "mlm"):
         super().__init__()
-        self.model = model
+        self.model, self.kind = model, kind
 
     def forward(self, batch: MaskedBatch) -> torch.Tensor:
-        ce = F.cross_entropy(masked_logits(self.model, batch), batch.labels, reduction="none")
+        ce = F.cross_entropy(masked_logits(self.model, batch, self.kind), batch.labels, reduction="none")
         total = torch.zeros(batch.size, dtype=ce.dtype, device=ce.device).index_add_(0, batch.rows, ce)
         return total / torch.bincount(batch.rows, minlength=batch.size).to(ce.dtype)
 
@@ -108,7 +114,7 @@ def directional_derivatives(subject, params: ParamSet, direction: torch.Tensor, 
     from torch.func import functional_call, jvp
 
     model = subject.model
-    wrapper = _ExampleLosses(model)
+    wrapper = _ExampleLosses(model, subject.kind)
     keys = ["model." + name for name in params.names]
     primals = {k: p.detach() for k, p in zip(keys, params.params)}
     tangents = dict(zip(keys, params.views(direction.detach())))
