@@ -12,6 +12,16 @@ Per edited model (and the unedited base, reported as h = alpha = 0):
   MPI = LMS_Dec * mean_t (1 - P_F) P_M.
 GRADIEND-BPI/-FPI/-MPI = the argmax of BPI/FPI/MPI over {base} and the grid.
 
+Causal LMs (SPEC-beyond §9.1; the items come from examples_causal.py):
+  LMS_Dec    1 / (1 + NLL), NLL = the mean next-token cross-entropy over every token of the first
+             `lms_max_sentences` GENEUTRAL texts that has a token before it (the tokenizer's front tokens, e.g.
+             Llama's BOS, included as context; GPT-2's first text token has none and is not scored): the logits at
+             position p are scored against the token at p + 1. The reference (G2 and the gradiend package) scores
+             them against the token at p itself (labels not shifted): a bug, not reproduced.
+  P(M), P(F) the next-token softmax after "The person, who X, has the first name" for a GENTYPES template
+             "My friend, [NAME], X." (any other template: its text before [NAME]), weighted as above (a name
+             token with or without its leading space counts: `ĠMary` and `Mary`).
+
 The grid never copies the model: one flat copy of the original selected parameters is kept, every point
 writes theta0 + alpha * dec(h) into the model's own tensors (one pass per tensor), and the end restores
 theta0 bit for bit. Evaluation sets are tokenised, sorted by length and collated once.
@@ -28,7 +38,8 @@ import torch
 
 from methods.gradiend import figures
 from methods.gradiend.data import GradiendData
-from methods.gradiend.examples import collate, gentypes_examples, length_batches, length_cap, lms_examples
+from methods.gradiend import example_sets
+from methods.gradiend.examples import MaskedExample, collate, length_batches, length_cap
 from methods.gradiend.model import Gradiend
 from methods.gradiend.params import ParamSet
 
@@ -36,6 +47,23 @@ H_VALUES = (-10.0, -2.0, -1.0, -0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 
 ALPHA_VALUES = (-0.5, -0.1, -0.05, -0.01, -0.005, -0.001, -5e-4, -1e-4, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5)
 CRITERIA = ("bpi", "fpi", "mpi")
 COLUMNS = ["h", "alpha", "P(F)", "P(M)", "LMS_Dec", "BPI", "FPI", "MPI"]
+LOGITS_PER_PASS = 1 << 26  # vocabulary logits one causal LMS_Dec pass holds (256 MB in float32)
+
+
+def bounded(groups: list[list[int]], items: list[MaskedExample], max_positions: int) -> list[list[int]]:
+    """`groups` split (in order) so that no group has more than `max_positions` positions (at least one item)."""
+    out = []
+    for group in groups:
+        current, count = [], 0
+        for i in group:
+            size = len(items[i].positions)
+            if current and count + size > max_positions:
+                out.append(current)
+                current, count = [], 0
+            current.append(i)
+            count += size
+        out.append(current)
+    return out
 
 
 def vocab_strings(tokenizer) -> list[str]:
@@ -87,17 +115,19 @@ class DecoderEvaluator:
     def __init__(self, subject, data: GradiendData, *, lms_max_sentences: int = 10_000, batch_size: int = 128,
                  seed: int = 42):  # fmt: skip
         tok = subject.tokenizer
-        self.subject = subject
+        self.subject, self.causal = subject, example_sets.is_causal(subject)
         device = subject.device
-        self.lms_items = lms_examples(data.geneutral[:lms_max_sentences], tok, seed=seed,
-                                      max_length=length_cap(subject, 512))  # fmt: skip
-        self.type_items = gentypes_examples(data.gentypes, tok, max_length=length_cap(subject, 128))
-        self.lms_batches = [collate([self.lms_items[i] for i in g], tok.pad_token_id, device)
-                            for g in length_batches(self.lms_items, batch_size)]  # fmt: skip
+        self.lms_items = example_sets.lms_items(subject, data.geneutral[:lms_max_sentences], seed=seed,
+                                                max_length=length_cap(subject, 512))  # fmt: skip
+        self.type_items = example_sets.gentypes_items(subject, data.gentypes, max_length=length_cap(subject, 128))
+        lms_groups = length_batches(self.lms_items, batch_size)
+        if self.causal:  # every token is a target: bound the logits a pass holds
+            lms_groups = bounded(lms_groups, self.lms_items, LOGITS_PER_PASS // len(tok))
+        self.lms_batches = [collate([self.lms_items[i] for i in g], tok.pad_token_id, device) for g in lms_groups]
         type_groups = length_batches(self.type_items, batch_size)
         self.type_batches = [collate([self.type_items[i] for i in g], tok.pad_token_id, device) for g in type_groups]
         self.type_order = np.array([i for g in type_groups for i in g], dtype=int)
-        self.norm = normalised_ids(tok).to(device)
+        self.norm = None if self.causal else normalised_ids(tok).to(device)
         self.weights = name_weights(tok, data).to(device)
         if not bool((self.weights > 0).any()):
             from bench.errors import DataError
@@ -107,11 +137,23 @@ class DecoderEvaluator:
 
     @torch.inference_mode()
     def lms(self) -> float:
+        if self.causal:
+            return 1.0 / (1.0 + self.nll())
         correct = 0
         for b in self.lms_batches:
             pred = self.subject.mlm_logits(b.input_ids, b.attention_mask, b.rows, b.cols).argmax(-1)
             correct += int((self.norm[pred] == self.norm[b.labels]).sum())
         return correct / max(1, self.n_masked)
+
+    @torch.inference_mode()
+    def nll(self) -> float:
+        """Mean next-token cross-entropy over every target token of the LMS_Dec texts (causal LM)."""
+        total = torch.zeros((), dtype=torch.float64, device=self.subject.device)
+        for b in self.lms_batches:
+            logits = self.subject.mlm_logits(b.input_ids, b.attention_mask, b.rows, b.cols)
+            logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+            total += torch.nn.functional.cross_entropy(logits, b.labels, reduction="sum").double()
+        return float(total) / max(1, self.n_masked)
 
     @torch.inference_mode()
     def name_probabilities(self) -> tuple[np.ndarray, np.ndarray]:

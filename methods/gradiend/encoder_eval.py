@@ -3,7 +3,10 @@
 Rows: type 1 = each template filled with the next female and the next male name of the split (all pronouns
 masked, factual label); type 2 = those texts with the pronouns written out and one random token masked;
 type 3 = the first `neutral_max` GENEUTRAL sentences with one random token masked. h of every row comes from
-its batch-size-1 gradient (exact directional derivative, see gradients.py).
+its batch-size-1 gradient (exact directional derivative, see gradients.py). For a causal LM (SPEC-beyond §9.1) the
+rows are next-token examples (examples_causal.py): type 1 cut before the first pronoun with the training target
+(` he`/` she`; the reference's encoder analysis uses other tokens than its training), types 2 and 3 cut before one
+random token (not the name, not a pronoun), that token the target.
 
 Metrics:
   Acc_GENTER  per template, the fraction of its two rows whose sign (h >= 0 -> F) is right; mean over
@@ -27,7 +30,8 @@ import pandas as pd
 
 from methods.gradiend import figures
 from methods.gradiend.data import GradiendData
-from methods.gradiend.examples import gender_rows, length_cap, neutral_rows
+from methods.gradiend import example_sets
+from methods.gradiend.examples import length_cap
 from methods.gradiend.model import Gradiend
 from methods.gradiend.params import ParamSet
 from methods.gradiend.train import encode_batches, pearson, row_batches
@@ -90,12 +94,11 @@ def analyse(subject, gradiend: Gradiend, data: GradiendData, *, split: str = "te
     params = ParamSet.select(subject.model, DEFAULT_EXCLUDE if exclude is None else exclude)
     if params.n != gradiend.n:
         raise ValueError(f"the GRADIEND has n={gradiend.n}, the model's parameter set n={params.n}")
-    roberta = subject.is_roberta_style
     templates, names = data.genter[split], data.names[split]
     max_length = length_cap(subject, max_length)
-    rows = gender_rows(templates, names, subject.tokenizer, roberta=roberta, max_length=max_length)
-    rows += neutral_rows(templates, names, data.geneutral[:neutral_max], subject.tokenizer, roberta=roberta,
-                         max_length=max_length, neutral_max_length=length_cap(subject, 128))  # fmt: skip
+    rows = example_sets.gender_rows(subject, templates, names, max_length=max_length)
+    rows += example_sets.neutral_rows(subject, templates, names, data.geneutral[:neutral_max], max_length=max_length,
+                                      neutral_max_length=length_cap(subject, 128))  # fmt: skip
     batches, order = row_batches(rows, subject.tokenizer.pad_token_id, batch_size, subject.device)
     progress = None if bar is None else (lambda it: bar(it, desc=f"encoder analysis ({split})"))
     h = encode_batches(subject, params, gradiend, batches, order, progress)

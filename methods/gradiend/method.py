@@ -57,6 +57,7 @@ class GradiendDebiaser(Debiaser):
     """Shared implementation; the subclasses only differ in the selection criterion."""
 
     criterion: ClassVar[str] = "bpi"
+    model_kinds = frozenset({"mlm", "clm"})  # causal LMs: next-token examples (SPEC-beyond §9.1)
     fit_family = "gradiend"  # the three variants share the training and the grid: fit one after another
     group = 1
     changes = "weights"

@@ -30,7 +30,8 @@ from methods.gradiend.model import Gradiend
 from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet
 from methods.gradiend.train import TrainConfig, train
 
-_RESULT_MODULES = ("data", "examples", "gradients", "model", "params", "train", "decoder_eval")
+_RESULT_MODULES = ("data", "examples", "examples_causal", "example_sets", "gradients", "model", "params", "train",
+                   "decoder_eval")  # fmt: skip
 
 
 def code_version() -> str:

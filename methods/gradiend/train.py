@@ -33,8 +33,8 @@ import torch
 from bench.errors import BenchError, TrainingDiverged
 from bench.files import atomic_dir, stable_hash, write_json
 from methods.gradiend.data import GradiendData
-from methods.gradiend.examples import (EncoderRow, MaskedBatch, TrainBatches, collate, gender_rows, length_batches,
-                                       length_cap)  # fmt: skip
+from methods.gradiend import example_sets
+from methods.gradiend.examples import EncoderRow, MaskedBatch, TrainBatches, collate, length_batches, length_cap
 from methods.gradiend.gradients import GradientPair, directional_derivatives
 from methods.gradiend.model import Gradiend
 from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet
@@ -239,16 +239,15 @@ def train(subject, data: GradiendData, cfg: TrainConfig, out_dir, ctx) -> tuple[
         params.check_signature(config["params"])
         return gradiend, config["summary"]
     write_json(stamp, {"key": key, "config": cfg.result_key(), "model": subject.name, "data": data.describe()})
-    roberta = subject.is_roberta_style
     max_length = length_cap(subject, cfg.max_length)
-    batches = TrainBatches(data.genter["train"], data.names["train"], subject.tokenizer, roberta=roberta,
-                           batch_size=cfg.batch_size, max_length=max_length)  # fmt: skip
-    val_rows = gender_rows(val_templates(data, cfg.eval_max_size), data.names["val"], subject.tokenizer,
-                           roberta=roberta, max_length=max_length)  # fmt: skip
+    batches = example_sets.train_batches(subject, data.genter["train"], data.names["train"], batch_size=cfg.batch_size,
+                                         max_length=max_length)  # fmt: skip
+    val_rows = example_sets.gender_rows(subject, val_templates(data, cfg.eval_max_size), data.names["val"],
+                                        max_length=max_length)  # fmt: skip
     val = ValSet(subject, params, val_rows, cfg.eval_batch_size)
     full_val = val
     if len(val_rows) != 2 * len(data.genter["val"]):
-        rows = gender_rows(data.genter["val"], data.names["val"], subject.tokenizer, roberta=roberta, max_length=max_length)
+        rows = example_sets.gender_rows(subject, data.genter["val"], data.names["val"], max_length=max_length)
         full_val = ValSet(subject, params, rows, cfg.eval_batch_size)
     selected, runs = None, []
     for seed in cfg.seeds:

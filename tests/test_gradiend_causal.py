@@ -1,0 +1,276 @@
+"""GRADIEND on causal LMs (SPEC-beyond §9.1): next-token examples (cut before the pronoun, the running-text target
+token, BOS in front for Llama-style tokenizers), the parameter set of GPT-2 and Llama-3.2-3B, one training step of
+the shared trainer against autograd + AdamW, the logits read at the last real token of a right-padded batch, the
+shifted-NLL LMS_Dec, and the forward-mode per-example derivatives. Random-init GPT-2 and Llama-style models in
+float64 (the identities are checked to ~1e-12; see tests/test_gradiend_gradients.py for why float64)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from bench.api import Context
+from methods.gradiend import example_sets
+from methods.gradiend import train as gtrain
+from methods.gradiend.data import PRONOUN, Template, load
+from methods.gradiend.examples import collate, written_out
+from methods.gradiend.examples_causal import CausalText, genter_examples, gentypes_examples, leading_ids, name_prompt
+from methods.gradiend.gradients import GradientPair, directional_derivatives, masked_logits
+from methods.gradiend.model import Gradiend
+from methods.gradiend.params import ParamSet
+from tests.gradiend_helpers import NAMES, SHARED_DATA, TEMPLATES, write_data_dir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GPT2 = "random:gpt2,n_layer=2,n_embd=32,n_head=2"
+LLAMA = ("random:llama-small,num_hidden_layers=2,hidden_size=32,intermediate_size=64,num_attention_heads=2,"
+         "num_key_value_heads=1,head_dim=16")  # fmt: skip
+TRAIN = [Template(t, "M", "train") for t in TEMPLATES[:8]]
+EXTRA = ["[PRONOUN] was late, said [NAME].", 'Then [NAME] shouted "[PRONOUN] is here!"',
+         "[NAME] left early! [PRONOUN] was tired."]  # fmt: skip
+# Relative tolerances of the float64 identities: ~1e-13 is what two summation orders differ by in float64, but
+# Llama's RMSNorm computes in float32 whatever the model's dtype (transformers casts its input), so a 1e-16
+# difference before it can flip a float32 rounding: measured up to 6e-8 relative on the Llama-style model. Any real
+# error (a wrong position, label or sign) is O(1) relative.
+TOLS = {"gpt2": 1e-9, "llama": 1e-6}
+TOL = TOLS["gpt2"]
+
+
+def _load(name):
+    from bench.models.loading import load_subject
+
+    if not (SHARED_DATA / "models" / "gpt2-tokenizer" / "tokenizer.json").is_file():
+        pytest.skip("the GPT-2 tokenizer is not in the data directory")
+    subject = load_subject(name, data_dir=SHARED_DATA)
+    subject.model.double()
+    return subject
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    return _load(GPT2)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return _load(LLAMA)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return load(write_data_dir(tmp_path_factory.mktemp("gdata")))
+
+
+def _params(subject):
+    return ParamSet.select(subject.model)
+
+
+# ---- examples -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_cut_and_target_are_the_running_text(which, request):
+    """The input is the text before the first pronoun (BOS in front for Llama, nothing for GPT-2), the target the
+    very token the whole written-out text has next: ` he`/` she` after a word, ` He`/` She` after `. `, `He` at the
+    start of a text (after GPT-2's start token), `he` right after a quote; the counterfactual the other pronoun in
+    the same form."""
+    subject = request.getfixturevalue(which)
+    tok = subject.tokenizer
+    bos = [tok.bos_token_id] if which == "llama" else []
+    assert leading_ids(tok) == bos
+    masked = TEMPLATES + EXTRA
+    for gender, name in (("M", "John"), ("F", "Mary")):
+        examples = genter_examples(CausalText(tok), masked, [name] * len(masked), [gender] * len(masked), 48)
+        for m, ex in zip(masked, examples):
+            written, spans = written_out(m, name, gender)
+            start, end = next(span for span, slot in zip(spans, re.findall(r"\[NAME\]|\[PRONOUN\]", m)) if slot == PRONOUN)
+            full = bos + tok(written, add_special_tokens=False)["input_ids"]
+            context = bos + tok(written[:start].rstrip(), add_special_tokens=False)["input_ids"]
+            assert ex.positions == [len(ex.ids) - 1]
+            if context:
+                assert ex.ids == context and full[: len(context)] == context
+                assert ex.labels == [full[len(context)]]
+            else:  # GPT-2, pronoun first: the start token alone, target = the text's first token
+                assert ex.ids == [tok.eos_token_id] and ex.labels == [full[0]]
+            word, other = tok.decode(ex.labels), tok.decode(ex.counter)
+            assert word.strip() == written[start:end]
+            assert word.startswith(" ") == (start > 0 and written[start - 1] == " ")
+            assert other == _swapped(word)
+            assert ex.ids[0] == tok.bos_token_id if which == "llama" else tok.bos_token_id not in ex.ids[1:]
+    rows = example_sets.gender_rows(subject, [Template(t, "M", "test") for t in masked], NAMES["test"], max_length=48)
+    assert len(rows) == 2 * len(masked) and all(r.example.counter is None for r in rows)
+
+
+def _swapped(word: str) -> str:
+    """The other pronoun in the same form (leading space, capital)."""
+    stripped = word.strip()
+    other = {"he": "she", "she": "he"}[stripped.lower()]
+    return word[: len(word) - len(word.lstrip())] + (other.capitalize() if stripped[0].isupper() else other)
+
+
+def test_training_batches_share_the_input_and_flip_the_target(gpt2, llama):
+    for subject in (gpt2, llama):
+        tok = subject.tokenizer
+        batches = example_sets.train_batches(subject, TRAIN, NAMES["train"], batch_size=6, max_length=48)
+        for k in range(3):
+            gender = batches.draw(k)[0]
+            batch = batches.batch(k)
+            assert batch.size == 6 and torch.equal(batch.rows, torch.arange(6))
+            assert torch.equal(batch.cols, batch.attention_mask.sum(1) - 1), "the last real token of every row"
+            for label, counter in zip(batch.labels.tolist(), batch.counter.tolist()):
+                word, other = tok.decode([label]), tok.decode([counter])
+                assert word.strip().lower() == {"M": "he", "F": "she"}[gender]
+                assert other == _swapped(word)
+
+
+def test_a_text_too_long_for_max_length_is_dropped(gpt2):
+    long = [Template("a b c d e f g h i j k l [NAME] said [PRONOUN] left.", "M", "train")] + TRAIN[:2]
+    rows = example_sets.gender_rows(gpt2, long, NAMES["train"], max_length=10)
+    assert {r.template for r in rows} == {1, 2}
+
+
+def test_gentypes_prompts():
+    assert name_prompt("My friend, [NAME], excels in the field of mechanical engineering.") == \
+        "The person, who excels in the field of mechanical engineering, has the first name"  # fmt: skip
+    assert name_prompt("The new pilot, [NAME], landed the plane safely.") == "The new pilot,"
+
+
+def test_gentypes_items_end_where_the_name_comes(gpt2):
+    tok = gpt2.tokenizer
+    items = gentypes_examples(["My friend, [NAME], loves knitting.", "[NAME] is a nurse."], tok)
+    assert tok.decode(items[0].ids) == "The person, who loves knitting, has the first name"
+    assert items[1].ids == [tok.eos_token_id], "a name first: the start token alone"
+    assert all(e.positions == [len(e.ids) - 1] for e in items)
+
+
+# ---- parameters -----------------------------------------------------------------------------------------------
+def test_parameter_counts_of_gpt2_and_llama_3b():
+    """n = 124,439,808 for gpt2 (the real config of random:gpt2) and 3,212,749,824 for Llama-3.2-3B (SPEC-beyond
+    §9.1): every parameter, the LM head tied to the input embedding and listed once as the embedding."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bench.models.causal import CONFIG_FOLDER
+
+    folder = SHARED_DATA / "models" / "gpt2-tokenizer"
+    if not (folder / "config.json").is_file():
+        pytest.skip("the GPT-2 config is not in the data directory")
+    import json
+
+    llama = AutoConfig.for_model(**json.loads((CONFIG_FOLDER / "llama-3.2-3b.json").read_text()))
+    for config, n, embedding in ((AutoConfig.from_pretrained(folder), 124_439_808, "transformer.wte.weight"),
+                                 (llama, 3_212_749_824, "model.embed_tokens.weight")):  # fmt: skip
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        params = ParamSet.select(model)
+        assert params.n == n
+        assert embedding in params.names and not any("lm_head" in name for name in params.names)
+        assert model.get_output_embeddings().weight is dict(model.named_parameters())[embedding]
+
+
+# ---- logits at the last real token ------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_last_real_token_logits_under_right_padding_equal_batch_size_one(which, request):
+    subject, tol = request.getfixturevalue(which), TOLS[which]
+    rows = example_sets.gender_rows(subject, TRAIN, NAMES["train"], max_length=48)
+    batch = collate([r.example for r in rows], subject.tokenizer.pad_token_id)
+    assert len({len(r.example.ids) for r in rows}) > 1, "the batch is padded"
+    with torch.no_grad():
+        got = masked_logits(subject.model, batch, "clm")
+        for i, r in enumerate(rows):
+            alone = subject.model(input_ids=torch.tensor([r.example.ids])).logits[0, -1]
+            assert torch.allclose(got[i], alone, rtol=0, atol=tol * alone.abs().max())
+        padded_last = subject.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -1]
+    short = [i for i, r in enumerate(rows) if len(r.example.ids) < batch.input_ids.shape[1]]
+    assert not torch.allclose(padded_last[short], got[short]), "logits[:, -1] (the reference) reads pad positions"
+
+
+def _reference_grad(subject, params, examples, labels):
+    """L = mean over examples of the next-token cross-entropy, each example run alone through the whole HF model."""
+    losses = [nn.functional.cross_entropy(subject.model(input_ids=torch.tensor([e.ids])).logits[0, -1], torch.tensor(y))
+              for e, y in zip(examples, labels)]  # fmt: skip
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(torch.stack(losses).mean(), params.params)])
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_gradient_pair_equals_per_text_autograd(which, request):
+    subject, tol = request.getfixturevalue(which), TOLS[which]
+    params = _params(subject)
+    batches = example_sets.train_batches(subject, TRAIN, NAMES["train"], batch_size=5, max_length=48)
+    pair = GradientPair(subject, params)
+    examples = batches.examples(1)
+    x, t = pair(collate(examples, subject.tokenizer.pad_token_id))
+    g_pos = _reference_grad(subject, params, examples, [e.labels[0] for e in examples])
+    g_neg = _reference_grad(subject, params, examples, [e.counter[0] for e in examples])
+    scale = g_pos.abs().max()
+    assert torch.allclose(x, g_pos, rtol=0, atol=tol * scale)
+    assert torch.allclose(t, g_pos - g_neg, rtol=0, atol=tol * scale)
+    emb = params.names.index("transformer.wte.weight" if which == "gpt2" else "model.embed_tokens.weight")
+    assert float(params.views(x)[emb].abs().sum()) > 0, "the tied output projection's gradient is in x"
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_directional_derivatives_equal_per_example_gradients(which, request):
+    subject, tol = request.getfixturevalue(which), TOLS[which]
+    params = _params(subject)
+    rows = example_sets.gender_rows(subject, TRAIN[:3], NAMES["test"], max_length=48)
+    rows += example_sets.neutral_rows(subject, TRAIN[:1], NAMES["test"], ["the weather was cold ."], max_length=48,
+                                      neutral_max_length=128)  # fmt: skip
+    direction = torch.randn(params.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = directional_derivatives(subject, params, direction, collate([r.example for r in rows], subject.tokenizer.pad_token_id))
+    want = torch.stack([torch.dot(_reference_grad(subject, params, [r.example], r.example.labels), direction) for r in rows])
+    assert torch.allclose(got, want, rtol=tol, atol=tol * want.abs().max())
+
+
+# ---- one step of the shared trainer ---------------------------------------------------------------------------
+def test_one_training_step_equals_autograd_and_adamw(gpt2, data, tmp_path):
+    """train_run (GradientPair + closed-form GRADIEND gradient + AdamW, then the evaluation and the sign flip) after one
+    step equals: g+ and g- by autograd on each text alone, nn.Linear encoder/decoder, autograd MSE, torch AdamW."""
+    subject, params = gpt2, _params(gpt2)
+    cfg = gtrain.TrainConfig(seeds=(0,), lr=1e-3, eps=1e-8, batch_size=4, max_steps=1, eval_every=1)
+    batches = example_sets.train_batches(subject, data.genter["train"], data.names["train"], batch_size=4, max_length=48)
+    val = gtrain.ValSet(subject, params, example_sets.gender_rows(subject, data.genter["val"], data.names["val"],
+                                                                  max_length=48), 4)  # fmt: skip
+    run = gtrain.train_run(subject, params, batches, val, cfg, 0, tmp_path / "run", Context(data_dir=None, cache_dir=tmp_path, progress=False))
+
+    examples = batches.examples(0)
+    g_pos = _reference_grad(subject, params, examples, [e.labels[0] for e in examples])
+    g_neg = _reference_grad(subject, params, examples, [e.counter[0] for e in examples])
+    x, t = g_pos, g_pos - g_neg
+    init = Gradiend.initialised(params.n, 0, dtype=torch.float64)
+    enc, dec = nn.Linear(params.n, 1).double(), nn.Linear(1, params.n).double()
+    with torch.no_grad():
+        enc.weight.copy_(init.W_e[None]), enc.bias.copy_(init.b_e), dec.weight.copy_(init.W_d[:, None]), dec.bias.copy_(init.b_d)
+    opt = torch.optim.AdamW([enc.weight, dec.weight, dec.bias, enc.bias], lr=1e-3, eps=1e-8, weight_decay=1e-2)
+    nn.functional.mse_loss(dec(torch.tanh(enc(x))), t).backward()
+    opt.step()
+    sign = -1.0 if run.history[0]["flipped"] else 1.0
+    want = torch.cat([sign * enc.weight.detach()[0], sign * dec.weight.detach()[:, 0], dec.bias.detach(), sign * enc.bias.detach()])
+    got = run.gradiend.flat
+    assert run.best_step == 1 and run.history[0]["r"] >= 0
+    assert not torch.equal(got, init.flat), "the step moved the GRADIEND"
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-14)
+
+
+# ---- LMS_Dec ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_lms_dec_is_one_over_one_plus_the_shifted_nll(which, data, request):
+    from methods.gradiend.decoder_eval import DecoderEvaluator
+
+    subject, tol = request.getfixturevalue(which), TOLS[which]
+    tok = subject.tokenizer
+    evaluator = DecoderEvaluator(subject, data, lms_max_sentences=5, batch_size=3)
+    front = [tok.bos_token_id] if which == "llama" else []
+    total = count = unshifted = 0.0
+    with torch.no_grad():
+        for sentence in data.geneutral[:5]:
+            ids = torch.tensor([front + tok(sentence, add_special_tokens=False)["input_ids"]])
+            out = subject.model(input_ids=ids, labels=ids)  # Hugging Face shifts the labels itself (in float32)
+            shifted = float(nn.functional.cross_entropy(out.logits[0, :-1], ids[0, 1:], reduction="sum"))
+            assert shifted / (ids.shape[1] - 1) == pytest.approx(float(out.loss), rel=1e-6)
+            total += shifted
+            count += ids.shape[1] - 1
+            unshifted += float(nn.functional.cross_entropy(out.logits[0], ids[0], reduction="sum"))
+    assert evaluator.n_masked == count
+    assert evaluator.nll() == pytest.approx(total / count, rel=tol)
+    assert evaluator.lms() == pytest.approx(1 / (1 + total / count), rel=tol)
+    assert abs(unshifted / (count + 5) - total / count) > 1e-3, "the reference's unshifted NLL is another number"
