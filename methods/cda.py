@@ -1,4 +1,5 @@
-"""CDA: two-sided counterfactual data augmentation, then further MLM training (SPEC §2.1).
+"""CDA: two-sided counterfactual data augmentation, then further MLM training (SPEC §2.1), or further causal-LM
+training for causal LMs (SPEC-beyond §9.3).
 
 1. Corpus: every line of the data directory's `text_corpus/*.txt` (or the file named by `corpus`). The paper
    used Wikipedia-10 (10 % of an English Wikipedia dump), which is not available here; the shared data holds
@@ -27,6 +28,11 @@
    tokens, AdamW lr 5e-5, linear decay) and small for the synthetic world (400 steps x 32 single sentences, lr
    1e-3: well under a minute on a CPU, and enough to take the default world's gender SS from ~83 to ~53). Every
    hyperparameter is a constructor argument (`-o cda.max_steps=500`).
+4. Causal LMs (GPT-2, Llama; bias-bench ran GPT-2 only): the same augmented lines, then continued causal-LM
+   training (bias-bench's `run_clm.py`: 2,000 steps x batch 8 x gradient accumulation 32, blocks of 1,024
+   tokens, lr 5e-5, seed 0; next-token loss on every real token), each line written after the model's start
+   token (bench.models.mlm_data); small defaults for the synthetic causal world (`synthetic-clm`, see
+   `methods.mlm_training.CAUSAL_SYNTHETIC_TRAINING`).
 
 Training checkpoints (for resuming) are kept under the cache's `checkpoints/CDA/<key>`; the key includes the
 run's bias type (methods.mlm_training), so a race fit never resumes from a gender fit's checkpoints.
