@@ -274,3 +274,53 @@ def test_lms_dec_is_one_over_one_plus_the_shifted_nll(which, data, request):
     assert evaluator.nll() == pytest.approx(total / count, rel=tol)
     assert evaluator.lms() == pytest.approx(1 / (1 + total / count), rel=tol)
     assert abs(unshifted / (count + 5) - total / count) > 1e-3, "the reference's unshifted NLL is another number"
+
+
+# ---- memory options -------------------------------------------------------------------------------------------
+def test_layers_select_whole_blocks(gpt2, llama):
+    from bench.errors import BenchError
+
+    last = ParamSet.select(gpt2.model, layers=(-1,))
+    assert last.names and all(name.startswith("transformer.h.1.") for name in last.names)
+    assert ParamSet.select(gpt2.model, layers=(1,)).names == last.names
+    both = ParamSet.select(llama.model, layers=(0, 1))
+    assert both.n == _params(llama).n - llama.model.model.embed_tokens.weight.numel() - llama.model.model.norm.weight.numel()
+    with pytest.raises(BenchError, match="outside the model's 2 blocks"):
+        ParamSet.select(gpt2.model, layers=(2,))
+
+
+def test_bfloat16_gradient_buffers_hold_the_rounded_float32_gradients():
+    subject = _load(GPT2)
+    subject.model.float()
+    params = _params(subject)
+    batch = example_sets.train_batches(subject, TRAIN, NAMES["train"], batch_size=4, max_length=48).batch(0)
+    x32, t32 = (v.clone() for v in GradientPair(subject, params)(batch))
+    pair = GradientPair(subject, params, torch.bfloat16)
+    for _ in range(2):  # the second call starts from the first one's buffers
+        x16, t16 = pair(batch)
+        assert x16.dtype == torch.bfloat16 and torch.equal(x16, x32.bfloat16()) and torch.equal(t16, t32.bfloat16())
+    assert all(p.grad is None for p in subject.model.parameters())
+
+
+def test_bfloat16_gradiend_on_a_layer_subset_trains_edits_and_applies(data, tmp_path):
+    from methods.gradiend.method import GradiendBPI
+    from methods.gradiend.stages import GridConfig, evaluate_grid, select_edit
+
+    subject = _load(GPT2)
+    subject.model.float()
+    before = {k: v.clone() for k, v in subject.model.state_dict().items()}
+    cfg = gtrain.TrainConfig(seeds=(0,), lr=1e-2, eps=1e-4, batch_size=4, max_steps=2, eval_every=1, layers=(-1,),
+                             dtype="bfloat16")  # fmt: skip
+    gradiend, _ = gtrain.train(subject, data, cfg, tmp_path / "out", Context(data_dir=None, cache_dir=tmp_path, progress=False))
+    assert gradiend.flat.dtype == torch.bfloat16 and gradiend.n == ParamSet.select(subject.model, layers=(-1,)).n
+    grid = GridConfig(h_values=(1.0,), alpha_values=(-0.1, 0.1), lms_max_sentences=4, layers=(-1,))
+    table = evaluate_grid(subject, gradiend, data, grid).table
+    assert len(table) == 3 and table["LMS_Dec"].between(0, 1).all()
+    assert all(torch.equal(v, subject.model.state_dict()[k]) for k, v in before.items()), "the grid restores the model"
+    edit = select_edit(subject, gradiend, table.assign(BPI=[0.0, 1.0, 0.0]), "bpi", layers=(-1,))
+    method = GradiendBPI(layers=[-1], dtype="bfloat16")
+    from methods.gradiend.method import GradiendArtifact
+
+    edited = method.apply(subject, GradiendArtifact("bpi", edit.h, edit.alpha, edit.signature, edit.delta, table))
+    changed = {k for k, v in edited.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("transformer.h.1.") for k in changed)

@@ -106,7 +106,7 @@ def encoder(model, device, data_dir, options, no_progress, gradiend_dir, split, 
     method, subject, ctx = _setup(model, device, data_dir, options, no_progress)
     gradiend_model, _ = _load_gradiend(gradiend_dir, subject)
     report = analyse(subject, gradiend_model, load(ctx.data_dir), split=split, neutral_max=neutral_max,
-                     max_length=method.max_length, exclude=method.exclude, bar=ctx.bar)  # fmt: skip
+                     max_length=method.max_length, exclude=method.exclude, layers=method.layers, bar=ctx.bar)  # fmt: skip
     click.echo(report.table())
     if out is not None:
         out = Path(out)

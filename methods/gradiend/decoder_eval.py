@@ -176,17 +176,19 @@ class WeightEdit:
     """theta0 + alpha * dec(h) written into the model's selected tensors in place; `restore` puts theta0 back
     exactly (from a flat copy, not by subtracting). dec(h) is kept between calls with the same h (the grid
     runs 16 alphas per h), so an edit is two passes over n numbers instead of three, with the arithmetic of
-    `edit_delta` unchanged (one more length-n buffer)."""
+    `edit_delta` unchanged (one more length-n buffer). dec(h) and the delta are in the GRADIEND's dtype (the
+    model's, unless a lower-precision GRADIEND was trained), the sum in the model's."""
 
     def __init__(self, params: ParamSet):
         self.params = params
         self.original = params.flatten()
-        self.delta = params.empty()
-        self.decoded, self.decoded_h = None, None
+        self.delta, self.decoded, self.decoded_h = None, None, None
 
     def apply(self, gradiend: Gradiend, h: float, alpha: float) -> None:
+        if self.decoded is None or self.decoded.dtype != gradiend.b_d.dtype:
+            self.decoded, self.delta = torch.empty_like(gradiend.b_d), torch.empty_like(gradiend.b_d)
         if self.decoded_h != (id(gradiend), float(h)):
-            self.decoded = gradiend.decode(h, out=self.decoded if self.decoded is not None else self.params.empty())
+            self.decoded = gradiend.decode(h, out=self.decoded)
             self.decoded_h = (id(gradiend), float(h))
         torch.mul(self.decoded, float(alpha), out=self.delta)  # = edit_delta(gradiend, h, alpha)
         self.params.write_sum(self.original, self.delta)
@@ -207,10 +209,10 @@ class GridResult:
 
 
 def run_grid(subject, gradiend: Gradiend, evaluator: DecoderEvaluator, *, h_values=H_VALUES, alpha_values=ALPHA_VALUES,
-             exclude=None, bar=None) -> GridResult:  # fmt: skip
+             exclude=None, layers=None, bar=None) -> GridResult:  # fmt: skip
     from methods.gradiend.params import DEFAULT_EXCLUDE
 
-    params = ParamSet.select(subject.model, DEFAULT_EXCLUDE if exclude is None else exclude)
+    params = ParamSet.select(subject.model, DEFAULT_EXCLUDE if exclude is None else exclude, layers)
     if params.n != gradiend.n:
         raise ValueError(f"the GRADIEND has n={gradiend.n}, the model's parameter set n={params.n}")
     t_start = time.perf_counter()

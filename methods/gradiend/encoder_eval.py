@@ -88,10 +88,10 @@ def encoder_metrics(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def analyse(subject, gradiend: Gradiend, data: GradiendData, *, split: str = "test", neutral_max: int = 10_000,
-            max_length: int = 48, batch_size: int = 32, exclude=None, bar=None) -> EncoderReport:  # fmt: skip
+            max_length: int = 48, batch_size: int = 32, exclude=None, layers=None, bar=None) -> EncoderReport:  # fmt: skip
     from methods.gradiend.params import DEFAULT_EXCLUDE
 
-    params = ParamSet.select(subject.model, DEFAULT_EXCLUDE if exclude is None else exclude)
+    params = ParamSet.select(subject.model, DEFAULT_EXCLUDE if exclude is None else exclude, layers)
     if params.n != gradiend.n:
         raise ValueError(f"the GRADIEND has n={gradiend.n}, the model's parameter set n={params.n}")
     templates, names = data.genter[split], data.names[split]

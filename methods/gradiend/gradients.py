@@ -51,12 +51,18 @@ def masked_logits(model: nn.Module, batch: MaskedBatch, kind: str = "mlm") -> to
 
 
 class GradientPair:
-    """x = g+ and t = g+ - g- of a batch, into two buffers allocated once (2n numbers)."""
+    """x = g+ and t = g+ - g- of a batch, into two buffers allocated once (2n numbers).
 
-    def __init__(self, subject, params: ParamSet):
+    With a `dtype` other than the model's (a bfloat16 GRADIEND of a float32 model, the memory option) the buffers
+    are of that dtype and autograd cannot accumulate into them: each tensor's gradient is copied into its view
+    (rounded) as soon as the backward pass has finished it, and freed, so besides the two buffers only one tensor's
+    gradient in the model's dtype exists at a time."""
+
+    def __init__(self, subject, params: ParamSet, dtype: torch.dtype | None = None):
         self.subject, self.params = subject, params
-        self.x = params.empty()
-        self.t = params.empty()
+        self.dtype = params.dtype if dtype is None else dtype
+        self.x = torch.empty(params.n, dtype=self.dtype, device=params.device)
+        self.t = torch.empty(params.n, dtype=self.dtype, device=params.device)
 
     def __call__(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         model, params = self.subject.model, self.params
@@ -64,13 +70,32 @@ class GradientPair:
             logits = masked_logits(model, batch, self.subject.kind)
             loss_pos = F.cross_entropy(logits, batch.labels)
             loss_neg = F.cross_entropy(logits, batch.counter)
-            self.x.zero_()
-            params.point_grads(self.x)
-            loss_pos.backward(retain_graph=True)
-            self.t.zero_()
-            params.point_grads(self.t)
-            (loss_pos - loss_neg).backward()
+            with self._into(self.x):
+                loss_pos.backward(retain_graph=True)
+            with self._into(self.t):
+                (loss_pos - loss_neg).backward()
         return self.x, self.t
+
+    @contextlib.contextmanager
+    def _into(self, flat: torch.Tensor) -> Iterator[None]:
+        """A backward pass inside writes the selected gradients into `flat` (zero where none flows)."""
+        flat.zero_()
+        if flat.dtype == self.params.dtype:
+            self.params.point_grads(flat)
+            yield
+            return
+
+        def hook(param, view):
+            view.copy_(param.grad)
+            param.grad = None
+
+        handles = [p.register_post_accumulate_grad_hook(lambda q, v=v: hook(q, v))
+                   for p, v in zip(self.params.params, self.params.views(flat))]  # fmt: skip
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
 class _ExampleLosses(nn.Module):
@@ -117,7 +142,7 @@ def directional_derivatives(subject, params: ParamSet, direction: torch.Tensor, 
     wrapper = _ExampleLosses(model, subject.kind)
     keys = ["model." + name for name in params.names]
     primals = {k: p.detach() for k, p in zip(keys, params.params)}
-    tangents = dict(zip(keys, params.views(direction.detach())))
+    tangents = dict(zip(keys, params.views(direction.detach().to(params.dtype))))
 
     def losses(p):
         return functional_call(wrapper, p, (batch,), strict=False, tie_weights=True)

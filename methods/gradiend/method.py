@@ -32,8 +32,9 @@ import pandas as pd
 import torch
 
 from bench.api import Debiaser
+from bench.errors import BenchError
 from methods.gradiend.decoder_eval import ALPHA_VALUES, H_VALUES, selection_table
-from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet
+from methods.gradiend.params import DEFAULT_EXCLUDE, DTYPES, ParamSet
 from methods.gradiend.stages import GridConfig, grid_stage, select_edit, train_stage
 from methods.gradiend.train import TrainConfig
 
@@ -74,7 +75,7 @@ class GradiendDebiaser(Debiaser):
     def __init__(self, seeds=None, lr=None, eps=None, weight_decay=1e-2, batch_size=32, max_length=48, max_steps=None,
                  eval_every=None, eval_max_size=None, eval_batch_size=32, exclude=DEFAULT_EXCLUDE,
                  h_values=H_VALUES, alpha_values=ALPHA_VALUES, lms_max_sentences=None, grid_batch_size=128,
-                 fused=None):  # fmt: skip
+                 fused=None, layers=None, dtype=None):  # fmt: skip
         self.seeds = seeds
         self.lr = lr
         self.eps = eps
@@ -91,6 +92,10 @@ class GradiendDebiaser(Debiaser):
         self.lms_max_sentences = lms_max_sentences
         self.grid_batch_size = grid_batch_size
         self.fused = fused
+        self.layers = None if layers is None else tuple(int(i) for i in layers)  # memory options (README "Memory")
+        if dtype is not None and dtype not in DTYPES:
+            raise BenchError(f"gradiend: dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+        self.dtype = dtype
 
     # ---- configuration -------------------------------------------------------------------------------
     def resolved(self, subject) -> dict[str, Any]:
@@ -104,12 +109,13 @@ class GradiendDebiaser(Debiaser):
             seeds=tuple(int(s) for s in r["seeds"]), lr=float(r["lr"]), eps=float(r["eps"]), weight_decay=float(self.weight_decay),
             batch_size=int(self.batch_size), max_length=int(self.max_length), max_steps=r["max_steps"],
             eval_every=int(r["eval_every"]), eval_max_size=self.eval_max_size, eval_batch_size=int(self.eval_batch_size),
-            exclude=tuple(self.exclude), fused=self.fused,
+            exclude=tuple(self.exclude), fused=self.fused, layers=self.layers, dtype=self.dtype,
         )  # fmt: skip
 
     def grid_config(self, subject) -> GridConfig:
         return GridConfig(h_values=self.h_values, alpha_values=self.alpha_values, batch_size=self.grid_batch_size,
-                          lms_max_sentences=int(self.resolved(subject)["lms_max_sentences"]), exclude=self.exclude)  # fmt: skip
+                          lms_max_sentences=int(self.resolved(subject)["lms_max_sentences"]), exclude=self.exclude,
+                          layers=self.layers)  # fmt: skip
 
     def data_files(self, ctx) -> list:
         from methods.gradiend.data import gradiend_files
@@ -129,14 +135,14 @@ class GradiendDebiaser(Debiaser):
         data = load(ctx.data_dir)
         gradiend, summary, train_folder = train_stage(subject, data, self.train_config(subject), ctx)
         table, grid_folder = grid_stage(subject, gradiend, data, self.grid_config(subject), ctx, train_folder)
-        edit = select_edit(subject, gradiend, table, self.criterion, self.exclude)
+        edit = select_edit(subject, gradiend, table, self.criterion, self.exclude, self.layers)
         info = {"train": summary, "selection": selection_table(table), "train_folder": str(train_folder),
                 "grid_folder": str(grid_folder)}  # fmt: skip
         return GradiendArtifact(self.criterion, edit.h, edit.alpha, edit.signature, edit.delta, table, info)
 
     def apply(self, subject, artifact: GradiendArtifact):
         model = copy.deepcopy(subject.model)
-        params = ParamSet.select(model, self.exclude)
+        params = ParamSet.select(model, self.exclude, self.layers)
         params.check_signature(artifact.signature, f"this GRADIEND-{artifact.criterion.upper()} edit")
         delta = artifact.delta.to(device=params.device, dtype=params.dtype)
         with torch.no_grad():

@@ -8,12 +8,22 @@ string); the paper's intent is "the core model without the prediction head", whi
 Embeddings are included; the word embedding is tied to the output projection, so its gradient also carries
 the output-softmax contribution.
 
+Causal LMs (SPEC-beyond §9.1): the same rule is the reference's "all parameters minus names containing `lm_head`":
+GPT-2's and Llama-3.2's LM head is tied to `wte` / `embed_tokens` and listed once as that embedding, so the output
+projection is included (n = 124,439,808 for gpt2, 3,212,749,824 for Llama-3.2-3B).
+
+`layers` restricts the set to some transformer blocks (a memory option for large models, SPEC-beyond §9.1: the
+reference trains a layer subset of Llama-3.2-3B-Instruct in one of its configurations): the tensors of blocks
+`<...>.h.<i>.` (GPT-2), `<...>.layers.<i>.` (Llama), `<...>.layer.<i>.` (BERT/DistilBERT) with i in `layers`
+(negative i counts from the last block); embeddings and final norms belong to no block and are left out.
+
 A `ParamSet` maps the selected tensors onto one flat vector of n numbers (offsets in selection order), so
 gradients, GRADIEND vectors and weight edits are plain length-n tensors.
 """
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -25,6 +35,38 @@ from bench.errors import BenchError
 DEFAULT_EXCLUDE: tuple[str, ...] = (
     "cls.predictions", "lm_head", "pooler", "vocab_transform", "vocab_layer_norm", "vocab_projector",
 )  # fmt: skip
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def gradiend_dtype(name: str | None, params: "ParamSet") -> torch.dtype:
+    """The dtype of the GRADIEND, its optimiser state and its inputs: `name` (DTYPES), or the model's (None)."""
+    if name is None:
+        return params.dtype
+    if name not in DTYPES:
+        raise BenchError(f"GRADIEND dtype {name!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+BLOCK = re.compile(r"\.(?:h|layers|layer)\.(\d+)\.")
+
+
+def block_of(name: str) -> int | None:
+    """The index of the transformer block a parameter belongs to, or None (embeddings, final norm)."""
+    match = BLOCK.search(name)
+    return int(match.group(1)) if match else None
+
+
+def _keep_layers(named: list[tuple[str, nn.Parameter]], layers: Sequence[int] | None) -> list[tuple[str, nn.Parameter]]:
+    if layers is None:
+        return named
+    blocks = [b for b in (block_of(name) for name, _ in named) if b is not None]
+    if not blocks:
+        raise BenchError("GRADIEND: layers= was given, but no parameter belongs to a numbered transformer block")
+    count = max(blocks) + 1
+    if any(not -count <= int(i) < count for i in layers):
+        raise BenchError(f"GRADIEND: layers={list(layers)} outside the model's {count} blocks")
+    wanted = {int(i) % count for i in layers}
+    return [(name, p) for name, p in named if block_of(name) in wanted]
 
 
 @dataclass
@@ -35,11 +77,11 @@ class ParamSet:
     n: int
 
     @classmethod
-    def select(cls, model: nn.Module, exclude: Sequence[str] = DEFAULT_EXCLUDE) -> "ParamSet":
+    def select(cls, model: nn.Module, exclude: Sequence[str] = DEFAULT_EXCLUDE,
+               layers: Sequence[int] | None = None) -> "ParamSet":  # fmt: skip
         names, params, offsets, n = [], [], [], 0
-        for name, p in model.named_parameters():
-            if any(s in name for s in exclude):
-                continue
+        kept = [(name, p) for name, p in model.named_parameters() if not any(s in name for s in exclude)]
+        for name, p in _keep_layers(kept, layers):
             names.append(name)
             params.append(p)
             offsets.append(n)

@@ -50,6 +50,7 @@ class GridConfig:
     lms_max_sentences: int = 10_000
     batch_size: int = 128  # models evaluated per forward pass: speed only
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # decided by the trained GRADIEND (its training key has it)
+    layers: tuple[int, ...] | None = None  # likewise
 
     def result_key(self) -> dict:
         """What decides the grid's numbers besides the trained GRADIEND (part of the grid's cache key)."""
@@ -88,7 +89,7 @@ def evaluate_grid(subject, gradiend: Gradiend, data: GradiendData, grid: GridCon
     """Every (h, alpha) edit of `grid` (and the base model) evaluated on `data`."""
     evaluator = DecoderEvaluator(subject, data, lms_max_sentences=grid.lms_max_sentences, batch_size=grid.batch_size)
     return run_grid(subject, gradiend, evaluator, h_values=grid.h_values, alpha_values=grid.alpha_values,
-                    exclude=grid.exclude, bar=bar)  # fmt: skip
+                    exclude=grid.exclude, layers=grid.layers, bar=bar)  # fmt: skip
 
 
 def write_grid(result: GridResult, folder: Path, title: str) -> None:
@@ -116,9 +117,9 @@ def grid_stage(subject, gradiend: Gradiend, data: GradiendData, grid: GridConfig
 
 
 def select_edit(subject, gradiend: Gradiend, table: pd.DataFrame, criterion: str,
-                exclude=DEFAULT_EXCLUDE) -> Edit:  # fmt: skip
+                exclude=DEFAULT_EXCLUDE, layers=None) -> Edit:  # fmt: skip
     """The grid point of `table` with the largest `criterion` (bpi, fpi or mpi) and its edit."""
     chosen = select(table)[criterion]
     h, alpha = float(chosen["h"]), float(chosen["alpha"])
-    params = ParamSet.select(subject.model, exclude)
+    params = ParamSet.select(subject.model, exclude, layers)
     return Edit(h, alpha, edit_delta(gradiend, h, alpha).cpu(), params.signature())

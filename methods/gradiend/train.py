@@ -37,7 +37,7 @@ from methods.gradiend import example_sets
 from methods.gradiend.examples import EncoderRow, MaskedBatch, TrainBatches, collate, length_batches, length_cap
 from methods.gradiend.gradients import GradientPair, directional_derivatives
 from methods.gradiend.model import Gradiend
-from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet
+from methods.gradiend.params import DEFAULT_EXCLUDE, ParamSet, gradiend_dtype
 
 SELECTED = "gradiend"
 
@@ -58,12 +58,20 @@ class TrainConfig:
     checkpoint_every: int | None = None  # None: every eval
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     fused: bool | None = None  # fused AdamW kernel (None: where PyTorch has one)
+    layers: tuple[int, ...] | None = None  # only these transformer blocks (params.py; None: all parameters)
+    dtype: str | None = None  # the GRADIEND's dtype (params.DTYPES; None: the model's)
 
     def result_key(self) -> dict:
-        """What the trained GRADIEND depends on (not how often it is checkpointed)."""
+        """What the trained GRADIEND depends on (not how often it is checkpointed). The memory options appear only
+        when set, so the key of a default configuration is what it was before they existed."""
         d = asdict(self)
         d.pop("checkpoint_every")
         d["seeds"], d["betas"], d["exclude"] = list(self.seeds), list(self.betas), list(self.exclude)
+        for k in ("layers", "dtype"):
+            if d[k] is None:
+                d.pop(k)
+        if self.layers is not None:
+            d["layers"] = [int(i) for i in self.layers]
         return d
 
 
@@ -93,7 +101,8 @@ def encode_batches(subject, params: ParamSet, gradiend: Gradiend, batches: list[
     if not batches:
         return np.zeros(0)
     loop = batches if progress is None else progress(batches)
-    parts = [gradiend.encode_dots(directional_derivatives(subject, params, gradiend.W_e, b)) for b in loop]
+    direction = gradiend.W_e.to(params.dtype)  # the model's dtype (a copy only for a GRADIEND of another dtype)
+    parts = [gradiend.encode_dots(directional_derivatives(subject, params, direction, b)) for b in loop]
     h = torch.cat(parts).double().cpu().numpy()
     out = np.empty_like(h)
     out[order] = h
@@ -172,14 +181,15 @@ def train_run(subject, params: ParamSet, batches: TrainBatches, val: ValSet, cfg
     if total < 1:
         raise BenchError(f"GRADIEND: max_steps must be >= 1, got {total}")
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
-    gradiend = Gradiend.initialised(params.n, seed, device=device, dtype=params.dtype)
+    dtype = gradiend_dtype(cfg.dtype, params)
+    gradiend = Gradiend.initialised(params.n, seed, device=device, dtype=dtype)
     opt = gradiend.optimizer(cfg.lr, cfg.weight_decay, cfg.eps, cfg.betas, cfg.fused)
     start, best, best_score, best_step, history = 0, None, -math.inf, 0, []
     ckpt = run_dir / "checkpoint"
     if (ckpt / "state.json").is_file():
         meta, best = _load_checkpoint(ckpt, gradiend, opt, device)
         start, best_score, best_step, history = meta["step"], meta["best_score"], meta["best_step"], meta["history"]
-    pair = GradientPair(subject, params)
+    pair = GradientPair(subject, params, dtype)
     bar = ctx.bar(total=total, initial=start, desc=f"GRADIEND seed {seed}")
     try:
         for k in range(start, total):
@@ -212,7 +222,7 @@ def train_run(subject, params: ParamSet, batches: TrainBatches, val: ValSet, cfg
     finally:
         bar.close()
     del pair, opt
-    kept = Gradiend(params.n, device=device, dtype=params.dtype)
+    kept = Gradiend(params.n, device=device, dtype=dtype)
     with torch.no_grad():
         kept.flat.copy_(best)
     return RunResult(seed, kept, best_score, best_step, history)
@@ -228,7 +238,7 @@ def train(subject, data: GradiendData, cfg: TrainConfig, out_dir, ctx) -> tuple[
     """Train every seed (resuming or reusing finished runs in `out_dir`), select the best run, save it to
     `out_dir/gradiend` and return it with a summary."""
     out_dir = Path(out_dir)
-    params = ParamSet.select(subject.model, cfg.exclude)
+    params = ParamSet.select(subject.model, cfg.exclude, cfg.layers)
     key = stable_hash({"subject": subject.identity, "train": cfg.result_key(), "data": data.describe()})
     stamp = out_dir / "train.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") != key:
