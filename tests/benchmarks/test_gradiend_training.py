@@ -1,5 +1,6 @@
 """GRADIEND training steps/s and peak memory on a random-init bert-base architecture (the real
-bert-base-uncased config from <data>/models), ours vs the straightforward implementation.
+bert-base-uncased config from <data>/models) and on a random-init GPT-2 (the real gpt2 config, causal examples),
+ours vs the straightforward implementation.
 
 Straightforward (what the paper's code does, SPEC §1.3 G1): for each label set a full Hugging Face forward
 pass (vocabulary logits at all positions) and backward pass, the gradient gathered with one copy per tensor
@@ -8,10 +9,16 @@ autograd MSE and torch.optim.AdamW.
 Ours: `GradientPair` (one forward, logits only at the masks, two backward passes accumulating straight into
 two preallocated flat buffers) + `Gradiend` (closed-form gradient, fused AdamW over one flat vector).
 
+For GPT-2 the straightforward step reads the next-token logits at each text's last real token from the full
+(batch, length, vocabulary) logits of a Hugging Face forward pass. "ours-bf16" is the memory option
+`dtype="bfloat16"`: the GRADIEND, its AdamW moments and the gradient buffers in bfloat16, the model in float32.
+
 Each variant runs in its own subprocess so that its peak resident memory (ru_maxrss, or
 torch.cuda.max_memory_allocated on CUDA) is its own. One warm-up step, then STEPS timed steps on the same
 32-sentence GENTER-style batches (templates built from the data directory's corpus, names of NAMExact train).
-Run with `pytest tests/benchmarks/test_gradiend_training.py --benchmark-enable -s`.
+Run with `pytest tests/benchmarks/test_gradiend_training.py --benchmark-enable -s`. The GPT-2 case runs the full
+gpt2 size only with --benchmark-enable; the normal test suite runs it on a tiny GPT-2 (2 layers, 64 wide), which
+checks that every variant runs and reports its figures.
 """
 from __future__ import annotations
 
@@ -27,8 +34,13 @@ REPO = Path(__file__).resolve().parents[2]
 STEPS = int(os.environ.get("GRADIEND_BENCH_STEPS", "2"))
 
 
-def _measure(kind: str, steps: int, data_dir: str, device: str) -> dict:
-    """Runs in a subprocess: builds random bert-base, runs 1 + `steps` GRADIEND steps, reports figures."""
+BERT = "random:bert-base-uncased"
+GPT2 = "random:gpt2"
+TINY_GPT2 = "random:gpt2,n_layer=2,n_embd=64,n_head=4"
+
+
+def _measure(kind: str, steps: int, data_dir: str, device: str, model_name: str = BERT) -> dict:
+    """Runs in a subprocess: builds the random model, runs 1 + `steps` GRADIEND steps, reports figures."""
     import resource
     import time
 
@@ -36,22 +48,23 @@ def _measure(kind: str, steps: int, data_dir: str, device: str) -> dict:
     from torch import nn
 
     from bench.models.loading import load_subject
+    from methods.gradiend import example_sets
     from methods.gradiend.data import load
-    from methods.gradiend.examples import TrainBatches
     from methods.gradiend.gradients import GradientPair
     from methods.gradiend.model import Gradiend, bytes_per_step
     from methods.gradiend.params import ParamSet
 
-    subject = load_subject("random:bert-base-uncased", data_dir=data_dir, device=device)
+    subject = load_subject(model_name, data_dir=data_dir, device=device)
     data = load(data_dir)
-    batches = TrainBatches(data.genter["train"], data.names["train"], subject.tokenizer, roberta=False, batch_size=32)
+    batches = example_sets.train_batches(subject, data.genter["train"], data.names["train"], batch_size=32, max_length=48)
     params = ParamSet.select(subject.model)
     n = params.n
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    if kind == "ours":
-        pair = GradientPair(subject, params)
-        g = Gradiend.initialised(n, 0, device=device)
+    if kind in ("ours", "ours-bf16"):
+        dtype = torch.bfloat16 if kind == "ours-bf16" else params.dtype
+        pair = GradientPair(subject, params, dtype)
+        g = Gradiend.initialised(n, 0, device=device, dtype=dtype)
         opt = g.optimizer()
 
         def step(k):
@@ -67,10 +80,14 @@ def _measure(kind: str, steps: int, data_dir: str, device: str) -> dict:
         opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=1e-5, weight_decay=1e-2)
 
         def grad(batch, labels):
-            lab = torch.full_like(batch.input_ids, -100)
-            lab[batch.rows, batch.cols] = labels
             model.zero_grad()
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=lab).loss.backward()
+            if subject.kind == "clm":  # the full logits, read at each text's last real token
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                nn.functional.cross_entropy(logits[batch.rows, batch.cols], labels).backward()
+            else:
+                lab = torch.full_like(batch.input_ids, -100)
+                lab[batch.rows, batch.cols] = labels
+                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=lab).loss.backward()
             return torch.cat([p.grad.detach().clone().reshape(-1) for p in params.params])
 
         def step(k):
@@ -93,7 +110,7 @@ def _measure(kind: str, steps: int, data_dir: str, device: str) -> dict:
     update = sum(step(k) for k in range(1, steps + 1))
     sync()
     elapsed = time.perf_counter() - t0
-    out = {"kind": kind, "n": n, "steps": steps, "seconds": elapsed, "steps_per_s": steps / elapsed,
+    out = {"kind": kind, "model": model_name, "n": n, "steps": steps, "seconds": elapsed, "steps_per_s": steps / elapsed,
            "update_seconds_per_step": update / steps,
            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
            "bytes_per_step_analytical": bytes_per_step(n), "device": device}  # fmt: skip
@@ -102,14 +119,19 @@ def _measure(kind: str, steps: int, data_dir: str, device: str) -> dict:
     return out
 
 
-def _run_variant(kind: str, data_dir, device: str) -> dict:
-    code = (f"import json; from tests.benchmarks.test_gradiend_training import _measure; "
-            f"print('RESULT', json.dumps(_measure({kind!r}, {STEPS}, {str(data_dir)!r}, {device!r})))")  # fmt: skip
+def _run_variant(kind: str, data_dir, device: str, model_name: str = BERT) -> dict:
+    return _run_variants((kind,), data_dir, device, model_name)[kind]
+
+
+def _run_variants(kinds: tuple[str, ...], data_dir, device: str, model_name: str = BERT) -> dict[str, dict]:
+    """The variants in one subprocess (one each for peak memories of their own)."""
+    code = (f"import json; from tests.benchmarks.test_gradiend_training import _measure\nfor k in {kinds!r}: "
+            f"print('RESULT', json.dumps(_measure(k, {STEPS}, {str(data_dir)!r}, {device!r}, {model_name!r})))")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
-        raise AssertionError(f"{kind} variant failed:\n{proc.stderr[-3000:]}")
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])
+        raise AssertionError(f"{'/'.join(kinds)} variant failed:\n{proc.stderr[-3000:]}")
+    found = [json.loads(l[len("RESULT ") :]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    return {r["kind"]: r for r in found}
 
 
 def test_gradiend_training_step_speed_and_memory(benchmark, data_dir):
@@ -133,3 +155,38 @@ def test_gradiend_training_step_speed_and_memory(benchmark, data_dir):
     benchmark.extra_info.update({"speedup": speedup, "ours": ours, "naive": naive})
     assert speedup >= 1.3
     assert ours[mem_key] < naive[mem_key]
+
+
+def test_gradiend_training_on_gpt2(benchmark, data_dir):
+    """GPT-2 (causal examples): ours, ours with the bfloat16 GRADIEND, the straightforward step. The full gpt2 with
+    --benchmark-enable (figures asserted as for bert-base), else a tiny GPT-2 that only has to run."""
+    import torch
+
+    if not (data_dir / "models" / "gpt2-tokenizer" / "config.json").is_file():
+        pytest.skip("the gpt2 config is not in the data directory")
+    full = not benchmark.disabled
+    model_name = GPT2 if full else TINY_GPT2
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if full:
+        ours = benchmark.pedantic(_run_variant, args=("ours", data_dir, device, model_name), rounds=1, iterations=1)
+        bf16 = _run_variant("ours-bf16", data_dir, device, model_name)
+        naive = _run_variant("naive", data_dir, device, model_name)
+    else:  # one process (saves two starts): the peak memories are not each variant's own
+        found = benchmark.pedantic(_run_variants, args=(("ours", "ours-bf16", "naive"), data_dir, device, model_name),
+                                   rounds=1, iterations=1)  # fmt: skip
+        ours, bf16, naive = found["ours"], found["ours-bf16"], found["naive"]
+    mem_key = "cuda_peak_bytes" if device == "cuda" else "peak_rss_bytes"
+    gb = 1e9
+    print(f"\nGRADIEND training on {model_name} ({device}, n = {ours['n']:,}, {STEPS} timed steps, batch 32):")
+    for name, r in (("ours", ours), ("ours-bf16", bf16), ("naive", naive)):
+        print(f"  {name:10} {r['steps_per_s']:.4f} steps/s  peak {r[mem_key] / gb:.2f} GB  "
+              f"update {r['update_seconds_per_step']:.3f} s/step")
+    speedup = ours["steps_per_s"] / naive["steps_per_s"]
+    print(f"  speed-up {speedup:.2f}x, peak memory ratio ours/naive {ours[mem_key] / naive[mem_key]:.2f}, "
+          f"ours-bf16/naive {bf16[mem_key] / naive[mem_key]:.2f}, ours-bf16/ours {bf16[mem_key] / ours[mem_key]:.2f}")
+    benchmark.extra_info.update({"speedup": speedup, "ours": ours, "ours_bf16": bf16, "naive": naive})
+    assert ours["n"] == bf16["n"] == naive["n"]
+    if full:
+        assert ours["n"] == 124_439_808
+        assert speedup >= 1.3
+        assert bf16[mem_key] < ours[mem_key] < naive[mem_key]
