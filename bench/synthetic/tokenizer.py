@@ -38,11 +38,11 @@ def build_vocab(lines: Iterable[str], split_words: dict | None = None) -> list[s
     return tokens
 
 
-def tokenizer_for(vocab: list[str]):
+def tokenizer_for(vocab: list[str], **special):
     from transformers import BertTokenizerFast
 
     return BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=False, strip_accents=False,
-                             model_max_length=MAX_LENGTH)
+                             model_max_length=MAX_LENGTH, **special)  # fmt: skip
 
 
 def write_tokenizer(vocab: list[str], folder: Path):
@@ -61,4 +61,12 @@ def load_tokenizer(folder: Path):
     other tokenizer files in a shared cache cannot change how text is split."""
     vocab = (Path(folder) / "vocab.txt").read_text(encoding="utf-8").splitlines()
     return tokenizer_for(vocab)
+
+
+def load_causal_tokenizer(folder: Path):
+    """The same tokenizer for the world's causal LM: [CLS] is also its BOS (`bench.models.causal.start_id`: the
+    token a scored text starts after) and [SEP] its EOS; with special tokens a text is still [CLS] text [SEP],
+    the causal LM's training sequence."""
+    vocab = (Path(folder) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return tokenizer_for(vocab, bos_token="[CLS]", eos_token="[SEP]")
 
