@@ -15,6 +15,9 @@ text they were trained on, stop with a message instead of giving silently differ
 checks the cached copy again (`damage`: weights, config and generated files against this record, ~20 ms), so a
 cache shared by a team cannot change a number of the pinned world without bench noticing.
 `bench synthetic build --pin` retrains the world with the same code and rewrites the three files.
+
+The world's causal LM (`synthetic-clm`, bench.synthetic.clm) is pinned the same way in `pinned_clm/`: the same
+three files, installed into the world folder's `clm/` and checked on every load by these functions (`model_dir`).
 """
 from __future__ import annotations
 
@@ -67,9 +70,11 @@ def pins(bias: float, seed: int, generator: str, folder: Path = FOLDER) -> dict 
     return None
 
 
-def install(world_root: Path, rec: dict, folder: Path = FOLDER) -> None:
-    """Put the pinned weights into a freshly generated world folder, after checking both hashes."""
+def install(world_root: Path, rec: dict, folder: Path = FOLDER, model_dir: Path | None = None) -> None:
+    """Put the pinned weights into a freshly generated world folder (its `model/`, or `model_dir`), after
+    checking both hashes."""
     root, folder = Path(world_root), Path(folder)
+    model = Path(model_dir) if model_dir is not None else root / "model"
     found = content_hash(root)
     if found != rec["generated_sha256"]:
         raise BenchError(
@@ -81,15 +86,16 @@ def install(world_root: Path, rec: dict, folder: Path = FOLDER) -> None:
     if not weights.is_file() or sha256(weights) != rec["weights_sha256"]:
         raise BenchError(f"the pinned synthetic weights {weights} are missing or damaged (sha256 differs from "
                          f"{folder / RECORD}); reinstall bench or rebuild with `bench synthetic build --pin`")
-    (root / "model").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(folder / CONFIG, root / "model" / CONFIG)
-    shutil.copyfile(weights, root / "model" / WEIGHTS)
+    model.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / CONFIG, model / CONFIG)
+    shutil.copyfile(weights, model / WEIGHTS)
 
 
-def damage(world_root: Path, rec: dict, folder: Path = FOLDER) -> str | None:
-    """What differs between a cached pinned world and the package's record (None: it is intact)."""
+def damage(world_root: Path, rec: dict, folder: Path = FOLDER, model_dir: Path | None = None) -> str | None:
+    """What differs between a cached pinned world (its weights in `model/`, or `model_dir`) and the package's
+    record (None: it is intact)."""
     root, folder = Path(world_root), Path(folder)
-    model = root / "model"
+    model = Path(model_dir) if model_dir is not None else root / "model"
     try:
         if sha256(model / WEIGHTS) != rec["weights_sha256"]:
             return f"{WEIGHTS} is not the pinned one"
@@ -105,18 +111,23 @@ def damage(world_root: Path, rec: dict, folder: Path = FOLDER) -> str | None:
     return None
 
 
-def write(world_root: Path, folder: Path = FOLDER) -> dict:
-    """Pin a trained world: copy its weights and config into `folder` and record how they were made."""
+def write(world_root: Path, folder: Path = FOLDER, model_dir: Path | None = None, info: dict | None = None,
+          kind: str = "") -> dict:
+    """Pin a trained world: copy its weights and config (from `model/`, or `model_dir`) into `folder` and record
+    how they were made (`info`: the training record, default the world's world.json; `kind`: "clm" for the
+    causal LM, whose record also names its kind and recipe, taken from `info`)."""
     import torch
     import transformers
 
     from bench import __version__
 
     root, folder = Path(world_root), Path(folder)
-    info = json.loads((root / "world.json").read_text(encoding="utf-8"))
+    model = Path(model_dir) if model_dir is not None else root / "model"
+    info = info if info is not None else json.loads((root / "world.json").read_text(encoding="utf-8"))
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(root / "model" / CONFIG, folder / CONFIG)
-    shutil.copyfile(root / "model" / WEIGHTS, folder / WEIGHTS)
+    shutil.copyfile(model / CONFIG, folder / CONFIG)
+    shutil.copyfile(model / WEIGHTS, folder / WEIGHTS)
+    options = f"--bias {info['options']['bias']} --seed {info['options']['seed']}"
     rec = {
         "options": info["options"],
         "generator": info["generator"],
@@ -125,12 +136,14 @@ def write(world_root: Path, folder: Path = FOLDER) -> dict:
         "training": {k: info[k] for k in ("training", "extra_training", "extra_rounds", "final_loss", "signal",
                                           "parameters", "vocab_size", "corpus_lines", "model_size", "seconds")},
         "made_by": {
-            "command": f"bench synthetic build --bias {info['options']['bias']} --seed {info['options']['seed']} --pin",
+            "command": f"bench synthetic build {f'--kind {kind} ' if kind else ''}{options} --pin",
             "date": time.strftime("%Y-%m-%d"), "bench": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "cpu": _cpu(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         },
     }
+    if kind:
+        rec.update(kind=kind, recipe=info["recipe"])
     (folder / RECORD).write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return rec
 

@@ -5,6 +5,8 @@ A world is a folder `<cache>/synthetic/<key>/` (key = hash of the options and GE
   model/       the trained BertForMaskedLM and its BertTokenizerFast (save_pretrained)
   data/        evaluation and training sets in the layout of a bench data directory (README.md there)
   world.json   options, sizes and training figures; written last
+  clm/         the world's causal LM (`synthetic-clm`, bench.synthetic.clm; clm-trained/ where trained on this
+               machine), added on its first load
 It is built once, inside a temporary folder renamed into place (an interrupted build leaves nothing), under a
 file lock so that concurrent processes wait for one build instead of racing.
 
@@ -86,16 +88,17 @@ def check_options(bias, seed) -> tuple[float, int]:
     return bias, int(seed)
 
 
-def model_options(spec) -> tuple[float, int, str]:
-    """(bias, seed, init) of a `synthetic:...` model name; BenchError for anything else."""
+def model_options(spec, name: str = "synthetic") -> tuple[float, int, str]:
+    """(bias, seed, init) of a `synthetic:...` (or `synthetic-clm:...`: `name`) model name; BenchError for
+    anything else."""
     options = {**DEFAULTS, **spec.options}
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown or spec.target:
         bad = ", ".join(unknown) if unknown else repr(spec.target)
-        raise BenchError(f"synthetic: unknown option {bad}; valid: synthetic:bias=0.8,seed=0,init=trained|random")
+        raise BenchError(f"{name}: unknown option {bad}; valid: {name}:bias=0.8,seed=0,init=trained|random")
     bias, seed = check_options(options["bias"], options["seed"])
     if options["init"] not in ("trained", "random"):
-        raise BenchError(f"synthetic: init must be 'trained' or 'random', got {options['init']!r}")
+        raise BenchError(f"{name}: init must be 'trained' or 'random', got {options['init']!r}")
     return bias, seed, options["init"]
 
 
