@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.api import Context, NotApplicable, serves_model_kind
+from bench.api import Context, NotApplicable, served, serves_model_kind
 from bench.models.causal_scoring import TokenQuery, sentence_ids, token_log_probs
 from bench.models.embeddings import sentence_embeddings
 from bench.models.finetune import (FinetuneConfig, build_classifier, classifier_output, encode, finetune,
@@ -276,3 +276,40 @@ def test_glue_and_superglue_on_a_causal_lm(gpt2, tmp_path):
     assert note.startswith("mean over 1 of 2 tasks (CB); n/a: COPA (transformers has no multiple-choice head for 'gpt2'")
     with pytest.raises(NotApplicable, match="no multiple-choice head for 'gpt2' models"):
         SuperGlueCOPA(**quick).score(gpt2, ctx)
+
+
+# ---- the synthetic world's causal LM (slow) ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def synthetic_clm(tmp_path_factory):
+    from metrics.stereoset import StereoSet
+
+    subject = load_subject("synthetic-clm")
+    if not served(StereoSet.requires, subject.capabilities):
+        pytest.skip("StereoSet does not score causal LMs here")
+    ctx = Context(data_dir=subject.data_dir, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    return subject, ctx
+
+
+# Measured (seed 0, 1,000 resamples): gender SS 100.00 [100.00, 100.00] on the base model; SentenceDebias 71.2
+# [66.6, 76.0], RLACE 78.4 [73.7, 82.8], INLP with 20 iterations 90.9 [87.4, 94.1] (LMS 99.4): all significant.
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [SentenceDebias(), RLACE(), INLP(n_iterations=20, max_removed_fraction=None)],
+                         ids=["sentence-debias", "rlace", "inlp-20"])  # fmt: skip
+def test_projections_move_synthetic_clm_gender_ss_toward_50(synthetic_clm, method):
+    from tests.test_inlp import gender_ss_moves_toward_50
+
+    subject, ctx = synthetic_clm
+    debiased = method.apply(subject, method.fit(subject, ctx))
+    gender_ss_moves_toward_50(subject, debiased, ctx, f"{type(method).__name__} on synthetic-clm")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="INLP's default keeps 10 iterations on the world's 96 dimensions (max_removed_fraction): "
+                          "dev accuracy only falls from 0.98 to 0.91 and SS stays at 99.6 [98.7, 100.0] (LEACE: "
+                          "98.9); the masked world's falls from 89.4 to 69.3 with the same rule")  # fmt: skip
+def test_inlp_default_moves_synthetic_clm_gender_ss_toward_50(synthetic_clm):
+    from tests.test_inlp import gender_ss_moves_toward_50
+
+    subject, ctx = synthetic_clm
+    method = INLP()
+    gender_ss_moves_toward_50(subject, method.apply(subject, method.fit(subject, ctx)), ctx, "INLP on synthetic-clm")
