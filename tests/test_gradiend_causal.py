@@ -324,3 +324,47 @@ def test_bfloat16_gradiend_on_a_layer_subset_trains_edits_and_applies(data, tmp_
     edited = method.apply(subject, GradiendArtifact("bpi", edit.h, edit.alpha, edit.signature, edit.delta, table))
     changed = {k for k, v in edited.model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("transformer.h.1.") for k in changed)
+
+
+# ---- the command line -----------------------------------------------------------------------------------------
+CLI_OPTS = ["-o", "seeds=[0]", "-o", "max_steps=3", "-o", "eval_every=3", "-o", "batch_size=4", "-o", "lr=0.01",
+            "-o", "eps=0.0001", "-o", "h_values=[1.0]", "-o", "alpha_values=[-0.1, 0.1]", "-o", "lms_max_sentences=8"]  # fmt: skip
+
+
+def _synthetic_clm_name() -> str:
+    from bench.errors import BenchError
+    from bench.models.loading import parse_model_name
+
+    try:
+        parse_model_name("synthetic-clm")
+    except BenchError:
+        pytest.skip("the synthetic world's causal LM (synthetic-clm) is not in this checkout")
+    return "synthetic-clm"
+
+
+@pytest.mark.parametrize("which", ["gpt2-dir", "synthetic-clm"])
+def test_cli_train_encoder_decoder_on_a_causal_model(which, tmp_path, capsys):
+    from bench.cli import main
+
+    if which == "gpt2-dir":
+        subject = _load(GPT2)
+        subject.model.float().save_pretrained(tmp_path / "model")
+        subject.tokenizer.save_pretrained(tmp_path / "model")
+        common = ["--model", str(tmp_path / "model"), "--data-dir", str(write_data_dir(tmp_path / "data"))]
+    else:
+        common = ["--model", _synthetic_clm_name()]
+    common += ["--device", "cpu", "--no-progress", *CLI_OPTS]
+    for args in (["train", "--out", str(tmp_path / "run")],
+                 ["encoder", "--gradiend", str(tmp_path / "run"), "--neutral-max", "4", "--out", str(tmp_path / "enc")],
+                 ["decoder", "--gradiend", str(tmp_path / "run"), "--out", str(tmp_path / "dec")]):  # fmt: skip
+        capsys.readouterr()
+        try:
+            main(["gradiend", *args[:1], *common, *args[1:]])
+        except SystemExit as e:
+            assert e.code == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "gradiend" / "gradiend.safetensors").is_file()
+    assert (tmp_path / "enc" / "encoder_rows.csv").is_file() and (tmp_path / "dec" / "heatmap.png").is_file()
+    import pandas as pd
+
+    grid = pd.read_csv(tmp_path / "dec" / "grid.csv")
+    assert len(grid) == 3 and grid["LMS_Dec"].between(0, 1).all() and (grid["P(F)"] > 0).all()
