@@ -1,4 +1,4 @@
-"""CrowS-Pairs: how often a masked LM prefers the more stereotypical sentence of a minimal pair (SPEC §3.3).
+"""CrowS-Pairs: how often a masked or causal LM prefers the more stereotypical sentence of a minimal pair (SPEC §3.3).
 
 Rows of the run's bias type (`ctx.bias_type`, mapped to the file's `bias_type` value by `ROWS`, the one place
 that holds that mapping: gender -> "gender", race -> "race-color", religion -> "religion", as bias-bench's
@@ -26,6 +26,19 @@ Variants (option `variant`):
   unmodified tokens conditioned on the modified ones, so the comparison is not biased by how frequent the
   modified words themselves are. Every pair has a score here (`no_diff` does not apply).
 
+Causal LMs (GPT-2, Llama; SPEC-beyond §9.2): each sentence, tokenized without special tokens, is scored by
+mean_i log p_i over all its tokens, the log of the geometric mean per token that bias-bench compares (its
+`_joint_log_probability`); `score_*` holds the geometric mean, `raw_*` its log, `tokens_*` the token counts.
+Option `causal_scoring` as in metrics/stereoset.py: "joint" (default; one pass after the start token, BOS
+else EOS) or "bias-bench" (p_1 from a pass on EOS alone, the rest from the sentence alone; on random-weight
+GPT-2 74 of the 262 gender pairs change sides between the two, CrowS 45.04 vs 48.85). The scores are compared
+unrounded, as bias-bench does for causal LMs (rounding a geometric mean of probabilities to 3 decimals would
+tie most pairs); exact ties stay neutral and count in N. Every pair counts (`no_diff` does not apply), and
+`variant` "pll" masks tokens, so it is n/a for causal LMs. Not reproduced: bias-bench's CrowS for Llama
+encodes its start string "<|endoftext|>" as plain text and the sentences with BOS, so its p_1 is P(BOS | BOS)
+(one factor that depends on no sentence) and t_1..t_T are then scored after BOS as in "joint"; here both modes
+score t_1..t_T only, as above (a documented deviation, SPEC §0).
+
 RoBERTa-style (byte-level BPE) tokenizers encode " " + sentence, so the first word has the same leading-space
 form as every other word (SPEC §0.5); bias-bench encodes the sentence as it is.
 
@@ -42,10 +55,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.api import MLM, Column, Estimate, Metric, Scores, statistic
+from bench.api import CLM, MLM, Column, Estimate, Metric, NotApplicable, Scores, statistic
 from bench.data.paths import read_csv_rows, resolve_file
 from bench.errors import BenchError, DataError
 from bench.models.batching import optional_int
+from bench.models.causal_scoring import CAUSAL_SCORING, sentence_ids, sentence_log_probs, without_default_scoring
 from bench.models.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
 
 VARIANTS = ("likelihood", "pll")
@@ -128,7 +142,7 @@ ROWS = {"gender": "gender", "race": "race-color", "religion": "religion"}
 class CrowS(Metric):
     """CrowS-Pairs (rows of the run's bias type): % of pairs where the more stereotypical sentence scores higher."""
 
-    requires = MLM
+    requires = (MLM, CLM)
     columns = (Column("CrowS", "crows", "50", 30),)
     bias_types = frozenset(ROWS)
     bounds = {"batch_size": (1, None), "batch_tokens": (1, None)}
@@ -141,7 +155,11 @@ class CrowS(Metric):
         batch_size: int | None = None,
         batch_tokens: int | None = None,
         no_diff: str = "skip",
+        causal_scoring: str = "joint",
     ):
+        if causal_scoring not in CAUSAL_SCORING:
+            raise BenchError(f"CrowS causal_scoring must be one of {', '.join(CAUSAL_SCORING)}, got {causal_scoring!r}")
+        self.causal_scoring = causal_scoring
         if variant not in VARIANTS:
             raise BenchError(f"CrowS variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if no_diff not in NO_DIFF_RULES:
@@ -151,6 +169,10 @@ class CrowS(Metric):
         self.bias_type = bias_type
         self.variant = variant
         self.batch_size, self.batch_tokens = optional_int(batch_size), optional_int(batch_tokens)
+
+    def config(self) -> dict:
+        """The options; causal_scoring only where it is not the default (masked runs keep their cache keys)."""
+        return without_default_scoring(super().config())
 
     def data_files(self, ctx) -> list:
         return [resolve_file(ctx.data_dir, self.file, "CrowS-Pairs file")]
@@ -189,6 +211,8 @@ class CrowS(Metric):
         path = resolve_file(ctx.data_dir, self.file, "CrowS-Pairs file")
         rows = self.rows(ctx)
         pairs = load_pairs(path, rows)
+        if subject.kind == "clm":
+            return self.causal_score(subject, pairs, path, ctx)
         queries, owner = self.build_queries(subject, pairs, path)
         log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, batch_tokens=self.batch_tokens,
                                      bar=ctx.bar, desc="CrowS-Pairs")
@@ -203,25 +227,9 @@ class CrowS(Metric):
         raw = raw.reshape(len(pairs), 2)
         rounded = np.round(raw, 3)  # as bias-bench: scores are compared after rounding to 3 decimals
         stereo = np.array([p.direction == "stereo" for p in pairs])
-        more = np.where(stereo, rounded[:, 0], rounded[:, 1])
-        less = np.where(stereo, rounded[:, 1], rounded[:, 0])
         count = count.reshape(len(pairs), 2)
-        items = pd.DataFrame(
-            {
-                "row": [p.row for p in pairs],
-                "direction": [p.direction for p in pairs],
-                "sent_more": [p.sent_more for p in pairs],
-                "sent_less": [p.sent_less for p in pairs],
-                "score_more": more,
-                "score_less": less,
-                "raw_more": np.where(stereo, raw[:, 0], raw[:, 1]),
-                "raw_less": np.where(stereo, raw[:, 1], raw[:, 0]),
-                "masked_more": np.where(stereo, count[:, 0], count[:, 1]),
-                "masked_less": np.where(stereo, count[:, 1], count[:, 0]),
-                "biased": more > less,
-                "neutral": more == less,
-            }
-        )
+        items = pair_items(pairs, *(np.where(stereo, a[:, 0], a[:, 1]) for a in (rounded, raw, count)),
+                           *(np.where(stereo, a[:, 1], a[:, 0]) for a in (rounded, raw, count)), counted="masked")
         extras = {}
         if self.variant == "likelihood" and self.no_diff == "skip":
             lacking = (count == 0).any(axis=1)  # a sentence without differing tokens: bias-bench skips the pair
@@ -231,3 +239,45 @@ class CrowS(Metric):
             items = items[~lacking].reset_index(drop=True)
         extras["neutral"] = float(100.0 * items["neutral"].mean())  # % of tied pairs
         return Scores(metric=self.name or "crows", estimates=crows_estimates(items), items=items, extras=extras)
+
+    def causal_score(self, subject, pairs: list[Pair], path: Path, ctx) -> Scores:
+        """A causal LM: each sentence's mean log p_i over its tokens (the log of the geometric mean per token),
+        compared unrounded; every pair counts (both sentences have tokens)."""
+        if self.variant != "likelihood":
+            raise NotApplicable(f"CrowS variant {self.variant!r} masks tokens: it is defined for masked LMs only")
+        ids = sentence_ids(subject.tokenizer, [s for p in pairs for s in (p.sent_more, p.sent_less)])
+        limit = max_input_length(subject)
+        for k, sentence in enumerate(ids):
+            if not sentence or len(sentence) + 1 > limit:
+                size = "no tokens" if not sentence else f"more than the model's {limit - 1} tokens after the start"
+                raise DataError(f"{path} row {pairs[k // 2].row}: {('sent_more', 'sent_less')[k % 2]} has {size}")
+        log_probs = sentence_log_probs(subject, ids, self.causal_scoring, batch_size=self.batch_size,
+                                       batch_tokens=self.batch_tokens, bar=ctx.bar, desc="CrowS-Pairs")  # fmt: skip
+        raw = np.array([lp.mean() for lp in log_probs]).reshape(len(pairs), 2)
+        count = np.array([len(lp) for lp in log_probs]).reshape(len(pairs), 2)
+        items = pair_items(pairs, np.exp(raw[:, 0]), raw[:, 0], count[:, 0], np.exp(raw[:, 1]), raw[:, 1],
+                           count[:, 1], counted="tokens", compare="raw")  # fmt: skip
+        extras = {"neutral": float(100.0 * items["neutral"].mean())}
+        return Scores(metric=self.name or "crows", estimates=crows_estimates(items), items=items, extras=extras)
+
+
+def pair_items(pairs, more, raw_more, count_more, less, raw_less, count_less, counted: str, compare: str = "score"):
+    """The per-pair frame: scores of sent_more / sent_less (`score_*`, compared where compare="score", else
+    `raw_*`), raw scores, how many tokens each score covers (`<counted>_more/less`), biased and neutral."""
+    a, b = (more, less) if compare == "score" else (raw_more, raw_less)
+    return pd.DataFrame(
+        {
+            "row": [p.row for p in pairs],
+            "direction": [p.direction for p in pairs],
+            "sent_more": [p.sent_more for p in pairs],
+            "sent_less": [p.sent_less for p in pairs],
+            "score_more": more,
+            "score_less": less,
+            "raw_more": raw_more,
+            "raw_less": raw_less,
+            f"{counted}_more": count_more,
+            f"{counted}_less": count_less,
+            "biased": a > b,
+            "neutral": a == b,
+        }
+    )

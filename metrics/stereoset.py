@@ -1,4 +1,5 @@
-"""StereoSet intrasentence: stereotype score (SS), language-modelling score (LMS) and ICAT (SPEC §3.1).
+"""StereoSet intrasentence: stereotype score (SS), language-modelling score (LMS) and ICAT (SPEC §3.1), of masked
+and causal LMs.
 
 Each example has a context with a BLANK and three sentences (stereotype, anti-stereotype, unrelated) that fill
 it with a candidate word. A candidate word w with sub-tokens w_1..w_k is scored by k masked inputs: the context
@@ -25,6 +26,26 @@ Where this differs from bias-bench's code (SPEC §0: the correct thing by defaul
   `str.replace` does) and the probability is read at the first mask, as bias-bench does; the sentence must
   repeat the same word at every BLANK.
 
+Causal LMs (GPT-2, Llama; `requires` is MLM or CLM). A sentence is the context with every BLANK filled by the
+candidate word (the three sentences of an example differ in the word only, also where the file's sentences
+lower-case part of the context), tokenized without special tokens: t_1..t_T. Its score is the geometric mean of
+the per-token probabilities, exp(mean_i log p_i) (bias-bench: 2^(mean log2 p_i), the same number); SS, LMS and
+ICAT follow from the sentence scores exactly as above. Option `causal_scoring` (SPEC-beyond §9.2):
+- "joint" (default): one pass of [s] + t_1..t_T with s = BOS where the tokenizer has one (Llama
+  `<|begin_of_text|>`), else EOS (GPT-2 `<|endoftext|>`); p_i = P(t_i | s, t_<i), the chain rule of the
+  sentence given a text start.
+- "bias-bench" (reproduces `_likelihood_score_generative`): p_1 = P(t_1 | s) from a pass on the start token
+  alone, s = EOS (GPT-2 `<|endoftext|>`, Llama `tokenizer.eos_token`, as bias-bench), and p_i = P(t_i | t_<i)
+  for i >= 2 from a pass on the sentence alone, without the start token: every later token is predicted as if
+  the sentence's first token opened the text with no start before it, a context the model never sees in
+  training. The decision is "joint" by SPEC §0 (the probability of the sentence as text); "bias-bench" is kept
+  by name because it changes results a lot: on random-weight GPT-2 (`random:gpt2`, seed 0) over the dev file,
+  1,546 of the 6,318 pairwise decisions (stereo > anti, stereo > unrelated, anti > unrelated; 24 %) differ
+  between the two, 515 of the 2,106 SS decisions (61 of the 255 gender ones); SS gender 50.88 (joint) vs
+  49.75, SS overall 47.95 vs 48.80, LMS 49.15 vs 48.82.
+The option does nothing for masked LMs, and `config()` leaves it out at its default, so masked runs keep the
+configuration they had. Scoring: `bench.models.causal_scoring` (shared prefixes run once, batched).
+
 Bias types (the run's `ctx.bias_type`; SPEC §3.1, SPEC-beyond §8.6): every example of the file is scored in
 every run, because the tables' LMS is the overall one (all domains), and the estimates name each domain
 (`ss_gender`, `ss_race`, `ss_religion`, `ss_profession`, ..., and `*_overall`). The run's bias type picks the
@@ -42,10 +63,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.api import MLM, Column, Estimate, Metric, Scores, statistic
+from bench.api import CLM, MLM, Column, Estimate, Metric, Scores, statistic
 from bench.data.paths import read_json, resolve_file
-from bench.errors import DataError
+from bench.errors import BenchError, DataError
 from bench.models.batching import optional_int
+from bench.models.causal_scoring import CAUSAL_SCORING, sentence_ids, sentence_log_probs, without_default_scoring
 from bench.models.scoring import MaskedQuery, encode, masked_log_probs, max_input_length
 
 BLANK = "BLANK"
@@ -205,6 +227,28 @@ def build_queries(subject, examples: list[Example], path: Path) -> tuple[list[Ma
     return queries, np.asarray(owner, dtype=np.int64)
 
 
+# ---- causal LMs ---------------------------------------------------------------------------------------------
+
+
+def causal_sentences(examples: list[Example]) -> list[str]:
+    """The three sentences of every example (LABELS order): the context with every BLANK filled by the word."""
+    return [ex.context.replace(BLANK, word) for ex in examples for word in ex.words]
+
+
+def causal_scores(subject, examples: list[Example], path: Path, mode: str, **limits) -> np.ndarray:
+    """(examples, 3) sentence scores of a causal LM: exp(mean_i log p_i), the geometric mean of the per-token
+    probabilities (bench.models.causal_scoring.sentence_log_probs, `mode` "joint" or "bias-bench")."""
+    ids = sentence_ids(subject.tokenizer, causal_sentences(examples))
+    limit = max_input_length(subject)
+    for k, sentence in enumerate(ids):
+        if not sentence or len(sentence) + 1 > limit:
+            ex = examples[k // 3]
+            size = "no tokens" if not sentence else f"more than the model's {limit - 1} tokens after the start token"
+            raise DataError(f"{_where(path, ex.index, {'id': ex.id})}: the {LABELS[k % 3]} sentence has {size}")
+    log_probs = sentence_log_probs(subject, ids, mode, **limits)
+    return np.exp([lp.mean() for lp in log_probs]).reshape(len(examples), 3)
+
+
 # ---- aggregation --------------------------------------------------------------------------------------------
 
 
@@ -285,7 +329,7 @@ DOMAINS = {"gender": "gender", "race": "race", "religion": "religion"}
 class StereoSet(Metric):
     """StereoSet intrasentence SS (domain of the run's bias type), LMS and ICAT (overall), per domain and overall."""
 
-    requires = MLM
+    requires = (MLM, CLM)
     aliases = ("ss", "lms", "icat")
     columns = (Column("SS", "ss_gender", "50", 10), Column("LMS", "lms", "max", 40))
     bias_types = frozenset(DOMAINS)
@@ -305,13 +349,35 @@ class StereoSet(Metric):
     bounds = {"batch_size": (1, None), "batch_tokens": (1, None)}
 
     def __init__(
-        self, file: str = "stereoset/dev.json", batch_size: int | None = None, batch_tokens: int | None = None
-    ):
+        self, file: str = "stereoset/dev.json", batch_size: int | None = None, batch_tokens: int | None = None,
+        causal_scoring: str = "joint",
+    ):  # fmt: skip
+        if causal_scoring not in CAUSAL_SCORING:
+            raise BenchError(
+                f"StereoSet causal_scoring must be one of {', '.join(CAUSAL_SCORING)}, got {causal_scoring!r}"
+            )
         self.file = file
         self.batch_size, self.batch_tokens = optional_int(batch_size), optional_int(batch_tokens)
+        self.causal_scoring = causal_scoring
+
+    def config(self) -> dict:
+        """The options; causal_scoring only where it is not the default (masked runs keep their cache keys)."""
+        return without_default_scoring(super().config())
 
     def data_files(self, ctx) -> list:
         return [resolve_file(ctx.data_dir, self.file, "StereoSet file")]
+
+    def sentence_scores(self, subject, examples: list[Example], path: Path, ctx) -> np.ndarray:
+        """(examples, 3) sentence scores in LABELS order: masked (mean sub-token probability) or causal."""
+        limits = dict(batch_size=self.batch_size, batch_tokens=self.batch_tokens, bar=ctx.bar, desc="StereoSet")
+        if subject.kind == "clm":
+            return causal_scores(subject, examples, path, self.causal_scoring, **limits)
+        queries, owner = build_queries(subject, examples, path)
+        log_probs = masked_log_probs(subject, queries, **limits)
+        n_sentences = 3 * len(examples)
+        # sentence score = arithmetic mean of its sub-token probabilities (not of log-probabilities)
+        total = np.bincount(owner, weights=np.exp(log_probs), minlength=n_sentences)
+        return (total / np.bincount(owner, minlength=n_sentences)).reshape(len(examples), 3)
 
     def score(self, subject, ctx) -> Scores:
         path = resolve_file(ctx.data_dir, self.file, "StereoSet file")
@@ -320,13 +386,7 @@ class StereoSet(Metric):
         found = sorted({ex.bias_type for ex in examples})
         if domain not in found:
             raise DataError(f"{path}: no intrasentence example of the {domain} domain (found: {', '.join(found)})")
-        queries, owner = build_queries(subject, examples, path)
-        log_probs = masked_log_probs(subject, queries, batch_size=self.batch_size, batch_tokens=self.batch_tokens,
-                                     bar=ctx.bar, desc="StereoSet")
-        n_sentences = 3 * len(examples)
-        # sentence score = arithmetic mean of its sub-token probabilities (not of log-probabilities)
-        total = np.bincount(owner, weights=np.exp(log_probs), minlength=n_sentences)
-        sentence = (total / np.bincount(owner, minlength=n_sentences)).reshape(len(examples), 3)
+        sentence = self.sentence_scores(subject, examples, path, ctx)
         items = pd.DataFrame(
             {
                 "index": [ex.index for ex in examples],
