@@ -1,0 +1,92 @@
+"""Causal StereoSet scoring throughput on a full-size GPT-2 against one sentence per forward pass, with identical
+scores. Target: >= 8x on CPU.
+
+Model: random weights of the real gpt2 config and tokenizer (`random:gpt2`, float32). Workload: the StereoSet dev
+intrasentence examples (all 2,106, i.e. 6,318 sentences; BENCH_THROUGHPUT_STRIDE=k takes every k-th example,
+which shares fewer prefixes between examples, so the ratio comes out lower), scored with the default
+causal_scoring="joint". Ours: `StereoSet.score` as `bench run` calls it (`bench.models.causal_scoring`: prefix
+tree, batched passes, the LM head only where a log-probability is read). Reference: `stereoset_causal_reference`
+of tests/test_causal_metrics.py: per sentence one forward pass of [start] + sentence through
+`model(input_ids).logits`, `log_softmax` over the vocabulary at every position, a Python loop.
+
+Both sides run in the same process with the same torch thread count (the default, all cores, unless
+BENCH_THREADS says otherwise). Run with `pytest tests/benchmarks/test_causal_scoring_throughput.py
+--benchmark-enable -s`. Its tiny mode (a 2-layer model, a few examples, float64, scores equal to 1e-9) runs in
+the normal suite: tests/test_causal_metrics.py::test_tiny_throughput_benchmark_runs.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import reference_scorers as ref
+from bench.api import Context
+from bench.models.loading import load_subject
+from metrics.stereoset import StereoSet
+from tests.test_causal_metrics import stereoset_causal_reference
+from tests.test_stereoset import write_stereoset
+
+STRIDE = int(os.environ.get("BENCH_THROUGHPUT_STRIDE", "1"))
+COLUMNS = ("stereo", "anti", "unrelated")
+DECISIONS = (("stereo", "anti"), ("stereo", "unrelated"), ("anti", "unrelated"))
+
+
+def flips(items: pd.DataFrame, expected: pd.DataFrame, rtol: float) -> tuple[int, int]:
+    """(pairwise decisions that differ, of those the ones whose reference margin exceeds 10 x rtol)."""
+    differ = clear = 0
+    for a, b in DECISIONS:
+        ours = items[a].to_numpy() > items[b].to_numpy()
+        theirs = expected[a].to_numpy() > expected[b].to_numpy()
+        margin = np.abs(expected[a] - expected[b]).to_numpy() / np.maximum(expected[a], expected[b]).to_numpy()
+        differ += int((ours != theirs).sum())
+        clear += int(((ours != theirs) & (margin > 10 * rtol)).sum())
+    return differ, clear
+
+
+def compare(subject, examples: list[dict], data_dir: Path, folder: Path, rtol: float = 1e-5, mode: str = "joint"):
+    """Score `examples` both ways, check the scores equal (relative `rtol`), return the sizes and times."""
+    path = write_stereoset(Path(folder) / "stereoset.json", examples)
+    ctx = Context(data_dir=Path(data_dir), cache_dir=Path(folder) / "cache", progress=False)
+    t0 = time.perf_counter()
+    scores = StereoSet(file=str(path), causal_scoring=mode).score(subject, ctx)
+    t1 = time.perf_counter()
+    expected = pd.DataFrame(stereoset_causal_reference(subject.model, subject.tokenizer, examples, mode))
+    t2 = time.perf_counter()
+    assert list(scores.items["id"]) == list(expected["id"])
+    for col in COLUMNS:
+        np.testing.assert_allclose(scores.items[col], expected[col], rtol=rtol, atol=0)
+    differ, clear = flips(scores.items, expected, rtol)
+    assert clear == 0, "a pairwise decision differs by more than float noise"
+    if not differ:
+        for name, value in ref.stereoset_aggregate(expected.to_dict("records")).items():
+            assert scores.estimates[name].point() == pytest.approx(value, abs=1e-9), name
+    return {"sentences": 3 * len(examples), "ours_s": t1 - t0, "reference_s": t2 - t1,
+            "ratio": (t2 - t1) / (t1 - t0), "near_tie_flips": differ}  # fmt: skip
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    wanted = int(os.environ.get("BENCH_THREADS", before))
+    torch.set_num_threads(wanted)
+    yield wanted
+    torch.set_num_threads(before)
+
+
+def test_causal_stereoset_throughput(benchmark, data_dir, tmp_path, threads):
+    subject = load_subject("random:gpt2", data_dir=data_dir, device="cpu")
+    examples = ref.read_stereoset(data_dir / "stereoset" / "dev.json")[::STRIDE]
+    result = benchmark.pedantic(lambda: compare(subject, examples, data_dir, tmp_path), rounds=1, iterations=1)
+    print(
+        f"\nrandom:gpt2 (float32), {threads} torch thread(s), StereoSet dev 1/{STRIDE}: {len(examples)} examples, "
+        f"{result['sentences']} sentences, joint scoring\n"
+        f"  ours {result['ours_s']:.1f}s  one sentence per forward pass {result['reference_s']:.1f}s"
+        f"  -> {result['ratio']:.1f}x  (decisions flipped within float noise: {result['near_tie_flips']})"
+    )
+    assert result["ratio"] > 3  # a loose guard for a shared machine; the target (>= 8x) is read from the printout
