@@ -7,6 +7,11 @@ hidden state with the subject's transforms) and L2-normalised. With cos the cosi
     s(w, A, B) = mean_{a in A} cos(w, a) - mean_{b in B} cos(w, b)
     d          = [mean_{x in X} s(x) - mean_{y in Y} s(y)] / SD_{w in X u Y} s(w)      (sample SD, ddof = 1)
 
+Causal LMs (SPEC-beyond §9.2) are encoded the same way: the last hidden state is the base model's output after
+its final norm (GPT-2 `ln_f`, Llama `norm`; `Subject.hidden_states`), averaged over all tokens the tokenizer
+gives the sentence: GPT-2 adds none, Llama-style tokenizers add BOS, which is included as bias-bench includes it.
+Padding (pad = eos) sits right of the real tokens of a pass, so a causal model's real positions never see it.
+
 Reported "seat" is the mean of |d| over the tests of the run's bias type (smaller is better); "d:<test>" is each test's
 signed d. Both are point estimates on all sentences with a bootstrap CI computed by `bench.stats`:
 
