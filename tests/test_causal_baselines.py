@@ -254,3 +254,30 @@ def test_zero_decay_scores_like_the_base(subject, tmp_path):
     base, same = token_log_probs(subject, [TokenQuery(seq)]), token_log_probs(debiased, [TokenQuery(seq)])
     np.testing.assert_allclose(same[0], base[0], rtol=0, atol=1e-5)
     assert math.isfinite(float(same[0].sum()))
+
+
+# ---- acceptance on the synthetic causal world ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cda_moves_causal_gender_ss_toward_50_on_the_synthetic_world():
+    from bench.run.request import RunRequest
+    from bench.run.runner import Runner
+    from bench.stats import StatsConfig, compare, interval
+    from metrics.stereoset import StereoSet
+
+    subject = load_subject("synthetic-clm", device="cpu")
+    runner = Runner(RunRequest(models=["synthetic-clm"], methods=["cda"], metrics=[], device="cpu", progress=False),
+                    echo=lambda m: None)  # fmt: skip
+    ctx = runner.context(subject)
+    debiased = runner.debias(subject, "cda", ctx)
+    assert debiased.kind == "clm" and CLM in debiased.capabilities
+    metric = StereoSet()
+    base, cda = metric.score(subject, ctx), metric.score(debiased, ctx)
+    cfg = StatsConfig(resamples=1000)
+    b, c = base.estimates["ss_gender"], cda.estimates["ss_gender"]
+    cmp = compare(c, b, cfg)
+    print(f"\ncausal SS gender: base {interval(b, cfg)}  cda {interval(c, cfg)}  delta {cmp}")
+    assert abs(c.point() - 50) < abs(b.point() - 50), "CDA must move gender SS toward 50"
+    assert cmp.significant, "the paired CI of the difference must exclude 0"
+    assert np.sign(cmp.delta) == -np.sign(b.point() - 50)
