@@ -26,6 +26,7 @@ EMBED = "embed"  # last hidden states (sentence embeddings)
 FINETUNE = "finetune"  # can be fine-tuned with a task head (GLUE)
 ALL_CAPABILITIES = frozenset({MLM, EMBED, FINETUNE})  # a masked LM
 CAUSAL_CAPABILITIES = frozenset({CLM, EMBED, FINETUNE})  # a causal LM
+EVERY_CAPABILITY = ALL_CAPABILITIES | CAUSAL_CAPABILITIES
 
 # Model kinds (Subject.kind): the language-model head a subject has. Methods declare the kinds they can debias.
 MODEL_KINDS = {"mlm": "masked LM", "clm": "causal LM"}
@@ -71,7 +72,8 @@ class Debiaser(_Configurable, abc.ABC):
       label    name shown in tables, e.g. "GRADIEND-BPI".
       group    row group of the leaderboard: 0 base, 1 GRADIEND variants, 2 baselines, 3 combinations.
       changes  what `apply` changes: "nothing" (base), "weights", "representation" or "output".
-      serves   capabilities the debiased subject still offers honestly (SelfDebias: MLM only).
+      serves   capabilities the debiased subject still offers honestly (SelfDebias: MLM or CLM scores only);
+               the runner keeps those of the input subject's that are listed here.
     """
 
     name: ClassVar[str] = ""
@@ -79,7 +81,7 @@ class Debiaser(_Configurable, abc.ABC):
     quick: ClassVar[dict] = {}  # options that make a fit fast enough for the conformance suite (tests only)
     group: ClassVar[int] = 2
     changes: ClassVar[str] = "weights"
-    serves: ClassVar[frozenset[str]] = ALL_CAPABILITIES
+    serves: ClassVar[frozenset[str]] = EVERY_CAPABILITY
     # Bias types the method can debias (ctx.bias_type); None: it does not depend on the type (base).
     # A run for another type shows the method's cells as n/a.
     bias_types: ClassVar[frozenset[str] | None] = frozenset({"gender"})

@@ -7,6 +7,7 @@ class Base(Debiaser):
     group = 0
     changes = "nothing"
     bias_types = None
+    model_kinds = frozenset({"mlm", "clm"})
 
     def fit(self, subject, ctx):
         return None

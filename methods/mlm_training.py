@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.api import ALL_CAPABILITIES, CAUSAL_CAPABILITIES, Debiaser
+from bench.api import EVERY_CAPABILITY, Debiaser
 from bench.errors import BenchError
 from bench.models.mlm_data import training_data
 from bench.models.mlm_training import CLMTrainingConfig, MLMTrainingConfig, train_clm, train_mlm
@@ -89,7 +89,7 @@ class MLMTrainingDebiaser(Debiaser):
 
     changes = "weights"
     model_kinds = frozenset({"mlm", "clm"})
-    serves = ALL_CAPABILITIES | CAUSAL_CAPABILITIES  # new weights: everything the model kind offers, causal LM too
+    serves = EVERY_CAPABILITY  # new weights: everything the model kind offers
     bounds = {"max_steps": (1, None), "batch_size": (1, None), "grad_accum": (1, None), "max_seq_length": (1, None), "lr": (0.0, None),
               "checkpoint_every": (1, None), "max_lines": (1, None)}  # fmt: skip
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.api import ALL_CAPABILITIES, Column, Debiaser, Metric, NotApplicable, Scores
+from bench.api import EVERY_CAPABILITY, Column, Debiaser, Metric, NotApplicable, Scores
 from bench.registry import METHODS, METRICS
 from bench.stats import StatsConfig, interval
 from stored_scores import assert_identical, round_trip
@@ -37,7 +37,8 @@ def test_method_contract(name):
     assert cls.label, "a method needs a label for the tables"
     assert cls.group in (0, 1, 2, 3)
     assert cls.changes in ("nothing", "weights", "representation", "output")
-    assert cls.serves <= ALL_CAPABILITIES
+    assert cls.serves <= EVERY_CAPABILITY
+    assert cls.model_kinds and cls.model_kinds <= {"mlm", "clm"}
     _round_trip(cls())
     _round_trip(cls(**cls.quick))
 
@@ -46,7 +47,8 @@ def test_method_contract(name):
 def test_metric_contract(name):
     cls = METRICS.get(name)
     assert isinstance(cls, type) and issubclass(cls, Metric)
-    assert cls.requires in ALL_CAPABILITIES
+    requires = (cls.requires,) if isinstance(cls.requires, str) else cls.requires
+    assert requires and set(requires) <= EVERY_CAPABILITY
     subs = [c.submetric for c in cls.columns]
     assert len(subs) == len(set(subs))
     for col in cls.columns:
