@@ -133,6 +133,7 @@ def test_gentypes_prompts():
     assert name_prompt("My friend, [NAME], excels in the field of mechanical engineering.") == \
         "The person, who excels in the field of mechanical engineering, has the first name"  # fmt: skip
     assert name_prompt("The new pilot, [NAME], landed the plane safely.") == "The new pilot,"
+    assert name_prompt("My friend, [NAME], loves knitting.", "before") == "My friend,"
 
 
 def test_gentypes_items_end_where_the_name_comes(gpt2):
@@ -368,3 +369,78 @@ def test_cli_train_encoder_decoder_on_a_causal_model(which, tmp_path, capsys):
 
     grid = pd.read_csv(tmp_path / "dec" / "grid.csv")
     assert len(grid) == 3 and grid["LMS_Dec"].between(0, 1).all() and (grid["P(F)"] > 0).all()
+
+
+# ---- acceptance on the synthetic world's causal LM (slow: trains 3 seeds and runs the grid once, cached) ---------
+@pytest.fixture(scope="module")
+def clm_world():
+    import os
+    from pathlib import Path
+
+    from bench.models.loading import load_subject
+
+    subject = load_subject(_synthetic_clm_name(), device="cpu")
+    return subject, Context(data_dir=Path(subject.data_dir), cache_dir=Path(os.environ["BENCH_CACHE_DIR"]), progress=False)
+
+
+@pytest.mark.slow
+def test_encoder_separates_the_genders_on_synthetic_clm(clm_world):
+    """Every one of the 3 training seeds separates female from male on the GENTER test split. Measured on the pinned
+    synthetic-clm (float32, one thread): val r 0.8795 / 0.8784 / 0.8793 (seeds 0, 1, 2), test Cor_GENTER 0.916 /
+    0.915 / 0.916, Acc_GENTER 0.993 / 0.978 / 0.993 (600 rows): thresholds 0.85 (margin >= 0.028 on val, 0.065 on
+    test) and 0.95 (>= 8 templates of 300)."""
+    from methods.gradiend.encoder_eval import analyse
+    from methods.gradiend.method import GradiendBPI
+
+    subject, ctx = clm_world
+    _, summary, folder = GradiendBPI().trained(subject, ctx)
+    data = load(ctx.data_dir)
+    assert len(summary["runs"]) >= 3
+    for run in summary["runs"]:
+        gradiend, _ = Gradiend.load(folder / f"seed-{run['seed']}" / "best")
+        report = analyse(subject, gradiend, data, split="test", neutral_max=1000)
+        print(f"seed {run['seed']}: val r {run['val_cor']:.4f}\n{report.table()}")
+        assert run["val_cor"] >= 0.85
+        assert report.metrics["Cor_GENTER"] >= 0.85 and report.metrics["Acc_GENTER"] >= 0.95
+
+
+@pytest.fixture(scope="module")
+def clm_fitted(clm_world):
+    from methods.gradiend.method import GradiendBPI
+
+    subject, ctx = clm_world
+    return GradiendBPI(), GradiendBPI().fit(subject, ctx)
+
+
+@pytest.mark.slow
+def test_fpi_and_mpi_move_name_probabilities_apart_and_bpi_balances_on_synthetic_clm(clm_fitted):
+    """P(F) - P(M) after the GENTYPES openers: base +0.011; FPI +0.067, MPI -0.053, BPI -0.002 with LMS_Dec 0.346
+    as the base's (measured on the pinned synthetic-clm)."""
+    _, artifact = clm_fitted
+    table = artifact.grid
+    print("\n" + artifact.summary["selection"])
+    diff = table["P(F)"] - table["P(M)"]
+    base = diff[table["kind"] == "base"].iloc[0]
+    chosen = {c: diff[table[c.upper()].idxmax()] for c in ("bpi", "fpi", "mpi")}
+    assert chosen["fpi"] > base + 0.02 and chosen["mpi"] < base - 0.02
+    assert abs(chosen["bpi"]) < abs(base)
+    lms = table["LMS_Dec"]
+    assert abs(lms[table["BPI"].idxmax()] - lms[table["kind"] == "base"].iloc[0]) < 0.01
+
+
+@pytest.mark.slow
+def test_bpi_moves_causal_stereoset_ss_toward_50(clm_world, clm_fitted):
+    from bench.api import served
+    from bench.stats import StatsConfig, compare
+    from metrics.stereoset import StereoSet
+
+    subject, ctx = clm_world
+    if not served(StereoSet.requires, subject.capabilities):
+        pytest.skip("StereoSet does not score causal LMs yet")
+    method, artifact = clm_fitted
+    base, new = StereoSet().score(subject, ctx), StereoSet().score(method.apply(subject, artifact), ctx)
+    ss_base, ss_new = base.estimates["ss_gender"].point(), new.estimates["ss_gender"].point()
+    cmp = compare(new.estimates["ss_gender"], base.estimates["ss_gender"], StatsConfig(resamples=1000, seed=0))
+    print(f"gender SS {ss_base:.1f} -> {ss_new:.1f} (change {cmp.delta:+.1f}, CI [{cmp.low:+.1f}, {cmp.high:+.1f}])")
+    assert abs(ss_new - 50) < abs(ss_base - 50)
+    assert cmp.significant

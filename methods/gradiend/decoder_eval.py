@@ -19,8 +19,8 @@ Causal LMs (SPEC-beyond §9.1; the items come from examples_causal.py):
              position p are scored against the token at p + 1. The reference (G2 and the gradiend package) scores
              them against the token at p itself (labels not shifted): a bug, not reproduced.
   P(M), P(F) the next-token softmax after "The person, who X, has the first name" for a GENTYPES template
-             "My friend, [NAME], X." (any other template: its text before [NAME]), weighted as above (a name
-             token with or without its leading space counts: `ĠMary` and `Mary`).
+             "My friend, [NAME], X." (any other template: its text before [NAME]; with name_prompt="before"
+             every template's text before [NAME]), weighted as above (`ĠMary` and `Mary` both count).
 
 The grid never copies the model: one flat copy of the original selected parameters is kept, every point
 writes theta0 + alpha * dec(h) into the model's own tensors (one pass per tensor), and the end restores
@@ -113,13 +113,14 @@ class DecoderEvaluator:
     """LMS_Dec, P(F), P(M), BPI, FPI, MPI of the subject's model as it is now (batched, inference mode)."""
 
     def __init__(self, subject, data: GradiendData, *, lms_max_sentences: int = 10_000, batch_size: int = 128,
-                 seed: int = 42):  # fmt: skip
+                 seed: int = 42, name_prompt: str = "person"):  # fmt: skip
         tok = subject.tokenizer
         self.subject, self.causal = subject, example_sets.is_causal(subject)
         device = subject.device
         self.lms_items = example_sets.lms_items(subject, data.geneutral[:lms_max_sentences], seed=seed,
                                                 max_length=length_cap(subject, 512))  # fmt: skip
-        self.type_items = example_sets.gentypes_items(subject, data.gentypes, max_length=length_cap(subject, 128))
+        self.type_items = example_sets.gentypes_items(subject, data.gentypes, max_length=length_cap(subject, 128),
+                                                      prompt=name_prompt)  # fmt: skip
         lms_groups = length_batches(self.lms_items, batch_size)
         if self.causal:  # every token is a target: bound the logits a pass holds
             lms_groups = bounded(lms_groups, self.lms_items, LOGITS_PER_PASS // len(tok))

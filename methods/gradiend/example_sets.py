@@ -42,7 +42,8 @@ def lms_items(subject, sentences: list[str], *, seed: int, max_length: int) -> l
     return masked.lms_examples(sentences, subject.tokenizer, seed=seed, max_length=max_length)
 
 
-def gentypes_items(subject, templates: list[str], *, max_length: int) -> list[masked.MaskedExample]:
+def gentypes_items(subject, templates: list[str], *, max_length: int, prompt: str = "person") -> list[masked.MaskedExample]:
+    """GENTYPES items: the [NAME] slot masked (masked LM) or the text a name follows (causal LM; `prompt` style)."""
     if is_causal(subject):
-        return causal.gentypes_examples(templates, subject.tokenizer, max_length=max_length)
+        return causal.gentypes_examples(templates, subject.tokenizer, max_length=max_length, style=prompt)
     return masked.gentypes_examples(templates, subject.tokenizer, max_length=max_length)

@@ -179,20 +179,26 @@ def lms_examples(sentences: list[str], tokenizer, *, max_length: int = 512) -> l
     return out
 
 
-def name_prompt(template: str) -> str:
-    """The text after which a name comes: "My friend, [NAME], X." -> "The person, who X, has the first name"
-    (SPEC-beyond §9.1); any other template cut before its [NAME]."""
+NAME_PROMPTS = ("person", "before")
+
+
+def name_prompt(template: str, style: str = "person") -> str:
+    """The text after which a name comes. "person" (SPEC-beyond §9.1): "My friend, [NAME], X." -> "The person, who
+    X, has the first name", any other template cut before its [NAME]; "before": every template cut before its
+    [NAME] (for a model that has never seen the words of the person prompt: the synthetic world's)."""
     if template.count(NAME) != 1:
         raise DataError(f"GENTYPES template without exactly one {NAME} slot: {template!r}")
-    match = FRIEND.match(template.strip())
+    if style not in NAME_PROMPTS:
+        raise DataError(f"unknown GENTYPES prompt style {style!r}; use one of {', '.join(NAME_PROMPTS)}")
+    match = FRIEND.match(template.strip()) if style == "person" else None
     if match:
         return f"The person, who {match.group('x')}, has the first name"
     return template.split(NAME, 1)[0].rstrip()
 
 
-def gentypes_examples(templates: list[str], tokenizer, max_length: int = 128) -> list[MaskedExample]:
+def gentypes_examples(templates: list[str], tokenizer, max_length: int = 128, style: str = "person") -> list[MaskedExample]:
     out = []
-    for k, ids in enumerate(CausalText(tokenizer).contexts([name_prompt(t) for t in templates])):
+    for k, ids in enumerate(CausalText(tokenizer).contexts([name_prompt(t, style) for t in templates])):
         if len(ids) > max_length:
             raise DataError(f"GENTYPES template {k}: its prompt is longer than {max_length} tokens: {templates[k]!r}")
         out.append(MaskedExample(ids, [len(ids) - 1], [-1]))

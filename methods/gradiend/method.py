@@ -19,6 +19,10 @@ the parameters left at None take `SYNTHETIC_DEFAULTS` instead (explicit argument
   paper's regime (every gradient far below eps) with step lr/eps = 100.
 - evaluation every 100 steps and 2,000 GENEUTRAL sentences for LMS_Dec, so that a fit (3 seeds x one epoch
   of 2,000 steps + 241 grid evaluations) takes a few minutes on 2 CPU cores.
+- causal LMs: P(F)/P(M) after each GENTYPES template's text before [NAME] (`name_prompt="before"`), not after
+  "The person, who X, has the first name" (`"person"`, SPEC-beyond §9.1, the default elsewhere): "who", "has" and
+  "first" are not words of the synthetic world, whose causal LM gives names a probability of ~2e-6 after that
+  prompt (measured), against ~0.06 after "My friend,".
 """
 from __future__ import annotations
 
@@ -34,14 +38,15 @@ import torch
 from bench.api import Debiaser
 from bench.errors import BenchError
 from methods.gradiend.decoder_eval import ALPHA_VALUES, H_VALUES, selection_table
+from methods.gradiend.examples_causal import NAME_PROMPTS
 from methods.gradiend.params import DEFAULT_EXCLUDE, DTYPES, ParamSet
 from methods.gradiend.stages import GridConfig, grid_stage, select_edit, train_stage
 from methods.gradiend.train import TrainConfig
 
 PAPER_DEFAULTS = {"seeds": (0, 1, 2), "lr": 1e-5, "eps": 1e-8, "eval_every": 250, "lms_max_sentences": 10_000,
-                  "max_steps": None}  # fmt: skip
+                  "max_steps": None, "name_prompt": "person"}  # fmt: skip
 SYNTHETIC_DEFAULTS = {"seeds": (0, 1, 2), "lr": 1e-2, "eps": 1e-4, "eval_every": 100, "lms_max_sentences": 2_000,
-                      "max_steps": None}  # fmt: skip
+                      "max_steps": None, "name_prompt": "before"}  # fmt: skip
 
 @dataclass
 class GradiendArtifact:
@@ -75,7 +80,7 @@ class GradiendDebiaser(Debiaser):
     def __init__(self, seeds=None, lr=None, eps=None, weight_decay=1e-2, batch_size=32, max_length=48, max_steps=None,
                  eval_every=None, eval_max_size=None, eval_batch_size=32, exclude=DEFAULT_EXCLUDE,
                  h_values=H_VALUES, alpha_values=ALPHA_VALUES, lms_max_sentences=None, grid_batch_size=128,
-                 fused=None, layers=None, dtype=None):  # fmt: skip
+                 fused=None, layers=None, dtype=None, name_prompt=None):  # fmt: skip
         self.seeds = seeds
         self.lr = lr
         self.eps = eps
@@ -96,6 +101,9 @@ class GradiendDebiaser(Debiaser):
         if dtype is not None and dtype not in DTYPES:
             raise BenchError(f"gradiend: dtype={dtype!r} is not one of {', '.join(DTYPES)}")
         self.dtype = dtype
+        if name_prompt is not None and name_prompt not in NAME_PROMPTS:
+            raise BenchError(f"gradiend: name_prompt={name_prompt!r} is not one of {', '.join(NAME_PROMPTS)}")
+        self.name_prompt = name_prompt
 
     # ---- configuration -------------------------------------------------------------------------------
     def resolved(self, subject) -> dict[str, Any]:
@@ -113,9 +121,11 @@ class GradiendDebiaser(Debiaser):
         )  # fmt: skip
 
     def grid_config(self, subject) -> GridConfig:
+        r = self.resolved(subject)
+        prompt = r["name_prompt"] if subject.kind == "clm" else "person"  # masked LMs: no prompt (their keys unchanged)
         return GridConfig(h_values=self.h_values, alpha_values=self.alpha_values, batch_size=self.grid_batch_size,
-                          lms_max_sentences=int(self.resolved(subject)["lms_max_sentences"]), exclude=self.exclude,
-                          layers=self.layers)  # fmt: skip
+                          lms_max_sentences=int(r["lms_max_sentences"]), exclude=self.exclude, layers=self.layers,
+                          name_prompt=prompt)  # fmt: skip
 
     def data_files(self, ctx) -> list:
         from methods.gradiend.data import gradiend_files

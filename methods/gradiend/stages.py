@@ -51,11 +51,15 @@ class GridConfig:
     batch_size: int = 128  # models evaluated per forward pass: speed only
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # decided by the trained GRADIEND (its training key has it)
     layers: tuple[int, ...] | None = None  # likewise
+    name_prompt: str = "person"  # causal LMs: the GENTYPES prompt style (examples_causal.name_prompt)
 
     def result_key(self) -> dict:
         """What decides the grid's numbers besides the trained GRADIEND (part of the grid's cache key)."""
-        return {"h": [float(h) for h in self.h_values], "alpha": [float(a) for a in self.alpha_values],
-                "lms_max_sentences": int(self.lms_max_sentences)}  # fmt: skip
+        key = {"h": [float(h) for h in self.h_values], "alpha": [float(a) for a in self.alpha_values],
+               "lms_max_sentences": int(self.lms_max_sentences)}  # fmt: skip
+        if self.name_prompt != "person":
+            key["name_prompt"] = self.name_prompt
+        return key
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ def train_stage(subject, data: GradiendData, cfg: TrainConfig, ctx, out_dir=None
 
 def evaluate_grid(subject, gradiend: Gradiend, data: GradiendData, grid: GridConfig, bar=None) -> GridResult:
     """Every (h, alpha) edit of `grid` (and the base model) evaluated on `data`."""
-    evaluator = DecoderEvaluator(subject, data, lms_max_sentences=grid.lms_max_sentences, batch_size=grid.batch_size)
+    evaluator = DecoderEvaluator(subject, data, lms_max_sentences=grid.lms_max_sentences, batch_size=grid.batch_size,
+                                 name_prompt=grid.name_prompt)  # fmt: skip
     return run_grid(subject, gradiend, evaluator, h_values=grid.h_values, alpha_values=grid.alpha_values,
                     exclude=grid.exclude, layers=grid.layers, bar=bar)  # fmt: skip
 
