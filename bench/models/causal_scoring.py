@@ -21,13 +21,15 @@ once through the model and, where an answer reads its logits, once through the L
 
 On StereoSet's dev set with GPT-2's tokenizer ("joint": 6,318 sentences after `<|endoftext|>`) this runs 26,856
 slots (26,410 distinct prefixes) through the model and 26,410 positions through the LM head, where one pass
-per sentence runs 67,438 positions through both (tests/benchmarks/test_causal_scoring_throughput.py). A subject with an output transform
-(`logits_transform`, whose interface is a plain padded batch), a model whose forward takes no `position_ids`,
-or `share_prefixes=False` uses plain passes instead: distinct sequences right-padded with an attention mask and
-default position ids (a real position never attends to a later one, so the logits read at real positions are
-those of the sequence run alone; reading `logits[:, -1]` of a right-padded batch, as the reference code does,
-reads a pad position: SPEC-beyond §9.1). Either way the base model runs once per pass, under
-`torch.inference_mode()` in eval mode on the subject's device, with the subject's representation transforms.
+per sentence runs 67,438 positions through both (tests/benchmarks/test_causal_scoring_throughput.py).
+
+Plain passes instead for a subject with an output transform (`logits_transform`, whose interface is a plain
+padded batch), an architecture other than GPT-2 and Llama (`TREE_MODEL_TYPES`, the ones checked), or with
+`share_prefixes=False`: distinct sequences right-padded with an attention mask and default position ids (a
+real position never attends to a later one, so the logits read at real positions are those of the sequence run
+alone; reading `logits[:, -1]` of a right-padded batch, as the reference code does, reads a pad position:
+SPEC-beyond §9.1). Either way the base model runs once per pass, under `torch.inference_mode()` in eval mode
+on the subject's device, with the subject's representation transforms.
 
 `sentence_log_probs` scores whole sentences the two ways the metrics offer (`CAUSAL_SCORING`): "joint", every
 token after the start token and all before it in one pass (the chain rule), and "bias-bench", the reference's
@@ -35,7 +37,6 @@ two passes (SPEC-beyond §9.2).
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -47,6 +48,9 @@ from bench.models.scoring import eval_mode
 LOGITS_PER_CHUNK = 1 << 26  # float32 logits held at once per pass (256 MB), e.g. 1,335 positions of GPT-2
 TREE_ROW_TOKENS = 256  # slots of one packed row: attention over a row costs ~ its width squared
 CAUSAL_SCORING = ("joint", "bias-bench")
+# architectures whose forward takes a 4-D attention mask and position ids as given, checked equal to plain passes
+# (tests/test_causal_metrics.py); any other one runs plain passes
+TREE_MODEL_TYPES = frozenset({"gpt2", "llama"})
 
 
 @dataclass(frozen=True)
@@ -255,7 +259,7 @@ def _plain_pass(subject, trie: _Trie, paths: list[list[int]], by_node: dict, pad
 def _shares_prefixes(subject, share_prefixes: bool) -> bool:
     if not share_prefixes or subject.logits_transform is not None:
         return False
-    return "position_ids" in inspect.signature(subject.model.base_model.forward).parameters
+    return getattr(subject.model.config, "model_type", "") in TREE_MODEL_TYPES
 
 
 def token_log_probs(
