@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # ~50 s on 2 shared cores: three Python processes start (transformers' imports dominate)
+@pytest.mark.slow  # ~80 s on 2 shared cores: three Python processes start (transformers' imports dominate)
 def test_tiny_gpu_check_runs_every_step_and_writes_its_figures(tmp_path, data_dir):
     out = tmp_path / "gpu_check"
     env = dict(os.environ, BENCH_DATA_DIR=str(data_dir), VIRTUAL_ENV=str(Path(sys.executable).parents[1]),
@@ -22,7 +22,7 @@ def test_tiny_gpu_check_runs_every_step_and_writes_its_figures(tmp_path, data_di
     results = json.loads((out / "gpu_check.json").read_text())
     summary = (out / "gpu_check.md").read_text()
     steps = results["steps"]
-    assert list(steps) == ["equality", "throughput", "gradiend", "executor"]
+    assert list(steps) == ["equality", "throughput", "causal", "gradiend", "executor"]
     assert results["meta"]["mode"] == "tiny"
 
     eq = steps["equality"]
@@ -35,8 +35,17 @@ def test_tiny_gpu_check_runs_every_step_and_writes_its_figures(tmp_path, data_di
 
     tp = steps["throughput"]
     assert tp["status"] == "ok" and set(tp["figures"]["speedup"]) == {"stereoset", "crows", "seat", "all"}
+    causal = steps["causal"]
+    assert causal["status"] == "ok", causal.get("error")
+    for label in ("tiny-gpt2", "llama-small"):
+        fig = causal["figures"][label]
+        assert fig["speedup"] > 0 and fig["compared_examples"] > 0 and fig["max_rel_diff"] < 1e-3
     gr = steps["gradiend"]
     assert gr["status"] == "ok" and gr["figures"]["tiny"]["speedup"] > 0
+    gpt2 = gr["figures"]["tiny-gpt2"]
+    assert gpt2["ours"]["n"] == gpt2["ours-bf16"]["n"] == gpt2["naive"]["n"] and gpt2["speedup"] > 0
+    llama = gr["figures"]["llama-small last block"]
+    assert llama["layers"] == [-1] and 0 < llama["ours-bf16"]["n"] < gpt2["ours"]["n"] * 100
     assert steps["executor"]["status"] in ("ok", "skipped")
     for name in steps:
         assert f"| {name} |" in summary

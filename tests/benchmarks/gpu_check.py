@@ -1,6 +1,6 @@
 """The prepared GPU check (issue 10, item 5): `tests/benchmarks/gpu_check.sh OUT_DIR [--tiny]`.
 
-Four steps, each recorded in OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md as soon as it finishes (a step
+Five steps, each recorded in OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md as soon as it finishes (a step
 that fails or runs out of time is recorded as such and the others still run; exit status 1 if any failed):
 
   equality    StereoSet, CrowS and SEAT scores on CUDA equal those on the CPU (random-init bert-base, every 4th
@@ -8,10 +8,14 @@ that fails or runs out of time is recorded as such and the others still run; exi
   throughput  the harness's scoring against one sentence per forward pass (tests/reference_scorers.py; SEAT: each
               distinct sentence once) on the full sets. The reference runs at most `ref_budget` s per data set
               and its full time is extrapolated from the items it finished (said in the figures).
+  causal      StereoSet scoring of decoder-only LMs (random-init gpt2 and Llama-3.2-3B) against one sentence per
+              forward pass, with their scores compared (tests/benchmarks/gpu_check_causal.py).
   gradiend    GRADIEND steps/s and peak memory (CUDA: max_memory_allocated; CPU: ru_maxrss) on random-init
               bert-base and bert-large (24 layers, 1024 hidden, 16 heads, 4096 intermediate), ours against the
               straightforward implementation (as tests/benchmarks/test_gradiend_training.py), each in its own
-              subprocess so that its peak memory is its own.
+              subprocess so that its peak memory is its own; gpt2 (causal examples) ours, ours with a bfloat16
+              GRADIEND and the straightforward step; Llama-3.2-3B's last 7 blocks (n = 704,686,080) with a bfloat16
+              GRADIEND, what an 80 GB card holds (methods/gradiend/README.md "Memory").
   executor    `bench run --suite ci --models synthetic --executor ray --gpus-per-job 1` (no --gpus-per-job
               without CUDA), then the same request with `--executor local` on the same cache: results.jsonl must
               hold the same rows in the same order (runtime_s aside). Skipped when `bench run` has no --executor.
@@ -22,8 +26,9 @@ steps on a tiny model (2 layers, 64 hidden; GRADIEND on it alone) and small subs
 one), and the executor step as one small `--executor local` run (an in-process Ray cluster costs ~5 s to start
 and stop on 2 cores; the executor tests cover Ray): what CI runs (tests/test_gpu_check.py), in about a minute on
 2 shared cores.
-Time: every step has a cap and the whole check a deadline (`budget`, 450 s; tiny 150 s), so that it stays under
-8 minutes on one H100: a step that would start after the deadline is recorded as skipped.
+Time: every step has a cap and the whole check a deadline (`--budget`, 540 s; tiny 420 s), so that it stays under
+10 minutes on one H100: a step that would start after the deadline is recorded as skipped. With less time per call,
+run the steps in two calls (`--steps equality,throughput,executor`, then `--steps causal,gradiend`).
 
 Tolerances of the equality step (float32 on both sides; TF32 matmuls are switched off and recorded):
 - Hidden states / mean-pooled sentence embeddings agree to HIDDEN_RTOL = 1e-4 of each sentence's largest
@@ -62,12 +67,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-for p in (str(REPO), str(REPO / "tests")):
+for p in (str(REPO), str(REPO / "tests"), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[key] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from gpu_check_causal import step_causal  # noqa: E402 - after the path set-up
+from gpu_check_causal import summary_cell as causal_summary  # noqa: E402
 
 HIDDEN_RTOL = 1e-4
 LOGPROB_ATOL = 1e-3
@@ -88,7 +96,8 @@ class Config:
     tp_stride: int  # every k-th item in the throughput step (1: full sets)
     ref_budget: float  # s of reference scoring per data set
     seat_permutations: int
-    gradiend_models: tuple[tuple[str, str], ...]  # (label, model name)
+    gradiend_models: tuple[tuple[str, str, tuple[str, ...], tuple[int, ...] | None], ...]  # (label, model, variants, layers)
+    causal_models: tuple[tuple[str, str], ...]  # (label, model name) of the causal scoring step
     gradiend_steps: int
     gradiend_budget: float  # s of timed steps per variant
     gradiend_timeout: float  # s per variant subprocess
@@ -96,17 +105,29 @@ class Config:
     executor_timeout: float
 
 
-def make_config(out: str, data_dir: str, device: str, tiny: bool) -> Config:
+TINY_GPT2 = "random:gpt2,n_layer=2,n_embd=64,n_head=4"
+LAST_7 = (-7, -6, -5, -4, -3, -2, -1)  # Llama-3.2-3B's last 7 blocks: n = 704,686,080 (methods/gradiend/README.md)
+
+
+def make_config(out: str, data_dir: str, device: str, tiny: bool, budget: float | None = None) -> Config:
     base = "random:bert-base-uncased"
     if tiny:
-        return Config(out, data_dir, device, True, budget=150, model=f"{base},{TINY}", eq_stride=40, tp_stride=40,
-                      ref_budget=3, seat_permutations=1000,
-                      gradiend_models=(("tiny", f"{base},{TINY}"),), gradiend_steps=2, gradiend_budget=2,
-                      gradiend_timeout=60, executors=("local",), executor_timeout=60)  # fmt: skip
-    return Config(out, data_dir, device, False, budget=450, model=base, eq_stride=4, tp_stride=1, ref_budget=40,
-                  seat_permutations=100_000,
-                  gradiend_models=(("bert-base", base), ("bert-large", f"{base},{BERT_LARGE}")),
-                  gradiend_steps=20, gradiend_budget=10, gradiend_timeout=120, executors=("ray", "local"),
+        return Config(out, data_dir, device, True, budget=budget or 420, model=f"{base},{TINY}", eq_stride=40,
+                      tp_stride=40, ref_budget=3, seat_permutations=1000,
+                      gradiend_models=(("tiny", f"{base},{TINY}", ("ours", "naive"), None),
+                                       ("tiny-gpt2", TINY_GPT2, ("ours", "ours-bf16", "naive"), None),
+                                       ("llama-small last block", "random:llama-small", ("ours-bf16",), (-1,))),
+                      causal_models=(("tiny-gpt2", TINY_GPT2), ("llama-small", "random:llama-small")),
+                      gradiend_steps=2, gradiend_budget=2, gradiend_timeout=120, executors=("local",),
+                      executor_timeout=180)  # fmt: skip
+    return Config(out, data_dir, device, False, budget=budget or 540, model=base, eq_stride=4, tp_stride=1,
+                  ref_budget=25, seat_permutations=100_000,
+                  gradiend_models=(("bert-base", base, ("ours", "naive"), None),
+                                   ("bert-large", f"{base},{BERT_LARGE}", ("ours", "naive"), None),
+                                   ("gpt2", "random:gpt2", ("ours", "ours-bf16", "naive"), None),
+                                   ("llama-3.2-3b last 7 blocks", "random:llama-3.2-3b", ("ours-bf16",), LAST_7)),
+                  causal_models=(("gpt2", "random:gpt2"), ("llama-3.2-3b", "random:llama-3.2-3b")),
+                  gradiend_steps=20, gradiend_budget=6, gradiend_timeout=150, executors=("ray", "local"),
                   executor_timeout=150)  # fmt: skip
 
 
@@ -345,105 +366,48 @@ def step_throughput(cfg: Config, work: Path) -> dict:
 
 
 # ---- (c) GRADIEND training steps/s and memory ---------------------------------------------------------------------
-def measure_gradiend(kind: str, model_name: str, steps: int, budget: float, data_dir: str, device: str) -> dict:
-    """In a subprocess: 1 warm-up + up to `steps` timed steps (stopping after `budget` s) of ours or naive."""
-    import resource
+def measure_gradiend(kind: str, model_name: str, steps: int, budget: float, data_dir: str, device: str,
+                     layers: tuple[int, ...] | None = None) -> dict:  # fmt: skip
+    """In a subprocess: 1 warm-up + up to `steps` timed steps (stopping after `budget` s) of one variant: "ours",
+    "ours-bf16" (a bfloat16 GRADIEND) or "naive" (tests/benchmarks/test_gradiend_training.py measures them)."""
+    from tests.benchmarks.test_gradiend_training import _measure
 
-    import torch
-    from torch import nn
+    return _measure(kind, steps, data_dir, device, model_name, budget=budget, layers=layers)
 
-    from bench.models.loading import load_subject
-    from methods.gradiend.data import load
-    from methods.gradiend.examples import TrainBatches
-    from methods.gradiend.gradients import GradientPair
-    from methods.gradiend.model import Gradiend, bytes_per_step
-    from methods.gradiend.params import ParamSet
 
-    subject = load_subject(model_name, data_dir=data_dir, device=device)
-    data = load(data_dir)
-    batches = TrainBatches(data.genter["train"], data.names["train"], subject.tokenizer, roberta=False, batch_size=32)
-    params = ParamSet.select(subject.model)
-    n = params.n
-    if kind == "ours":
-        pair = GradientPair(subject, params)
-        g = Gradiend.initialised(n, 0, device=device)
-        opt = g.optimizer()
-
-        def step(k):
-            x, t = pair(batches.batch(k, device))
-            float(g.loss_and_grad(x, t, reuse_inputs=True))
-            opt.step()
-    else:  # the straightforward implementation (tests/benchmarks/test_gradiend_training.py)
-        model = subject.model
-        enc, dec = nn.Linear(n, 1).to(device), nn.Linear(1, n).to(device)
-        opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=1e-5, weight_decay=1e-2)
-
-        def grad(batch, labels):
-            lab = torch.full_like(batch.input_ids, -100)
-            lab[batch.rows, batch.cols] = labels
-            model.zero_grad()
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=lab).loss.backward()
-            return torch.cat([p.grad.detach().clone().reshape(-1) for p in params.params])
-
-        def step(k):
-            batch = batches.batch(k, device)
-            g_pos = grad(batch, batch.labels)
-            t = g_pos - grad(batch, batch.counter)
-            loss = nn.functional.mse_loss(dec(torch.tanh(enc(g_pos))[None])[0], t)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            float(loss)
-
-    step(0)  # warm-up (allocations, AdamW state)
-    _sync(device)
-    done, t0 = 0, time.perf_counter()
-    while done < steps:
-        done += 1
-        step(done)
-        if time.perf_counter() - t0 > budget:
-            break
-    _sync(device)
-    elapsed = time.perf_counter() - t0
-    out = {"kind": kind, "model": model_name, "n": n, "steps": done, "seconds": elapsed, "steps_per_s": done / elapsed,
-           "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-           "bytes_per_step_analytical": bytes_per_step(n), "device": device}  # fmt: skip
-    if device == "cuda":
-        out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
-        out["peak_bytes"] = out["cuda_peak_bytes"]
-    else:
-        out["peak_bytes"] = out["peak_rss_bytes"]
-    return out
+def _measure_variants(cfg: Config, model_name: str, kinds: tuple[str, ...], layers, timeout: float) -> dict:
+    args = [sys.executable, str(Path(__file__)), "--measure", ",".join(kinds), model_name, str(cfg.gradiend_steps),
+            str(cfg.gradiend_budget), cfg.data_dir, cfg.device, ",".join(str(i) for i in layers or ())]  # fmt: skip
+    try:
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {k: {"error": f"timed out after {timeout:.0f} s"} for k in kinds}
+    found = [json.loads(l[7:]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    return {k: next((r for r in found if r["kind"] == k), {"error": proc.stderr[-2000:] or "no result"}) for k in kinds}
 
 
 def step_gradiend(cfg: Config, work: Path, deadline: float) -> dict:
     out = {}
-    # one subprocess per variant, so that its peak memory is its own; tiny: both in one (saves a process start)
-    groups = (("ours", "naive"),) if cfg.tiny else (("ours",), ("naive",))
-    for label, model_name in cfg.gradiend_models:
-        res = {}
+    for label, model_name, variants, layers in cfg.gradiend_models:
+        # one subprocess per variant, so that its peak memory is its own; tiny: all in one (saves process starts)
+        groups = (variants,) if cfg.tiny else tuple((k,) for k in variants)
+        res = {"model": model_name, "layers": None if layers is None else list(layers)}
         for kinds in groups:
             timeout = min(cfg.gradiend_timeout, deadline - time.monotonic())
             if timeout < 5:
                 res.update({k: {"skipped": "time budget"} for k in kinds})
                 continue
-            args = [sys.executable, str(Path(__file__)), "--measure", ",".join(kinds), model_name,
-                    str(cfg.gradiend_steps), str(cfg.gradiend_budget), cfg.data_dir, cfg.device]  # fmt: skip
-            try:
-                proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                res.update({k: {"error": f"timed out after {timeout:.0f} s"} for k in kinds})
-                continue
-            found = [json.loads(l[7:]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            for kind in kinds:
-                res[kind] = next((r for r in found if r["kind"] == kind), {"error": proc.stderr[-2000:] or "no result"})
-            if len(kinds) > 1:
-                res["note"] = "variants measured in one process: peak memory is not per variant"
+            res.update(_measure_variants(cfg, model_name, kinds, layers, timeout))
+        if len(groups) == 1 and len(variants) > 1:
+            res["note"] = "variants measured in one process: peak memory is not per variant"
         if "steps_per_s" in res.get("ours", {}) and "steps_per_s" in res.get("naive", {}):
             res["speedup"] = res["ours"]["steps_per_s"] / res["naive"]["steps_per_s"]
             res["peak_memory_ratio_ours_over_naive"] = res["ours"]["peak_bytes"] / res["naive"]["peak_bytes"]
+        if "peak_bytes" in res.get("ours-bf16", {}) and "peak_bytes" in res.get("naive", {}):
+            res["peak_memory_ratio_bf16_over_naive"] = res["ours-bf16"]["peak_bytes"] / res["naive"]["peak_bytes"]
         out[label] = res
-    errors = [f"{m}/{k}: {r[k]['error'][-300:]}" for m, r in out.items() for k in ("ours", "naive") if "error" in r.get(k, {})]
+    errors = [f"{m}/{k}: {r[k]['error'][-300:]}" for m, r in out.items() for k in ("ours", "ours-bf16", "naive")
+              if "error" in r.get(k, {})]  # fmt: skip
     if errors:
         raise CheckFailed("; ".join(errors), out)
     return out
@@ -539,12 +503,14 @@ def summary(results: dict) -> str:
         elif name == "throughput" and f:
             fig = ", ".join(f"{m} {v:.1f}x" for m, v in f["speedup"].items()) + (
                 " (reference extrapolated)" if any(r["extrapolated"] for r in f["reference"].values()) else "")
+        elif name == "causal" and f:
+            fig = causal_summary(f)
         elif name == "gradiend" and f:
             fig = "; ".join(
-                f"{m}: ours {r['ours'].get('steps_per_s', float('nan')):.3g} steps/s {_gb(r['ours'].get('peak_bytes'))}, "
-                f"naive {r['naive'].get('steps_per_s', float('nan')):.3g} steps/s {_gb(r['naive'].get('peak_bytes'))}"
+                f"{m}: " + ", ".join(f"{k} {r[k].get('steps_per_s', float('nan')):.3g} steps/s {_gb(r[k].get('peak_bytes'))}"
+                                     for k in ("ours", "ours-bf16", "naive") if k in r)
                 + (f" -> {r['speedup']:.2f}x" if "speedup" in r else "")
-                for m, r in f.items() if isinstance(r, dict) and "ours" in r)  # fmt: skip
+                for m, r in f.items() if isinstance(r, dict))  # fmt: skip
         elif name == "executor" and f:
             fig = f.get("skipped") or ", ".join(
                 f"{k}: {v.get('seconds', 0):.0f} s, {v.get('rows', 0)} rows" for k, v in f.items() if isinstance(v, dict)
@@ -560,7 +526,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny models and subsets on the CPU (CI)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--steps", default="equality,throughput,gradiend,executor")
+    ap.add_argument("--steps", default="equality,throughput,causal,gradiend,executor")
+    ap.add_argument("--budget", type=float, default=None, help="seconds for the whole check (default 540; tiny 420)")
     args = ap.parse_args(argv)
 
     import torch
@@ -571,7 +538,7 @@ def main(argv=None) -> int:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # full float32 (the default; a site config may differ)
         torch.set_float32_matmul_precision("highest")
-    cfg = make_config(args.out, data_dir, device, args.tiny)
+    cfg = make_config(args.out, data_dir, device, args.tiny, args.budget)
     out = Path(args.out)
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -580,6 +547,7 @@ def main(argv=None) -> int:
     deadline = start + cfg.budget
     results = {"meta": _meta(cfg), "steps": {}}
     steps = {"equality": lambda: step_equality(cfg, work), "throughput": lambda: step_throughput(cfg, work),
+             "causal": lambda: step_causal(cfg, work, deadline, _sync, CheckFailed),
              "gradiend": lambda: step_gradiend(cfg, work, deadline), "executor": lambda: step_executor(cfg, work, deadline)}  # fmt: skip
     failed = False
     for name in args.steps.split(","):
@@ -610,8 +578,10 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--measure":
-        kinds, model, steps, budget, data_dir, device = sys.argv[2:8]
+        kinds, model, steps, budget, data_dir, device, layers = sys.argv[2:9]
+        chosen = tuple(int(i) for i in layers.split(",")) if layers else None
         for kind in kinds.split(","):
-            print("RESULT", json.dumps(measure_gradiend(kind, model, int(steps), float(budget), data_dir, device)), flush=True)
+            figures = measure_gradiend(kind, model, int(steps), float(budget), data_dir, device, chosen)
+            print("RESULT", json.dumps(figures), flush=True)
         sys.exit(0)
     sys.exit(main())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 10, item 5): correctness and speed figures of bench on this machine's device.
-#   tests/benchmarks/gpu_check.sh OUT_DIR [--tiny] [--device auto|cpu|cuda] [--data-dir DIR] [--steps a,b,...]
-# Writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md; exit status 1 if a step failed. Under 8 minutes on one
+#   tests/benchmarks/gpu_check.sh OUT_DIR [--tiny] [--device auto|cpu|cuda] [--data-dir DIR] [--steps a,b,...] [--budget S]
+# Writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md; exit status 1 if a step failed. Under 10 minutes on one
 # H100 (every step is capped); --tiny runs the same steps on tiny models in well under a minute (CI).
 # Nothing is downloaded. What each step measures and its tolerances: tests/benchmarks/gpu_check.py.
 set -euo pipefail

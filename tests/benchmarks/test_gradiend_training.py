@@ -39,8 +39,12 @@ GPT2 = "random:gpt2"
 TINY_GPT2 = "random:gpt2,n_layer=2,n_embd=64,n_head=4"
 
 
-def _measure(kind: str, steps: int, data_dir: str, device: str, model_name: str = BERT) -> dict:
-    """Runs in a subprocess: builds the random model, runs 1 + `steps` GRADIEND steps, reports figures."""
+def _measure(kind: str, steps: int, data_dir: str, device: str, model_name: str = BERT, budget: float | None = None,
+             layers: tuple[int, ...] | None = None) -> dict:  # fmt: skip
+    """Runs in a subprocess: builds the random model, runs 1 + `steps` GRADIEND steps (fewer where `budget` s of
+    timed steps are spent first), reports figures. `layers`: the parameter set of `ParamSet.select(layers=...)`;
+    the straightforward step then leaves the other parameters without gradients too. Also the GPU check's
+    measurement (tests/benchmarks/gpu_check.py)."""
     import resource
     import time
 
@@ -57,7 +61,7 @@ def _measure(kind: str, steps: int, data_dir: str, device: str, model_name: str 
     subject = load_subject(model_name, data_dir=data_dir, device=device)
     data = load(data_dir)
     batches = example_sets.train_batches(subject, data.genter["train"], data.names["train"], batch_size=32, max_length=48)
-    params = ParamSet.select(subject.model)
+    params = ParamSet.select(subject.model, layers=layers)
     n = params.n
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -76,6 +80,9 @@ def _measure(kind: str, steps: int, data_dir: str, device: str, model_name: str 
             return time.perf_counter() - t0
     else:
         model = subject.model
+        chosen = {id(p) for p in params.params}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in chosen)
         enc, dec = nn.Linear(n, 1).to(device), nn.Linear(1, n).to(device)
         opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=1e-5, weight_decay=1e-2)
 
@@ -106,16 +113,19 @@ def _measure(kind: str, steps: int, data_dir: str, device: str, model_name: str 
 
     step(0)  # warm-up (allocations, AdamW state)
     sync()
-    t0 = time.perf_counter()
-    update = sum(step(k) for k in range(1, steps + 1))
+    t0, update, done = time.perf_counter(), 0.0, 0
+    while done < steps and (budget is None or done == 0 or time.perf_counter() - t0 < budget):
+        done += 1
+        update += step(done)
     sync()
     elapsed = time.perf_counter() - t0
-    out = {"kind": kind, "model": model_name, "n": n, "steps": steps, "seconds": elapsed, "steps_per_s": steps / elapsed,
-           "update_seconds_per_step": update / steps,
+    out = {"kind": kind, "model": model_name, "n": n, "steps": done, "seconds": elapsed, "steps_per_s": done / elapsed,
+           "update_seconds_per_step": update / done, "layers": None if layers is None else list(layers),
            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
            "bytes_per_step_analytical": bytes_per_step(n), "device": device}  # fmt: skip
     if device == "cuda":
         out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
+    out["peak_bytes"] = out.get("cuda_peak_bytes", out["peak_rss_bytes"])
     return out
 
 
