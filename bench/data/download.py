@@ -360,14 +360,38 @@ class Transfers:
             return False
         if u.netloc in self._up:
             return True
-        try:
-            port = u.port or (443 if u.scheme == "https" else 80)
-            socket.create_connection((u.hostname, port), timeout=min(self.timeout, 10)).close()
-        except OSError as e:
-            self.down[u.netloc] = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        why = connection_refused(endpoint, min(self.timeout, 10))
+        if why:
+            self.down[u.netloc] = why
             return False
         self._up.add(u.netloc)
         return True
+
+
+def http_refused(endpoint: str, timeout: float) -> str | None:
+    """One HTTP HEAD request to the endpoint: None if any HTTP answer comes back (an error status too), else why
+    not. Stricter than a TCP connection, which a middlebox may accept for a host that never answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as e:  # URLError, timeouts, resets, a malformed endpoint
+        return str(getattr(e, "reason", None) or e) or type(e).__name__
+    return None
+
+
+def connection_refused(endpoint: str, timeout: float) -> str | None:
+    """One TCP connection attempt to the endpoint's host: None if it answers, else why not."""
+    u = urllib.parse.urlsplit(endpoint)
+    try:
+        port = u.port or (443 if u.scheme == "https" else 80)
+        socket.create_connection((u.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        return getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return None
 
 
 def _answer(resp, url: str, part: Path, have: int, size: int | None, cap: int) -> tuple[int, int | None]:

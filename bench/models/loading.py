@@ -143,6 +143,8 @@ def load_hf(target: str, name: str | None = None) -> Subject:
     is_dir = Path(target).is_dir()
     attempts = [True] if is_dir or os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
     last = None
+    if len(attempts) == 2 and (why := _hub_down()):  # huggingface_hub would retry for a minute before giving up
+        attempts, last = [True], ConnectionError(why)
     for local_only in attempts:
         try:
             config = AutoConfig.from_pretrained(target, local_files_only=local_only)
@@ -160,6 +162,23 @@ def load_hf(target: str, name: str | None = None) -> Subject:
         f"saved with save_pretrained) or put it in the Hugging Face cache (HF_HOME) on a machine with network."
     )
     raise ModelUnavailable(hint)
+
+
+_HUB_DOWN: dict[str, str | None] = {}  # endpoint -> why it did not answer (None: it did), once per process
+
+
+def _hub_down() -> str | None:
+    """Why the model hub does not answer one HTTP request (3 s), else None; asked once per process."""
+    from bench.data.download import http_refused
+    from bench.data.manifest import hub_site
+
+    endpoint = hub_site()
+    if endpoint not in _HUB_DOWN:
+        _HUB_DOWN[endpoint] = http_refused(endpoint, HUB_CONNECT_TIMEOUT)
+    return _HUB_DOWN[endpoint]
+
+
+HUB_CONNECT_TIMEOUT = 3.0
 
 
 @register_model("random")
