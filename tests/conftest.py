@@ -78,9 +78,3 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
-def pytest_ignore_collect(collection_path, config):
-    """Benchmarks (tests/benchmarks) measure speed and memory on bert-base-sized models; they run only when asked
-    for with `--benchmark-enable`, never as part of the plain test command."""
-    if "benchmarks" in Path(collection_path).parts and not config.getoption("benchmark_enable", False):
-        return True
-    return None

@@ -9,7 +9,6 @@ rounding and far below any real error (a wrong start token or position changes a
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import statistics
@@ -253,17 +252,3 @@ def test_masked_subject_ignores_causal_scoring(data_dir, ss_subset, tmp_path):
     a = StereoSet(file=str(path)).score(subject, ctx).items
     b = StereoSet(file=str(path), causal_scoring="bias-bench").score(subject, ctx).items
     pd.testing.assert_frame_equal(a, b)
-
-
-# ---- the throughput benchmark, tiny, so that it never rots -------------------------------------------------------
-
-
-def test_tiny_throughput_benchmark_runs(data_dir, tmp_path):
-    from tests.benchmarks.test_causal_scoring_throughput import compare
-
-    subject = load_subject(MODELS["gpt2"], data_dir=data_dir)
-    subject.model.double()
-    examples = ref.read_stereoset(data_dir / "stereoset" / "dev.json")
-    examples = examples[::150] + [ex for ex in examples if ex["bias_type"] == "gender"][:3]
-    result = compare(subject, copy.deepcopy(examples), data_dir, tmp_path, rtol=RTOL)
-    assert result["sentences"] == 3 * len(examples) and result["ours_s"] > 0 and result["reference_s"] > 0

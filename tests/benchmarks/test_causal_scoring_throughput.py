@@ -13,8 +13,8 @@ Both sides run in the same process with the same torch thread count (the default
 BENCH_THREADS says otherwise); the reference runs in BENCH_THROUGHPUT_PIECES parts (default 4) with our whole
 scoring timed before, between and after them (ours: the median), so that changing load hits both sides alike.
 pytest-benchmark records the whole comparison. Run with `pytest tests/benchmarks/test_causal_scoring_throughput.py
---benchmark-enable -s`. Its tiny mode (a 2-layer model, a few examples, float64, scores equal to 1e-9) runs in
-the normal suite: tests/test_causal_metrics.py::test_tiny_throughput_benchmark_runs.
+--benchmark-enable -s`. Its tiny mode (the plain test command: a 2-layer float64 model, a few examples, scores
+equal to 1e-9) runs the same comparison.
 """
 from __future__ import annotations
 
@@ -95,10 +95,28 @@ def threads():
     torch.set_num_threads(before)
 
 
-def test_causal_stereoset_throughput(benchmark, data_dir, tmp_path, threads):
-    subject = load_subject("random:gpt2", data_dir=data_dir, device="cpu")
-    examples = ref.read_stereoset(data_dir / "stereoset" / "dev.json")[::STRIDE]
-    result = benchmark.pedantic(lambda: compare(subject, examples, data_dir, tmp_path), rounds=1, iterations=1)
+def _tiny_case(data_dir) -> tuple:
+    """The tiny float64 GPT-2-style model of tests/test_causal_metrics.py, every 150th example and 3 gender ones."""
+    from tests.test_causal_metrics import MODELS, RTOL
+
+    subject = load_subject(MODELS["gpt2"], data_dir=data_dir)
+    subject.model.double()
+    examples = ref.read_stereoset(data_dir / "stereoset" / "dev.json")
+    examples = examples[::150] + [ex for ex in examples if ex["bias_type"] == "gender"][:3]
+    return subject, examples, RTOL, 1
+
+
+def test_causal_stereoset_throughput(benchmark, data_dir, tmp_path, threads, full):
+    if full:
+        subject = load_subject("random:gpt2", data_dir=data_dir, device="cpu")
+        examples, rtol, pieces = ref.read_stereoset(data_dir / "stereoset" / "dev.json")[::STRIDE], 1e-5, PIECES
+    else:
+        subject, examples, rtol, pieces = _tiny_case(data_dir)
+    result = benchmark.pedantic(lambda: compare(subject, examples, data_dir, tmp_path, rtol=rtol, pieces=pieces),
+                                rounds=1, iterations=1)  # fmt: skip
+    assert result["sentences"] == 3 * len(examples) and result["ours_s"] > 0 and result["reference_s"] > 0
+    if not full:
+        return
     low, high = result["ours_range"]
     print(
         f"\nrandom:gpt2 (float32), {threads} torch thread(s), StereoSet dev 1/{STRIDE}: {len(examples)} examples, "

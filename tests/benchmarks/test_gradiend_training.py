@@ -16,9 +16,8 @@ For GPT-2 the straightforward step reads the next-token logits at each text's la
 Each variant runs in its own subprocess so that its peak resident memory (ru_maxrss, or
 torch.cuda.max_memory_allocated on CUDA) is its own. One warm-up step, then STEPS timed steps on the same
 32-sentence GENTER-style batches (templates built from the data directory's corpus, names of NAMExact train).
-Run with `pytest tests/benchmarks/test_gradiend_training.py --benchmark-enable -s`. The GPT-2 case runs the full
-gpt2 size only with --benchmark-enable; the normal test suite runs it on a tiny GPT-2 (2 layers, 64 wide), which
-checks that every variant runs and reports its figures.
+Run with `pytest tests/benchmarks/test_gradiend_training.py --benchmark-enable -s`. Tiny mode (the plain test
+command): a 2-layer BERT and a 2-layer GPT-2 (64 wide), which checks that every variant runs and reports its figures.
 """
 from __future__ import annotations
 
@@ -30,13 +29,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.conftest import TINY_BERT, TINY_GPT2
+
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # subprocesses that import transformers, even in the tiny mode
 STEPS = int(os.environ.get("GRADIEND_BENCH_STEPS", "2"))
 
 
 BERT = "random:bert-base-uncased"
 GPT2 = "random:gpt2"
-TINY_GPT2 = "random:gpt2,n_layer=2,n_embd=64,n_head=4"
 
 
 def _measure(kind: str, steps: int, data_dir: str, device: str, model_name: str = BERT, budget: float | None = None,
@@ -144,10 +145,16 @@ def _run_variants(kinds: tuple[str, ...], data_dir, device: str, model_name: str
     return {r["kind"]: r for r in found}
 
 
-def test_gradiend_training_step_speed_and_memory(benchmark, data_dir):
+def test_gradiend_training_step_speed_and_memory(benchmark, data_dir, full):
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not full:  # tiny mode: both variants run on a 2-layer BERT in one process and report their figures
+        found = benchmark.pedantic(_run_variants, args=(("ours", "naive"), data_dir, device, TINY_BERT), rounds=1,
+                                   iterations=1)  # fmt: skip
+        assert found["ours"]["n"] == found["naive"]["n"] > 0
+        assert all(r["steps"] == STEPS and r["steps_per_s"] > 0 for r in found.values())
+        return
     ours = benchmark.pedantic(_run_variant, args=("ours", data_dir, device), rounds=1, iterations=1)
     naive = _run_variant("naive", data_dir, device)
     speedup = ours["steps_per_s"] / naive["steps_per_s"]
@@ -167,14 +174,13 @@ def test_gradiend_training_step_speed_and_memory(benchmark, data_dir):
     assert ours[mem_key] < naive[mem_key]
 
 
-def test_gradiend_training_on_gpt2(benchmark, data_dir):
+def test_gradiend_training_on_gpt2(benchmark, data_dir, full):
     """GPT-2 (causal examples): ours, ours with the bfloat16 GRADIEND, the straightforward step. The full gpt2 with
     --benchmark-enable (figures asserted as for bert-base), else a tiny GPT-2 that only has to run."""
     import torch
 
     if not (data_dir / "models" / "gpt2-tokenizer" / "config.json").is_file():
         pytest.skip("the gpt2 config is not in the data directory")
-    full = not benchmark.disabled
     model_name = GPT2 if full else TINY_GPT2
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if full:
