@@ -282,3 +282,17 @@ def test_pairs_serve_masked_lms_of_their_type_only():
         assert serves_bias_type(cls, cls.bias_type) and not serves_bias_type(cls, "gender")
         assert serves_model_kind(cls, "mlm") and not serves_model_kind(cls, "clm")
         assert name.endswith("-".join(cls.pair))
+
+
+@pytest.mark.parametrize("bias_type", ["race", "religion"])
+def test_iclr_race_and_religion_suites(bias_type):
+    from bench.run.request import RunRequest
+    from bench.run.suite import load_suite
+    from methods.gradiend.pair_method import pair_plugins
+
+    suite = load_suite(f"iclr-{bias_type}")
+    assert suite["bias_type"] == bias_type and suite["metrics"] == ["stereoset", "seat", "glue", "superglue"]
+    request = RunRequest(models=suite["models"], methods=suite["methods"], metrics=suite["metrics"],
+                         bias_type=bias_type).normalised()  # fmt: skip
+    assert request.methods == ["base", *pair_plugins(bias_type), "cda", "dropout", "inlp", "self-debias",
+                               "sentence-debias"]  # fmt: skip
