@@ -187,7 +187,7 @@ class GradiendBPI(GradiendDebiaser):
     def stands_for(cls, bias_type: str) -> tuple[str, ...]:
         """In a race or religion run, `gradiend` / `gradiend-bpi` are the type's three pair GRADIENDs (their
         BalancedBS is the pairs' counterpart of BPI; pair_method.py)."""
-        from methods.gradiend.pair_method import pair_plugins
+        from methods.gradiend.pairs_data import pair_plugins
 
         return pair_plugins(bias_type)
 

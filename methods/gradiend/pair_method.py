@@ -24,7 +24,7 @@ import pandas as pd
 
 from methods.gradiend.decoder_eval import ALPHA_VALUES, H_VALUES
 from methods.gradiend.method import GradiendArtifact, GradiendDebiaser
-from methods.gradiend.pairs_data import PAIRS
+from methods.gradiend.pairs_data import PAIRS, pair_plugins, plugin_name  # noqa: F401 - pair_plugins re-exported
 from methods.gradiend.params import DEFAULT_EXCLUDE
 
 # pair defaults on the synthetic world (SYNTHETIC_DEFAULTS of method.py, with the pairs' own step count: the
@@ -70,18 +70,18 @@ class GradiendPair(GradiendDebiaser):
     def trained(self, subject, ctx, data=None):
         from methods.gradiend.pairs import train_pair
         from methods.gradiend.pairs_data import load
-        from methods.gradiend.stages import code_version
+        from methods.gradiend.stages import PAIR_MODULES, code_version
 
         data = data or load(ctx.data_dir, self.bias_type)
-        return train_pair(subject, data, self.pair, self.train_config(subject), ctx, code=code_version())
+        return train_pair(subject, data, self.pair, self.train_config(subject), ctx, code=code_version(PAIR_MODULES))
 
     def grid(self, subject, gradiend, data, ctx, train_folder):
         from methods.gradiend.pairs import pair_grid
-        from methods.gradiend.stages import code_version
+        from methods.gradiend.stages import PAIR_MODULES, code_version
 
         return pair_grid(subject, gradiend, data, self.pair, ctx, train_folder, h_values=self.h_values,
                          alpha_values=self.alpha_values, max_rows=int(self.max_rows),
-                         batch_size=int(self.grid_batch_size), exclude=self.exclude, code=code_version())  # fmt: skip
+                         batch_size=int(self.grid_batch_size), exclude=self.exclude, code=code_version(PAIR_MODULES))  # fmt: skip
 
     def fit(self, subject, ctx) -> GradiendArtifact:
         from methods.gradiend.decoder_eval import edit_delta
@@ -112,10 +112,6 @@ def _pair_class(bias_type: str, index: int) -> type:
     })  # fmt: skip
 
 
-def plugin_name(bias_type: str, pair: tuple[str, str]) -> str:
-    return f"gradiend-{bias_type}-{pair[0]}-{pair[1]}"
-
-
 GradiendRaceWhiteBlack = _pair_class("race", 0)
 GradiendRaceWhiteAsian = _pair_class("race", 1)
 GradiendRaceBlackAsian = _pair_class("race", 2)
@@ -125,8 +121,3 @@ GradiendReligionMuslimJewish = _pair_class("religion", 2)
 PAIR_PLUGINS = {plugin_name(c.bias_type, c.pair): c for c in (
     GradiendRaceWhiteBlack, GradiendRaceWhiteAsian, GradiendRaceBlackAsian, GradiendReligionChristianMuslim,
     GradiendReligionChristianJewish, GradiendReligionMuslimJewish)}  # fmt: skip
-
-
-def pair_plugins(bias_type: str) -> tuple[str, ...]:
-    return tuple(plugin_name(bias_type, p) for p in PAIRS.get(bias_type, ()))
-

@@ -45,6 +45,16 @@ SPLIT_SEED = 42
 _SENTENCE_END = re.compile(r"(?<= [.!?]) ")
 
 
+def plugin_name(bias_type: str, pair: tuple[str, str]) -> str:
+    """The registered name of a pair GRADIEND (pair_method.py), e.g. gradiend-race-white-black."""
+    return f"gradiend-{bias_type}-{pair[0]}-{pair[1]}"
+
+
+def pair_plugins(bias_type: str) -> tuple[str, ...]:
+    """The pair GRADIENDs of a type, RACE1..3 / RELIGION1..3 in order (none for gender)."""
+    return tuple(plugin_name(bias_type, p) for p in PAIRS.get(bias_type, ()))
+
+
 @dataclass(frozen=True)
 class GroupRow:
     masked: str
