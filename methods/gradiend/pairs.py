@@ -10,7 +10,7 @@ evaluated and edited with GRADIEND's shared code; a pair is data (pairs_data.py,
   token masked. Metrics: Cor_pair = Pearson(h, +-1) and Acc_pair = the fraction of the pair's rows on the right
   side of 0 (sign fixed by training: first class positive, no max over signs), Cor_Enc = Pearson(h, label) over
   all rows (third class, types 2, 3: 0), Acc_Enc = balanced accuracy of the three classes h >= 0.5 / <= -0.5 /
-  between (y_true = labels), mean |h| per kind.
+  between (y_true = labels), mean |h| per kind and the third group's signed mean h.
 - Decoder grid (§8.5): the 15 x 16 grid + base; per point LMS_Dec (top-1 accuracy on the pair's test sentences,
   15 % of the tokens masked with seed 42, the group word never masked) and, per test sentence of the pair (both
   directions, at most `max_rows` per direction), P_g = sum over group g's words w (in the factual word's casing) of
@@ -40,7 +40,7 @@ from methods.gradiend.params import ParamSet
 from methods.gradiend.train import TrainConfig, TrainTask, encode_batches, pearson, row_batches, train_task
 
 PAIR_METRICS = ("Acc_pair", "Cor_pair", "Acc_Enc", "Cor_Enc", "mean|h| first", "mean|h| second", "mean|h| third",
-                "mean|h| masked-neutral", "mean|h| neutral")  # fmt: skip
+                "mean h third", "mean|h| masked-neutral", "mean|h| neutral")  # fmt: skip
 
 
 def pair_name(pair: tuple[str, str]) -> str:
@@ -105,6 +105,8 @@ def pair_metrics(frame: pd.DataFrame, pair) -> dict[str, float]:
         sel = np.isin(kind, kinds)
         if sel.any():
             out[f"mean|h| {name}"] = float(np.abs(h[sel]).mean())
+            if name == "third":
+                out["mean h third"] = float(h[sel].mean())  # which side the third group leans to
     return out
 
 
