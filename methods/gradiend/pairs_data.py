@@ -215,13 +215,13 @@ def load(data_dir, bias_type: str, neutral_max: int = 10_000) -> GroupData:
     files = class_files(data_dir, bias_type)
     if all(p.is_file() for p in files):
         rows = {c: read_class_file(p, c, classes) for c, p in zip(classes, files)}
-        source = f"{files[0].parent}"
+        source = f"gradiend/{bias_type}/<class>.csv"  # relative: a moved cache keeps its keys
     else:
         if not texts:
             raise DataError(f"neither {files[0].parent}/<class>.csv nor a text corpus in {corpus_dir}")
         built = build_rows(texts, triples, classes)
         rows = {c: assign_splits(built[c]) for c in classes}
-        source = f"built from {corpus_dir}"
+        source = "built from text_corpus"
     return GroupData(bias_type, rows, words, neutral_sentences(texts, words, neutral_max), source,
                      data_files(data_dir, bias_type))  # fmt: skip
 
