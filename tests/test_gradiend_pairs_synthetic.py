@@ -3,7 +3,8 @@ defaults, cached in the test cache directory).
 
 - every pair's encoder separates its two groups on the test split for every seed, and maps neutral text (the
   pair's sentences with another token masked, and sentences without a group word) near 0;
-- the selected RACE1 edit moves race SS toward 50 (or keeps it) while gender SS does not move significantly.
+- the selected RACE1 edit moves race SS toward 50; that gender SS does not move significantly is the acceptance
+  claim, an expected failure on the current world (it moves: the figures in the test).
 
 Thresholds were measured on the world pinned before issue 20's re-pin (generator "5", weights 49c030ec59199db7);
 they are expected to be re-measured on the new pin (see methods/gradiend/README.md for the figures).
@@ -48,21 +49,35 @@ def test_encoder_separates_its_pair_for_every_seed(synthetic, name):
         assert min(m["mean|h| first"], m["mean|h| second"]) > 2 * m["mean|h| neutral"]
 
 
-def test_race_pair_edit_moves_race_ss_but_not_gender_ss(synthetic):
-    """Acceptance claim (expected to be re-measured on the new pin: on the current world the base model's race SS
-    is at the ceiling, every item prefers the stereotype)."""
+@pytest.fixture(scope="module")
+def race1_ss(synthetic):
+    """StereoSet race and gender SS of the base model and of the selected RACE1 (white/black) edit."""
     from metrics.stereoset import StereoSet
 
     method = PAIR_PLUGINS["gradiend-race-white-black"]()
     ctx = _ctx(synthetic, "race")
     edited = method.apply(synthetic, method.fit(synthetic, ctx))
-    cfg = StatsConfig(resamples=1000, seed=0)
     race = [StereoSet().score(s, ctx).estimates["ss_race"] for s in (synthetic, edited)]
-    gender_ctx = _ctx(synthetic, "gender")
-    gender = [StereoSet().score(s, gender_ctx).estimates["ss_gender"] for s in (synthetic, edited)]
+    gender = [StereoSet().score(s, _ctx(synthetic, "gender")).estimates["ss_gender"] for s in (synthetic, edited)]
+    cfg = StatsConfig(resamples=1000, seed=0)
     cmp_race, cmp_gender = compare(race[1], race[0], cfg), compare(gender[1], gender[0], cfg)
-    print(f"race SS {race[0].point():.1f} -> {race[1].point():.1f} (CI of the change [{cmp_race.low:+.1f}, "
+    print(f"\nrace SS {race[0].point():.1f} -> {race[1].point():.1f} (CI of the change [{cmp_race.low:+.1f}, "
           f"{cmp_race.high:+.1f}]); gender SS {gender[0].point():.1f} -> {gender[1].point():.1f} "
           f"([{cmp_gender.low:+.1f}, {cmp_gender.high:+.1f}])")  # fmt: skip
-    assert abs(race[1].point() - 50) <= abs(race[0].point() - 50)
+    return race, gender, cmp_race, cmp_gender
+
+
+def test_race_pair_edit_moves_race_ss_toward_50(race1_ss):
+    """Measured on the current world: race SS 100.0 -> 96.5, CI of the change [-6.7, -0.7] (the base model is at
+    the ceiling: every item prefers the stereotype). To be re-measured on the new pin."""
+    race, _, cmp_race, _ = race1_ss
+    assert abs(race[1].point() - 50) < abs(race[0].point() - 50)
+    assert cmp_race.significant and cmp_race.high < 0
+
+
+@pytest.mark.xfail(strict=True, reason="measured on the current world: the selected RACE1 edit (h = 0, alpha = 0.5: the "
+                   "decoder bias alone, at the grid's largest alpha) moves gender SS 89.4 -> 62.9, CI of the change "
+                   "[-31.2, -21.5]; the claim is to be re-measured on the new pin")  # fmt: skip
+def test_race_pair_edit_leaves_gender_ss(race1_ss):
+    _, _, _, cmp_gender = race1_ss
     assert not cmp_gender.significant
