@@ -2,7 +2,8 @@
 defaults, cached in the test cache directory).
 
 - every pair's encoder separates its two groups on the test split for every seed, and maps neutral text (the
-  pair's sentences with another token masked, and sentences without a group word) near 0;
+  pair's sentences with another token masked, and sentences without a group word) near 0; the third group near 0
+  is an expected failure on the current world for the race pairs (measured: |h| 0.5-0.8);
 - the selected RACE1 edit moves race SS toward 50; that gender SS does not move significantly is the acceptance
   claim, an expected failure on the current world (it moves: the figures in the test).
 
@@ -47,6 +48,18 @@ def test_encoder_separates_its_pair_for_every_seed(synthetic, name):
         assert m["Cor_pair"] >= COR_PAIR and m["Acc_pair"] >= ACC_PAIR
         assert m["mean|h| neutral"] <= NEUTRAL and m["mean|h| masked-neutral"] <= NEUTRAL
         assert min(m["mean|h| first"], m["mean|h| second"]) > 2 * m["mean|h| neutral"]
+
+
+@pytest.mark.xfail(strict=True, reason="measured on the current world: the third group encodes at mean |h| 0.54 (RACE1), "
+                   "0.52-0.53 (RACE2), 0.79-0.80 (RACE3) for every seed (the world's group sentences share templates); "
+                   "to be re-measured on the new pin")  # fmt: skip
+@pytest.mark.parametrize("name", [n for n in sorted(PAIR_PLUGINS) if n.startswith("gradiend-race")])
+def test_encoder_maps_the_third_group_near_zero(synthetic, name):
+    method = PAIR_PLUGINS[name]()
+    ctx = _ctx(synthetic, method.bias_type)
+    data = load(ctx.data_dir, method.bias_type)
+    gradiend, _, _ = method.trained(synthetic, ctx, data)
+    assert analyse_pair(synthetic, gradiend, data, method.pair).metrics["mean|h| third"] <= NEUTRAL
 
 
 @pytest.fixture(scope="module")
