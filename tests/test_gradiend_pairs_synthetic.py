@@ -3,7 +3,7 @@ defaults, cached in the test cache directory).
 
 - every pair's encoder separates its two groups on the test split for every seed, and maps neutral text (the
   pair's sentences with another token masked, and sentences without a group word) near 0; the third group near 0
-  is an expected failure on the current world for the race pairs (measured: |h| 0.5-0.8);
+  is an expected failure on the current world (measured: |h| 0.45-0.8 for every pair);
 - the selected RACE1 edit moves race SS toward 50; that gender SS does not move significantly is the acceptance
   claim, an expected failure on the current world (it moves: the figures in the test).
 
@@ -26,7 +26,7 @@ from methods.gradiend.pairs_data import load
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-# measured per pair and seed (README): Cor_pair 0.96-0.99, Acc_pair >= 0.98, mean |h| neutral <= 0.11 (types 2, 3)
+# measured per pair and seed (README): Cor_pair 0.974-0.999, Acc_pair >= 0.99, mean |h| neutral <= 0.13 (types 2, 3)
 COR_PAIR, ACC_PAIR, NEUTRAL = 0.9, 0.95, 0.25
 
 
@@ -51,9 +51,10 @@ def test_encoder_separates_its_pair_for_every_seed(synthetic, name):
 
 
 @pytest.mark.xfail(strict=True, reason="measured on the current world: the third group encodes at mean |h| 0.54 (RACE1), "
-                   "0.52-0.53 (RACE2), 0.79-0.80 (RACE3) for every seed (the world's group sentences share templates); "
-                   "to be re-measured on the new pin")  # fmt: skip
-@pytest.mark.parametrize("name", [n for n in sorted(PAIR_PLUGINS) if n.startswith("gradiend-race")])
+                   "0.52-0.53 (RACE2), 0.79-0.80 (RACE3), 0.53-0.59 (RELIGION1), 0.50-0.51 (RELIGION2), 0.45-0.46 "
+                   "(RELIGION3) for every seed (the world's group sentences share templates); to be re-measured on the "
+                   "new pin")  # fmt: skip
+@pytest.mark.parametrize("name", sorted(PAIR_PLUGINS))
 def test_encoder_maps_the_third_group_near_zero(synthetic, name):
     method = PAIR_PLUGINS[name]()
     ctx = _ctx(synthetic, method.bias_type)
