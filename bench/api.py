@@ -91,6 +91,13 @@ class Debiaser(_Configurable, abc.ABC):
     # decoder grid, in the method's own cache); a distributed run fits the first of a family before the others.
     fit_family: ClassVar[str] = ""
 
+    @classmethod
+    def stands_for(cls, bias_type: str) -> tuple[str, ...]:
+        """Registered names of the methods that serve `bias_type` under this method's name, for a type this method
+        does not serve itself (GRADIEND: the three pair models of race or religion). A run request for that type
+        replaces the name by these (bench.run.request); () = none (the method's cells stay n/a)."""
+        return ()
+
     @abc.abstractmethod
     def fit(self, subject, ctx: "Context") -> Any:
         """Learn what the method needs from `subject`; returns an artifact that is data (cached by the runner):

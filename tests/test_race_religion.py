@@ -152,9 +152,11 @@ def test_declared_bias_types():
     for name in ("cda", "inlp", "sentence-debias", "self-debias", "leace", "rlace"):
         assert METHODS.get(name).bias_types == every, name
     assert METHODS.get("dropout").bias_types is None  # one type-independent checkpoint, as in bias-bench
-    for name in [n for n in METHODS.names() if n.startswith("gradiend")]:
-        assert not serves_bias_type(METHODS.get(name), "race"), name  # GRADIEND stays gender-only: n/a cells
+    for name in ("gradiend-bpi", "gradiend-fpi", "gradiend-mpi"):  # gender GRADIENDs; race/religion: pair models
+        assert not serves_bias_type(METHODS.get(name), "race"), name
         assert not serves_bias_type(METHODS.get(name), "religion"), name
+    for name in [n for n in METHODS.names() if n.startswith("gradiend-race") or n.startswith("gradiend-religion")]:
+        assert METHODS.get(name).bias_types == {name.split("-")[1]}, name  # tests/test_gradiend_pairs.py
     for name in ("stereoset", "crows", "seat"):
         assert METRICS.get(name).bias_types == every
 

@@ -23,7 +23,7 @@ ICLR_FULL_ROWS = [ICLR_ROWS[0], ICLR_ROWS[1],
                   ["cda", "dropout", "inlp", "rlace", "leace", "self-debias", "sentence-debias"], ICLR_ROWS[3]]
 
 
-@pytest.mark.parametrize("name", ["demo", "paper", "ci", "iclr"])
+@pytest.mark.parametrize("name", ["demo", "paper", "ci", "iclr", "iclr-race", "iclr-religion"])
 def test_suite_resolves(name):
     assert name in suite_names()
     suite = load_suite(name)

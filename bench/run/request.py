@@ -13,6 +13,22 @@ from bench.run.checks import check_stats, is_seed
 from bench.run.store import request_hash
 
 
+def expand_chain(chain: list[str], bias_type: str) -> list[list[str]]:
+    """The chains a chain stands for in a run of `bias_type`: a method that does not serve the type but names
+    methods that serve it under its name (`Debiaser.stands_for`) is replaced by each of them in turn (a product
+    over the chain's positions); every other method stays as it is."""
+    import itertools
+
+    from bench.api import serves_bias_type
+
+    options = []
+    for name in chain:
+        cls = METHODS.get(name)
+        alternatives = () if serves_bias_type(cls, bias_type) else tuple(cls.stands_for(bias_type))
+        options.append([METHODS.canonical(a) for a in alternatives] or [name])
+    return [list(c) for c in itertools.product(*options)]
+
+
 @dataclass
 class RunRequest:
     models: list[str]
@@ -38,7 +54,8 @@ class RunRequest:
         for spec in self.methods:
             if not isinstance(spec, str):
                 raise BenchError(f"methods must be names, got {spec!r}")
-            chains.append("+".join([m for m in method_chain(spec) if m != "base"]) or "base")
+            for chain in expand_chain([m for m in method_chain(spec) if m != "base"], self.bias_type):
+                chains.append("+".join(chain) or "base")
         methods = ["base"] + [c for c in chains if c != "base"]
         metrics = [METRICS.canonical(m) for m in self.metrics]
         for m in self.models:

@@ -30,14 +30,19 @@ def _options(pairs) -> dict:
     return out
 
 
-def _setup(model: str, device: str, data_dir, options, no_progress: bool):
+def _setup(model: str, device: str, data_dir, options, no_progress: bool, pair: str | None = None):
     from bench.api import Context
     from bench.data.paths import default_cache_dir, default_data_dir
     from bench.models.loading import load_subject, resolve_device
     from bench.registry import _construct
     from methods.gradiend.method import GradiendBPI
 
-    method = _construct(GradiendBPI, _options(options), "method 'gradiend'")
+    if pair:
+        from methods.gradiend.pair_cli import pair_method
+
+        method = pair_method(pair, _options(options))
+    else:
+        method = _construct(GradiendBPI, _options(options), "method 'gradiend'")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     subject = load_subject(model, device=resolve_device(device), data_dir=data_dir, cache_dir=default_cache_dir())
     ctx = Context(data_dir=Path(subject.data_dir) if subject.data_dir else data_dir, cache_dir=default_cache_dir(),
@@ -62,6 +67,8 @@ def _common(f):
     f = click.option("-o", "--option", "options", multiple=True, metavar="NAME=VALUE",
                      help="A gradiend-bpi constructor argument, e.g. -o max_steps=500 (repeatable).")(f)  # fmt: skip
     f = click.option("--no-progress", is_flag=True, help="Hide progress bars.")(f)
+    f = click.option("--pair", help="A race / religion pair GRADIEND (race1..3, religion1..3 or e.g. race-white-black; "
+                     "methods/gradiend/pair_cli.py); -o then sets that plugin's arguments.")(f)  # fmt: skip
     return f
 
 
@@ -74,7 +81,7 @@ def gradiend():
 @_common
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder for checkpoints, the runs and the selected GRADIEND (rerun to resume).")  # fmt: skip
-def train(model, device, data_dir, options, no_progress, out):
+def train(model, device, data_dir, options, no_progress, pair, out):
     """Train GRADIEND for every seed (resumable) and keep the best run in OUT/gradiend."""
     from tabulate import tabulate
 
@@ -82,7 +89,11 @@ def train(model, device, data_dir, options, no_progress, out):
     from methods.gradiend.stages import train_stage
     from methods.gradiend.train import SELECTED
 
-    method, subject, ctx = _setup(model, device, data_dir, options, no_progress)
+    method, subject, ctx = _setup(model, device, data_dir, options, no_progress, pair)
+    if pair:
+        from methods.gradiend import pair_cli
+
+        return pair_cli.train(method, subject, ctx, out)
     data = load(ctx.data_dir)
     click.echo(f"data: {data.describe()}", err=True)
     _, summary, _ = train_stage(subject, data, method.train_config(subject), ctx, out_dir=out)
@@ -98,13 +109,17 @@ def train(model, device, data_dir, options, no_progress, out):
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--neutral-max", type=int, default=10_000, show_default=True, help="GENEUTRAL rows (type 3).")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for encoder.md, encoder_rows.csv, encoder.png.")
-def encoder(model, device, data_dir, options, no_progress, gradiend_dir, split, neutral_max, out):
+def encoder(model, device, data_dir, options, no_progress, pair, gradiend_dir, split, neutral_max, out):
     """Encoder metrics (Acc/Cor_GENTER, Acc/Cor_Enc, mean |h|) and the plot of encoded values."""
     from methods.gradiend.data import load
     from methods.gradiend.encoder_eval import analyse, plot
 
-    method, subject, ctx = _setup(model, device, data_dir, options, no_progress)
+    method, subject, ctx = _setup(model, device, data_dir, options, no_progress, pair)
     gradiend_model, _ = _load_gradiend(gradiend_dir, subject)
+    if pair:
+        from methods.gradiend import pair_cli
+
+        return pair_cli.encoder(method, subject, ctx, gradiend_model, split, neutral_max, out)
     report = analyse(subject, gradiend_model, load(ctx.data_dir), split=split, neutral_max=neutral_max,
                      max_length=method.max_length, exclude=method.exclude, layers=method.layers, bar=ctx.bar)  # fmt: skip
     click.echo(report.table())
@@ -123,14 +138,18 @@ def encoder(model, device, data_dir, options, no_progress, gradiend_dir, split, 
               help="A `train` output folder (or the GRADIEND folder inside it).")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path),
               help="Folder for grid.csv, heatmap.png, selection.md, timings.json.")  # fmt: skip
-def decoder(model, device, data_dir, options, no_progress, gradiend_dir, out):
+def decoder(model, device, data_dir, options, no_progress, pair, gradiend_dir, out):
     """Evaluate the (h, alpha) grid and print the BPI/FPI/MPI selection table."""
     from methods.gradiend.data import load
     from methods.gradiend.decoder_eval import selection_table
     from methods.gradiend.stages import evaluate_grid, write_grid
 
-    method, subject, ctx = _setup(model, device, data_dir, options, no_progress)
+    method, subject, ctx = _setup(model, device, data_dir, options, no_progress, pair)
     gradiend_model, _ = _load_gradiend(gradiend_dir, subject)
+    if pair:
+        from methods.gradiend import pair_cli
+
+        return pair_cli.decoder(method, subject, ctx, gradiend_model, out)
     result = evaluate_grid(subject, gradiend_model, load(ctx.data_dir), method.grid_config(subject), ctx.bar)
     click.echo(selection_table(result.table))
     t = result.timings

@@ -107,11 +107,14 @@ def analyse(subject, gradiend: Gradiend, data: GradiendData, *, split: str = "te
     return EncoderReport(frame, encoder_metrics(frame))
 
 
-def plot(rows: pd.DataFrame, path, title: str = "GRADIEND encoder") -> Path:
+def plot(rows: pd.DataFrame, path, title: str = "GRADIEND encoder",
+         kinds: tuple[str, ...] = ("F", "M", "masked-neutral", "neutral")) -> Path:  # fmt: skip
     """The paper's encoder figure: a histogram of h per row kind and a scatter of h per kind (jittered)."""
     plt = figures.pyplot()
-    kinds = [k for k in ("F", "M", "masked-neutral", "neutral") if (rows["kind"] == k).any()]
-    colours = {"F": "tab:red", "M": "tab:blue", "masked-neutral": "tab:gray", "neutral": "tab:green"}
+    kinds = [k for k in kinds if (rows["kind"] == k).any()]
+    colours = {"masked-neutral": "tab:gray", "neutral": "tab:green"}  # others: red, blue, orange in order
+    for k, c in zip([k for k in kinds if k not in colours], ("tab:red", "tab:blue", "tab:orange", "tab:purple")):
+        colours[k] = c
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     bins = np.linspace(-1, 1, 41)
     for k in kinds:

@@ -54,11 +54,15 @@ class MaskedBatch:
     labels: torch.Tensor  # (m,)
     counter: torch.Tensor | None  # (m,)
     size: int  # number of examples
+    # The counterfactual inputs with their labels, when they differ from the factual ones (a pair GRADIEND's words
+    # of different token counts, pairs_examples.py): `counter` is then None and L- comes from a second pass.
+    twin: "MaskedBatch | None" = None
 
     def to(self, device) -> "MaskedBatch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return MaskedBatch(move(self.input_ids), move(self.attention_mask), move(self.rows), move(self.cols),
-                           move(self.labels), move(self.counter), self.size)  # fmt: skip
+                           move(self.labels), move(self.counter), self.size,
+                           None if self.twin is None else self.twin.to(device))  # fmt: skip
 
 
 def collate(examples: Sequence[MaskedExample], pad_id: int, device=None) -> MaskedBatch:

@@ -14,6 +14,10 @@ Causal LMs (SPEC-beyond §9.1): the same code, with the LM head `bench.models.su
 output embeddings, tied to the input embeddings for GPT-2 and Llama-3.2) and examples whose position is the last
 real token of a right-padded input (examples_causal.py): L+ is the next-token cross-entropy of the pronoun there.
 
+Pair GRADIENDs (race, religion; pairs_examples.py): a batch whose counterfactual words have another number of tokens
+than its factual ones carries the counterfactual inputs as `batch.twin`; L- then comes from a second forward pass
+of those (still two backward passes, the second through both graphs).
+
 Evaluation: the encoder only needs W_e . g_i for each example i (batch-size-1 gradient g_i, SPEC §1.3).
 That is the directional derivative of the example's loss along W_e, which one forward-mode (JVP) pass gives
 for a whole batch of examples at once, exactly and without ever materialising g_i.
@@ -69,7 +73,10 @@ class GradientPair:
         with eval_mode(model), params.grads_into(model), self.subject.hooks(model), torch.enable_grad():
             logits = masked_logits(model, batch, self.subject.kind)
             loss_pos = F.cross_entropy(logits, batch.labels)
-            loss_neg = F.cross_entropy(logits, batch.counter)
+            if batch.twin is None:  # factual and counterfactual share the input: one forward pass
+                loss_neg = F.cross_entropy(logits, batch.counter)
+            else:  # other inputs (a pair GRADIEND's words of different token counts): a second pass
+                loss_neg = F.cross_entropy(masked_logits(model, batch.twin, self.subject.kind), batch.twin.labels)
             with self._into(self.x):
                 loss_pos.backward(retain_graph=True)
             with self._into(self.t):

@@ -183,6 +183,14 @@ class GradiendBPI(GradiendDebiaser):
     label = "GRADIEND-BPI"
     aliases = ("gradiend",)
 
+    @classmethod
+    def stands_for(cls, bias_type: str) -> tuple[str, ...]:
+        """In a race or religion run, `gradiend` / `gradiend-bpi` are the type's three pair GRADIENDs (their
+        BalancedBS is the pairs' counterpart of BPI; pair_method.py)."""
+        from methods.gradiend.pairs_data import pair_plugins
+
+        return pair_plugins(bias_type)
+
 
 class GradiendFPI(GradiendDebiaser):
     """GRADIEND edit towards female names (FPI)."""

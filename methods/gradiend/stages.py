@@ -34,11 +34,14 @@ _RESULT_MODULES = ("data", "examples", "examples_causal", "example_sets", "gradi
                    "decoder_eval")  # fmt: skip
 
 
-def code_version() -> str:
+PAIR_MODULES = _RESULT_MODULES + ("pairs_data", "pairs_examples", "pairs")  # a race / religion pair GRADIEND
+
+
+def code_version(modules: tuple[str, ...] = _RESULT_MODULES) -> str:
     """Hash of the modules whose code decides a trained GRADIEND or a grid (part of the cache keys)."""
     h = hashlib.sha256()
     folder = Path(__file__).parent
-    for name in _RESULT_MODULES:
+    for name in modules:
         h.update((folder / f"{name}.py").read_bytes())
     return h.hexdigest()[:12]
 

@@ -119,9 +119,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 class ValSet:
     """Validation rows as device batches, encoded as often as training evaluates."""
 
-    def __init__(self, subject, params: ParamSet, rows: list[EncoderRow], batch_size: int):
+    def __init__(self, subject, params: ParamSet, rows: list[EncoderRow], batch_size: int, positive: str = "F"):
         self.subject, self.params, self.rows = subject, params, rows
-        self.female = np.array([r.kind == "F" for r in rows], dtype=float)
+        self.female = np.array([r.kind == positive for r in rows], dtype=float)  # the class encoded as positive
         self.batches, self.order = row_batches(rows, subject.tokenizer.pad_token_id, batch_size, subject.device)
 
     def correlation(self, gradiend: Gradiend) -> float:
@@ -234,12 +234,43 @@ def _run_config(subject, params: ParamSet, cfg: TrainConfig, extra: dict | None 
             **(extra or {})}  # fmt: skip
 
 
+@dataclass
+class TrainTask:
+    """What a training needs besides the model and the configuration: the batches (`batch(k, device)`, `len`), the
+    validation rows (training-time evaluation; `full_val_rows` for the run selection when those are a subset), the
+    row kind encoded as positive, and a description of the data (part of the key). Gender (GENTER + names) and a
+    race / religion group pair (pairs.py) are two tasks of the one trainer."""
+
+    batches: object
+    val_rows: list[EncoderRow]
+    positive: str
+    describe: str
+    full_val_rows: list[EncoderRow] | None = None
+
+
+def gender_task(subject, data: GradiendData, cfg: TrainConfig) -> TrainTask:
+    max_length = length_cap(subject, cfg.max_length)
+    batches = example_sets.train_batches(subject, data.genter["train"], data.names["train"], batch_size=cfg.batch_size,
+                                         max_length=max_length)  # fmt: skip
+    val_rows = example_sets.gender_rows(subject, val_templates(data, cfg.eval_max_size), data.names["val"],
+                                        max_length=max_length)  # fmt: skip
+    full = None
+    if len(val_rows) != 2 * len(data.genter["val"]):
+        full = example_sets.gender_rows(subject, data.genter["val"], data.names["val"], max_length=max_length)
+    return TrainTask(batches, val_rows, "F", data.describe(), full)
+
+
 def train(subject, data: GradiendData, cfg: TrainConfig, out_dir, ctx) -> tuple[Gradiend, dict]:
+    """The gender GRADIEND: `train_task` on GENTER with NAMExact names."""
+    return train_task(subject, lambda: gender_task(subject, data, cfg), data.describe(), cfg, out_dir, ctx)
+
+
+def train_task(subject, make_task, describe: str, cfg: TrainConfig, out_dir, ctx) -> tuple[Gradiend, dict]:
     """Train every seed (resuming or reusing finished runs in `out_dir`), select the best run, save it to
-    `out_dir/gradiend` and return it with a summary."""
+    `out_dir/gradiend` and return it with a summary. `make_task()` builds the TrainTask (only when needed)."""
     out_dir = Path(out_dir)
     params = ParamSet.select(subject.model, cfg.exclude, cfg.layers)
-    key = stable_hash({"subject": subject.identity, "train": cfg.result_key(), "data": data.describe()})
+    key = stable_hash({"subject": subject.identity, "train": cfg.result_key(), "data": describe})
     stamp = out_dir / "train.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") != key:
         raise BenchError(f"{out_dir} holds a GRADIEND training with another model, data or configuration; "
@@ -248,17 +279,15 @@ def train(subject, data: GradiendData, cfg: TrainConfig, out_dir, ctx) -> tuple[
         gradiend, config = Gradiend.load(out_dir / SELECTED, device=params.device)
         params.check_signature(config["params"])
         return gradiend, config["summary"]
-    write_json(stamp, {"key": key, "config": cfg.result_key(), "model": subject.name, "data": data.describe()})
-    max_length = length_cap(subject, cfg.max_length)
-    batches = example_sets.train_batches(subject, data.genter["train"], data.names["train"], batch_size=cfg.batch_size,
-                                         max_length=max_length)  # fmt: skip
-    val_rows = example_sets.gender_rows(subject, val_templates(data, cfg.eval_max_size), data.names["val"],
-                                        max_length=max_length)  # fmt: skip
-    val = ValSet(subject, params, val_rows, cfg.eval_batch_size)
-    full_val = val
-    if len(val_rows) != 2 * len(data.genter["val"]):
-        rows = example_sets.gender_rows(subject, data.genter["val"], data.names["val"], max_length=max_length)
-        full_val = ValSet(subject, params, rows, cfg.eval_batch_size)
+    write_json(stamp, {"key": key, "config": cfg.result_key(), "model": subject.name, "data": describe})
+    task = make_task()
+    val = ValSet(subject, params, task.val_rows, cfg.eval_batch_size, task.positive)
+    full_val = val if task.full_val_rows is None else ValSet(subject, params, task.full_val_rows,
+                                                             cfg.eval_batch_size, task.positive)  # fmt: skip
+    return _train_seeds(subject, params, task.batches, val, full_val, cfg, out_dir, ctx, describe)
+
+
+def _train_seeds(subject, params, batches, val, full_val, cfg, out_dir, ctx, describe) -> tuple[Gradiend, dict]:
     selected, runs = None, []
     for seed in cfg.seeds:
         run_dir = out_dir / f"seed-{seed}"
@@ -279,6 +308,6 @@ def train(subject, data: GradiendData, cfg: TrainConfig, out_dir, ctx) -> tuple[
         else:
             run.gradiend = None  # free the memory of runs that lost
     summary = {"selected_seed": selected.seed, "val_cor": selected.val_cor, "runs": runs,
-               "steps": cfg.max_steps if cfg.max_steps is not None else len(batches), "data": data.describe()}  # fmt: skip
+               "steps": cfg.max_steps if cfg.max_steps is not None else len(batches), "data": describe}  # fmt: skip
     selected.gradiend.save(out_dir / SELECTED, _run_config(subject, params, cfg, {"summary": summary}))
     return selected.gradiend, summary
