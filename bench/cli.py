@@ -222,6 +222,31 @@ def check(run_dir, baseline, tolerance):
         sys.exit(EXIT_REGRESSION)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--model", "model", required=True, help="A model of the run, as the run names it (e.g. synthetic).")
+@click.option("--method", "chain", required=True, help="A debiased chain of the run (e.g. gradiend-bpi or cda+gradiend-bpi).")
+@click.option("--seed", type=int, default=None, help="Which seed's fit (default: the run's seed).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="The cache the run used (default: BENCH_CACHE_DIR or ~/.cache/bench); its fits are reused.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="The data directory the run used.")
+def export(run_dir, out_dir, model, chain, seed, cache_dir, data_dir):
+    """Write MODEL debiased with METHOD, as RUN_DIR built it, to OUT_DIR: a Hugging Face folder (safetensors,
+    tokenizer, a model card with the run's rows) that transformers loads without bench.
+
+    \b
+    Weight-changing methods only (GRADIEND, CDA, Dropout and chains of them); projections and SelfDebias act at
+    inference and are refused with the reason.
+      bench export runs/demo exported/gradiend --model synthetic --method gradiend-bpi
+    """
+    from bench.run.export import export as export_model
+
+    done = export_model(run_dir, model, chain, out_dir, cache_dir=cache_dir, data_dir=data_dir, seed=seed,
+                        echo=lambda m: click.echo(m, err=True))  # fmt: skip
+    click.echo(f"wrote {done} (load it with AutoModel*.from_pretrained({str(done)!r}))")
+
+
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(["methods", "metrics", "models", "suites"]))
 def list_(what):
