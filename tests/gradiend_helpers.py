@@ -94,3 +94,23 @@ def tiny_subject(hidden: int = 32, layers: int = 2, seed: int = 0, name: str = "
     tok = load_bert_tokenizer(SHARED_DATA)
     return Subject(model=tiny_bert(tok, hidden=hidden, layers=layers, seed=seed), tokenizer=tok, name=name,
                    source=f"test:tiny-bert:{hidden}:{layers}:{seed}")  # fmt: skip
+
+
+def reference_adamw_step(n: int, x, t, flipped: bool):
+    """The straightforward GRADIEND step in float64: nn.Linear encoder/decoder initialised as
+    Gradiend.initialised(n, 0), autograd MSE, one torch.optim.AdamW step (lr 1e-3, eps 1e-8, weight decay 1e-2);
+    returns the flat parameters in Gradiend's layout, with the training-time sign flip applied if it fired."""
+    import torch
+    from torch import nn
+
+    from methods.gradiend.model import Gradiend
+
+    init = Gradiend.initialised(n, 0, dtype=torch.float64)
+    enc, dec = nn.Linear(n, 1).double(), nn.Linear(1, n).double()
+    with torch.no_grad():
+        enc.weight.copy_(init.W_e[None]), enc.bias.copy_(init.b_e), dec.weight.copy_(init.W_d[:, None]), dec.bias.copy_(init.b_d)
+    opt = torch.optim.AdamW([enc.weight, dec.weight, dec.bias, enc.bias], lr=1e-3, eps=1e-8, weight_decay=1e-2)
+    nn.functional.mse_loss(dec(torch.tanh(enc(x))), t).backward()
+    opt.step()
+    sign = -1.0 if flipped else 1.0
+    return torch.cat([sign * enc.weight.detach()[0], sign * dec.weight.detach()[:, 0], dec.bias.detach(), sign * enc.bias.detach()])
