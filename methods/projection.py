@@ -50,6 +50,11 @@ class SubspaceRemoval(nn.Module):
         u = self.basis.to(device=h.device, dtype=h.dtype)
         return h - (h @ u) @ u.T
 
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, c) in float64 with forward(h) == h A + c: A = I - U Uᵀ, c = 0 (what `bench export` folds)."""
+        u = self.basis.to(torch.float64)
+        return torch.eye(u.shape[0], dtype=torch.float64) - u @ u.T, torch.zeros(u.shape[0], dtype=torch.float64)
+
     def extra_repr(self) -> str:
         return f"d={self.basis.shape[0]}, removed={self.rank}"
 
@@ -84,6 +89,13 @@ class AffineErasure(nn.Module):
         right = self.proj_right.to(device=h.device, dtype=h.dtype)
         delta = h if self.bias is None else h - self.bias.to(device=h.device, dtype=h.dtype)
         return h - (delta @ right.T) @ left.T
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, c) in float64 with forward(h) == h A + c: A = I - Rᵀ Lᵀ, c = b Rᵀ Lᵀ (0 without centring)."""
+        left, right = self.proj_left.to(torch.float64), self.proj_right.to(torch.float64)
+        erase = right.T @ left.T
+        offset = torch.zeros(left.shape[0], dtype=torch.float64) if self.bias is None else self.bias.to(torch.float64) @ erase
+        return torch.eye(left.shape[0], dtype=torch.float64) - erase, offset
 
     def extra_repr(self) -> str:
         return f"d={self.proj_left.shape[0]}, k={self.rank}, affine={self.bias is not None}"

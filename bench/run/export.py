@@ -3,16 +3,22 @@
 The chain is rebuilt as the run built it (the run's request, its cache: fitted artifacts are reused, a missing
 one is fitted again and said so), then written with `save_pretrained` (safetensors) next to the tokenizer, so
 that `AutoModelForMaskedLM` / `AutoModelForCausalLM.from_pretrained(OUT_DIR)` loads it without bench and without
-remote code. Only methods that change the weights can be exported this way: a projection (INLP, SentenceDebias,
-LEACE, RLACE) acts on the hidden states at inference and SelfDebias on the output distribution, which a plain
-checkpoint does not carry; those are refused with the reason. The folder is written beside OUT_DIR and renamed
+remote code. Methods that change the weights are exported exactly. A projection (INLP, SentenceDebias, LEACE, RLACE)
+acts on the last hidden states at inference; it is folded into the LM head's first linear map
+(`bench.models.folding`), which is exact for the LM's outputs (StereoSet, CrowS, generation) but leaves the hidden
+states unprojected (SEAT, GLUE), as the card says; the projection itself is saved beside the weights
+(`projection.safetensors`: h -> h A + c). SelfDebias re-weights the output distribution with a second, prompted
+pass, which a checkpoint cannot carry: refused with the reason. The folder is written beside OUT_DIR and renamed
 into place when complete, so an interrupted export leaves nothing half-written.
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Callable
+
+from safetensors.torch import save_file
 
 from bench.errors import BenchError
 from bench.files import atomic_dir
@@ -20,9 +26,9 @@ from bench.run.request import RunRequest
 from bench.run.schema import manifest_problem, read_rows
 
 REFUSED = {
-    "representation": "projects the hidden states at inference; a checkpoint of the weights cannot carry that",
     "output": "re-weights the output distribution at inference with a second, prompted pass; it has no weights",
 }
+PROJECTION_FILE = "projection.safetensors"
 
 
 def read_manifest(run_dir: Path) -> dict:
@@ -76,14 +82,41 @@ def export(run_dir: Path, model: str, chain: str, out_dir: Path, *, cache_dir=No
     subject = worker.debias(base, chain, worker.context(base, seed))
     rows = [r for r in read_rows(Path(run_dir) / "results.jsonl") if r.get("model") == model
             and r.get("method") in (chain, "base") and r.get("seed", seed) == seed]  # fmt: skip
+    model, projection = _exported_model(subject)
     with atomic_dir(out_dir) as tmp:
-        subject.model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True)
         subject.tokenizer.save_pretrained(tmp)
-        (Path(tmp) / "README.md").write_text(model_card(manifest, request, base, chain, seed, rows), encoding="utf-8")
+        if projection is not None:
+            save_file(projection, str(Path(tmp) / PROJECTION_FILE), metadata={"map": "h -> h @ A + c", "applies_to":
+                      "the last hidden state (masked LM: the encoder output; causal LM: after the final norm)"})
+        card = model_card(manifest, request, base, chain, seed, rows, folded=projection is not None)
+        (Path(tmp) / "README.md").write_text(card, encoding="utf-8")
     return out_dir
 
 
-def model_card(manifest: dict, request: RunRequest, base, chain: str, seed: int, rows: list[dict]) -> str:
+def _exported_model(subject):
+    """(model to save, {"A", "c"} of the folded projection or None). A projection is folded into a copy of the
+    model, so the run's cached subject is left as it was."""
+    if subject.logits_transform is not None:
+        raise BenchError(f"{subject.method} changes the output distribution at inference; it cannot be exported")
+    if not subject.transforms:
+        return subject.model, None
+    from bench.models.folding import composed_affine, fold_into_head
+
+    a, c = composed_affine(subject.transforms)
+    model = fold_into_head(copy.deepcopy(subject.model), subject.kind, subject.transforms)
+    return model, {"A": a.contiguous(), "c": c.contiguous()}
+
+
+FOLDED_NOTE = ("The chain's projection of the last hidden states is folded into the first linear map of the LM head "
+               "(W' = W A^T, b' = b + W c), so the masked-LM / next-token outputs are the debiased model's (up to "
+               "float rounding). The hidden states themselves are NOT projected: sentence embeddings (SEAT) and a "
+               "classifier fine-tuned on them (GLUE) see the unprojected states. To project them, apply "
+               f"`{PROJECTION_FILE}` (tensors A (d, d) and c (d,), float64: h -> h @ A + c) to the last hidden state.")
+
+
+def model_card(manifest: dict, request: RunRequest, base, chain: str, seed: int, rows: list[dict],
+               folded: bool = False) -> str:  # fmt: skip
     from bench import __version__
 
     source = str(getattr(base, "source", "") or "")
@@ -98,6 +131,7 @@ def model_card(manifest: dict, request: RunRequest, base, chain: str, seed: int,
              f"seed {seed}, bias type {request.bias_type}). Base model: `{base.name}` ({source or 'unknown source'}); "
              "its license applies to these weights.", "", "## Chain", "",
              f"`{chain}` with options `{json.dumps(options, sort_keys=True)}` (empty: the methods' defaults).", "",
+             *([FOLDED_NOTE, ""] if folded else []),
              "## Measured (the run's rows; 95 % CIs; change vs. the base model with its paired CI)", "",
              "| method | metric | value | CI | change | change CI |", "|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
