@@ -30,8 +30,8 @@ from reports.escape import latex, markdown, plain
 
 SIG_MD, SIG_TEX = "†", r"$^\dagger$"
 OUTSIDE_MD, OUTSIDE_TEX = "!", r"$^{!}$"
-OUTSIDE_NOTE = ("the value lies outside its percentile CI (the bootstrap distribution of this statistic is shifted "
-                "away from the estimate; the reference's tables flag such cells too)")
+OUTSIDE_NOTE = ("the value lies outside its CI (the bootstrap distribution of this statistic is shifted away from the "
+                "estimate; the reference's tables flag such cells too)")
 
 
 @dataclass

@@ -16,9 +16,9 @@ def test_a_value_outside_its_ci_is_flagged():
     assert not cells["BASE"].outside and cells["CDA"].outside
     md = render_markdown(rows)
     assert "55.00 [50.00, 54.50]! " in md.replace("**", "") + " " and "60.00 [58.00, 62.00]!" not in md
-    assert "outside its percentile CI" in md
+    assert "outside its CI" in md
     tex = render_latex(rows)
-    assert r"[50.00, 54.50]}$^{!}$" in tex and "outside its percentile CI" in tex
+    assert r"[50.00, 54.50]}$^{!}$" in tex and "outside its CI" in tex
 
 
 def test_no_mark_on_the_edge_or_in_rounding_and_no_legend_without_a_mark():

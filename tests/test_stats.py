@@ -19,7 +19,7 @@ def _mean_estimate(values):
 def test_percentile_interval_matches_a_loop():
     rng = np.random.default_rng(1)
     values = rng.normal(size=50)
-    cfg = StatsConfig(resamples=500, seed=7)
+    cfg = StatsConfig(resamples=500, seed=7, ci="percentile")
     iv = interval(_mean_estimate(values), cfg)
     # straightforward: the same draws, one resample at a time
     draws = np.random.default_rng(7).integers(0, 50, size=(500, 50))
@@ -68,4 +68,4 @@ def test_pairing_requires_the_same_items():
 
 def test_bad_stats_option():
     with pytest.raises(ValueError):
-        StatsConfig(ci="bca")
+        StatsConfig(ci="bootstrap-t")
