@@ -5,6 +5,7 @@ tests (Debian's chromium, skipped without it): the demo's report rendered headle
 blank and shows the forest plots, every leaderboard value in the rendered DOM, and no network request."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -196,6 +197,21 @@ def test_renderer_and_report_command(tmp_path, capsys):
     assert _Page(printed).tables[0] == leaderboard_cells(rows)
     code, out, err = run_bench(["report", tmp_path, "--format", "html", "--out", tmp_path / "r.html"], capsys)
     assert code == 0 and out == "" and (tmp_path / "r.html").read_text(encoding="utf-8") == printed
+
+
+def test_task_tables_with_their_notes():
+    task = {"key": "glue:rte", "label": LABEL, "metric": "Acc.", "order": 0}
+    note = json.dumps({"suite": "glue", "label": LABEL, "mean": "glue", "tasks": [task], "missing": {}})
+    rows = [dict(model=HOSTILE, method="base", label="Base", group=0, metric="glue", submetric=sub, status="ok",
+                 value=60.0, ci_low=59.0, ci_high=61.0, note=n)
+            for sub, n in (("glue:rte", ""), ("glue", ""), ("glue_table", note))]  # fmt: skip
+    rows.append(dict(rows[0], method="x", label="X", status="n/a", value=None, note=f"n/a because {HOSTILE}"))
+    text = render_html(rows)
+    page = _Page(text)
+    assert 'id="tasks"' in text and "<script" not in text.lower() and "img" not in page.tags
+    task_table = next(t for t in page.tables if t[0][:2] == ["model", "method"])
+    assert task_table[1] == [HOSTILE, "Base", "60.0 [59.0, 61.0]", "60.0 [59.0, 61.0]"] and f"{LABEL} Acc." in task_table[0]
+    assert f"n/a because {HOSTILE}" in html.unescape(text)
 
 
 def test_markdown_conversion_keeps_escapes_and_pipes():
