@@ -78,3 +78,19 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`bench run --suite demo` once per test session (minutes on 2 cores): (run directory, what it printed).
+    The README's demo table and the HTML report's browser test read the same run."""
+    import contextlib
+    import io
+
+    from bench.cli import main
+
+    out = tmp_path_factory.mktemp("demo-run") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main(["run", "--suite", "demo", "--out", str(out), "--no-progress"])
+    return out, printed.getvalue()

@@ -23,12 +23,8 @@ def test_block_round_trip(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_shows_what_the_demo_prints(tmp_path, capsys):
-    from bench.cli import main
-
-    out = tmp_path / "demo"
-    main(["run", "--suite", "demo", "--out", str(out), "--no-progress"])
-    printed = capsys.readouterr().out
+def test_readme_shows_what_the_demo_prints(demo_run):
+    out, printed = demo_run  # tests/conftest.py: the demo, run once per session
     rows = read_rows(out)
     assert {r["method"] for r in rows} == {"base", "gradiend-bpi", "inlp", "gradiend-bpi+inlp"}
     assert render_markdown(rows) in printed

@@ -117,7 +117,9 @@ def test_bench_run_calls_every_registered_renderer(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert _Probe.calls == [(len(rows), out)] and (out / "probe.txt").read_text() == f"{len(rows)} rows"
     assert stdout == render(rows, "md") + f"\n\nprobe saw {len(rows)} rows as md\n"
-    assert err.rstrip().endswith(f"tables: {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}, {out / 'probe.txt'}")
+    assert err.rstrip().endswith(f"tables: {out / 'report.html'}, {out / 'leaderboard.md'}, {out / 'leaderboard.tex'}, "
+                                 f"{out / 'probe.txt'}")  # the entry points html, leaderboard, then the probe
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert (out / "leaderboard.md").read_text() == render(rows, "md") + "\n" and (out / "results_full.md").is_file()
 
 

@@ -352,6 +352,39 @@ def test_markdown_renders_as_text_with_a_real_renderer():
     assert all(row.count("<td") == 6 for row in re.findall(r"<tr>.*?</tr>", html.split("<tbody>")[1], re.S))
 
 
+@pytest.mark.parametrize("name", [NASTY, EVERY, "<script>alert(1)</script>", "a\nb | c"])
+def test_html_report_renders_names_as_text(name):
+    from html.parser import HTMLParser
+
+    from reports.html_report import render_html
+
+    class Page(HTMLParser):
+        """Every start tag with its attributes, and the text of every table cell."""
+
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.tags, self.cells, self.cell = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, attrs))
+            if tag == "td":
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag == "td":
+                self.cells.append("".join(self.cell))
+
+        def handle_data(self, data):
+            self.cell.append(data)
+
+    page = Page()
+    page.feed(render_html(_named(make_rows(35), name)))
+    assert not [t for t, attrs in page.tags if t in ("script", "img")] and not [a for _, attrs in page.tags for a in attrs
+                                                                               if a[0].startswith("on")]  # fmt: skip
+    shown = name.replace("\n", " ")
+    assert page.cells[:2] == [shown, f"{shown} 0"]
+
+
 # A tiny LaTeX tokenizer: what TeX's eyes would see in escaped text (with `^` at its usual catcode 7).
 SAFE_COMMANDS = {r"\textbackslash", r"\textasciicircum", r"\textasciitilde", r"\textbar", r"\textless",
                  r"\textgreater", r"\{", r"\}", r"\$", r"\&", r"\#", r"\_", r"\%"}  # fmt: skip
