@@ -128,9 +128,12 @@ def _parse_seeds(value: str | None) -> list[int] | None:
               help="slurm: 'local' runs the jobs as processes on this machine (submitit's LocalExecutor).")
 @click.option("--no-wait", is_flag=True, help="slurm: submit the units that are ready and return; run the same "
               "command again to collect finished jobs and submit the next ones.")
+@click.option("--log-to", "log_to", multiple=True, metavar="TRACKER",
+              help="Also log the rows, the request and the tables to an experiment tracker: mlflow, wandb (optional "
+                   "extras; repeatable). Needs --out: one tracker run per run directory, resumed with it.")
 def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, data_dir, cache_dir, resamples, options,
         fmt, no_progress, dry_run, executor, address, gpus_per_job, cpus_per_job, max_retries, ray_cpus, ray_gpus,
-        slurm_partition, slurm_time, slurm_mem, slurm_array_parallelism, slurm_cluster, no_wait):
+        slurm_partition, slurm_time, slurm_mem, slurm_array_parallelism, slurm_cluster, no_wait, log_to):
     """Run every (model, method, metric) and print the leaderboard.
 
     Results are stored one row per number in OUT/results.jsonl, with Markdown and LaTeX tables beside them.
@@ -160,7 +163,9 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
 
         click.echo(describe_run(Runner(request, out=None, echo=lambda m: click.echo(m, err=True)), out, executor))
         return
+    trackers = _trackers(log_to, out)
     runner = Runner(request, out=out, echo=lambda m: click.echo(m, err=True))
+    failed: list[str] = []
     try:
         ex.start()
         rows = runner.run(ex)
@@ -173,10 +178,49 @@ def run(models, methods, metrics, suite, out, seed, seeds_, bias_type, device, d
             click.echo("\n\n".join(text for r in renderers if (text := r.show(shown, fmt))))
         if out is not None and shown:
             click.echo(f"\nresults: {out / 'results.jsonl'}  tables: {', '.join(str(p) for p in tables)}", err=True)
+        if trackers and rows:
+            failed = _log_to_trackers(trackers, rows, runner.store)
     finally:
         ex.close()  # (Ray's cluster stops after the table is out)
-    if runner.errors:
-        raise BenchError("; ".join(runner.errors))
+    if runner.errors or failed:
+        raise BenchError("; ".join(runner.errors + failed))
+
+
+def _trackers(names: tuple[str, ...], out: Path | None) -> list:
+    """The trackers of `--log-to` (bench.trackers), each checked before the run starts (e.g. its library is
+    installed), so a missing extra fails in a second rather than after the run."""
+    from bench.registry import TRACKERS
+
+    if not names:
+        return []
+    if out is None:
+        raise BenchError("--log-to needs --out: the tracker run is kept with the run directory (one tracker run per "
+                         "run directory; running the command again adds only the rows it does not hold)")
+    trackers = [TRACKERS.get(name)() for name in dict.fromkeys(names)]
+    for tracker in trackers:
+        tracker.check()
+    return trackers
+
+
+def _log_to_trackers(trackers: list, rows: list[dict], store) -> list[str]:
+    """Send the stored rows to each tracker, after results and tables are written: a tracker that fails is
+    reported and the others still log; returns the failures (the run then exits non-zero)."""
+    failed = []
+    manifest = {"request": store.manifest.get("request", {}), "request_hash": store.manifest.get("request_hash")}
+    try:
+        store.acquire()  # one writer of the run directory (OUT/trackers.json) at a time
+    except BenchError as e:
+        return [f"nothing logged to {', '.join(t.name for t in trackers)}: {e}"]
+    try:
+        for tracker in trackers:
+            try:
+                click.echo(tracker.log(rows, store.out, manifest), err=True)
+            except Exception as e:  # the results are stored: a tracker error must not hide them
+                failed.append(f"logging to {tracker.name} failed ({type(e).__name__}: {e}); the results are kept in "
+                              f"{store.out}: run the same command again to log them")  # fmt: skip
+    finally:
+        store.release()
+    return failed
 
 
 @cli.command()

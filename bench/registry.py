@@ -1,8 +1,8 @@
-"""Registries of methods, metrics, models, commands and renderers.
+"""Registries of methods, metrics, models, commands, renderers and trackers.
 
 Filled two ways: the decorators below (`@register_method("name")`), and the entry-point groups
-`bench.methods`, `bench.metrics`, `bench.models`, `bench.commands` and `bench.renderers` of any installed
-distribution — this project's own plugins and reports are found the same way, so the core never imports a
+`bench.methods`, `bench.metrics`, `bench.models`, `bench.commands`, `bench.renderers` and `bench.trackers` of any
+installed distribution — this project's own plugins and reports are found the same way, so the core never imports a
 particular method or report.
 """
 from __future__ import annotations
@@ -105,6 +105,12 @@ COMMANDS = Registry("command", "bench.commands")
 # objects with `write(rows, out) -> list[Path]` (tables written beside the results; returns the paths the run's
 # last line names) and `show(rows, fmt) -> str` (the text printed at the end of the run, "" for none).
 RENDERERS = Registry("renderer", "bench.renderers")
+# Where `bench run --log-to NAME` sends the rows of a run (reports/trackers registers MLflow and W&B; the core
+# imports neither library): classes, made with no arguments, with `check()` (raises BenchError when the tracker
+# cannot log, e.g. its library is not installed; called before the run starts) and `log(rows, out, request) -> str`
+# (sends the stored rows of the run directory `out` that its tracker run does not hold yet, with the request
+# `{"request": ..., "request_hash": ...}` of the run's manifest; returns one line saying what it did).
+TRACKERS = Registry("tracker", "bench.trackers")
 
 
 def register_method(name: str, aliases: tuple[str, ...] = ()) -> Callable:
