@@ -156,6 +156,12 @@ def jackknife(statistic, strata: Sequence[int]) -> list[np.ndarray]:
     return out
 
 
+def replicates(est: Estimate, cfg: StatsConfig = StatsConfig()) -> np.ndarray:
+    """The R bootstrap replicates of `est` that its interval is read from (the same item indices for every
+    estimate over the same strata with the same cfg: what statistics across rows resample jointly)."""
+    return _distribution(est, cfg)
+
+
 def interval(est: Estimate, cfg: StatsConfig = StatsConfig()) -> Interval:
     return _interval(est.point(), _distribution(est, cfg), sum(est.strata), cfg,
                      lambda: jackknife(est.statistic, est.strata))

@@ -9,8 +9,11 @@ metrics. Beside it: the mean LMS / GLUE / SuperGLUE over base models and the cha
 Difference from the fork: tied values share the mean of their positions (the fork's stable sort gives tied
 methods different ranks in the order the methods are listed).
 
-Confidence intervals (beyond the fork). Stored rows carry a value and a 95 % CI, not the resamples, so each
-resample is drawn from a normal approximation of what the rows hold: per (base model, metric) the base
+Confidence intervals (beyond the fork). From the items, where the run's per-item scores are in the cache (a run
+directory of one seed; `bench.run.replicates`): every replicate draws the items once (the indices the rows' own
+CIs were read from), every method on every base model is evaluated on that draw and re-ranked, and the table
+shows the 2.5 / 97.5 percentiles of the mean ranks. Otherwise (rows alone, a missing cache entry, several seeds)
+each resample is drawn from a normal approximation of what the rows hold: per (base model, metric) the base
 model's value is drawn as value + σ_b·z (σ = CI width / (2·1.96)); each other method's value as its value
 + (the base draw − the base value) + σ_Δ·z', with σ_Δ from the CI of its paired difference to the base
 (`delta_low`/`delta_high`; the method's own CI where there is none). Methods thus share the base model's
@@ -87,6 +90,7 @@ class RankTable:
     ci: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     perf: dict[str, dict[str, tuple[float, float | None]]] = field(default_factory=dict)  # method -> sub -> (mean, delta)
     resamples: int = 0
+    ci_source: str = "normal"  # "items": re-ranked bootstrap replicates of the cached scores; "normal": from the rows
 
 
 def _index(rows: list[dict]) -> dict:
@@ -176,13 +180,35 @@ def _mean_ranks(vals: np.ndarray, columns: list[Column]) -> tuple[np.ndarray, np
     return per_metric, overall
 
 
-def _rank(table: "RankTable", d: _Draws, columns: list[Column], resamples: int, seed: int) -> None:
+def _item_draws(d: _Draws, items: dict | None, subs, models, methods) -> np.ndarray | None:
+    """(R, S, K, M) replicates from the cached items when they cover every value of the table, else None."""
+    if not items:
+        return None
+    found = [items.get((model, method, sub)) for sub in subs for model in models for method in methods]
+    sizes = {len(v) for v in found if v is not None}
+    if len(sizes) != 1:
+        return None
+    draws = np.full((sizes.pop(), *d.values.shape), np.nan)
+    for i, v in enumerate(found):
+        s, rest = divmod(i, len(models) * len(methods))
+        k, m = divmod(rest, len(methods))
+        if v is None:
+            if np.isfinite(d.values[s, k, m]):
+                return None
+            continue
+        draws[:, s, k, m] = v
+    return draws
+
+
+def _rank(table: "RankTable", d: _Draws, columns: list[Column], resamples: int, seed: int, items=None) -> None:
     """Fill table.ranks (the point mean ranks) and, with resamples, table.ci (their percentile intervals)."""
     subs = [sub for sub, _, _ in table.rank_metrics]
     point_metric, point_overall = _mean_ranks(d.values, columns)
     dist_metric = dist_overall = None
     if resamples > 0:
-        dist_metric, dist_overall = _mean_ranks(_resample(d, resamples, seed), columns)
+        draws = _item_draws(d, items, subs, table.models, table.methods)
+        table.ci_source = "normal" if draws is None else "items"
+        dist_metric, dist_overall = _mean_ranks(_resample(d, resamples, seed) if draws is None else draws, columns)
     for m, method in enumerate(table.methods):
         table.ranks[method] = {sub: float(point_metric[s, m]) for s, sub in enumerate(subs)}
         table.ranks[method]["mean"] = float(point_overall[m])
@@ -216,8 +242,9 @@ def _methods(rows: list[dict]) -> tuple[list[str], dict[str, str]]:
 
 
 def build(rows: list[dict], rank=DEFAULT_RANK, performance=DEFAULT_PERFORMANCE, resamples: int = 1000, seed: int = 0,
-          bias_type: str | None = None) -> RankTable:  # fmt: skip
-    """The rank table of the rows of one bias type (default: gender if present, else the first in the rows)."""
+          bias_type: str | None = None, items: dict | None = None) -> RankTable:  # fmt: skip
+    """The rank table of the rows of one bias type (default: gender if present, else the first in the rows).
+    `items`: (model, method, sub-metric) -> bootstrap replicates from the cached scores (bench.run.replicates)."""
     rows = [r for r in rows if r.get("model") and r.get("method")]
     types = bias_types(rows)
     bias_type = bias_type or ("gender" if "gender" in types or not types else types[0])
@@ -233,11 +260,17 @@ def build(rows: list[dict], rank=DEFAULT_RANK, performance=DEFAULT_PERFORMANCE, 
     perf_metrics = [(s, _declared(s, rows).label) for s in performance if s in present]
     table = RankTable(models, methods, labels, rank_metrics, perf_metrics, resamples=resamples)
     if columns:
-        _rank(table, _draws(by_key, [s for s, _, _ in rank_metrics], models, methods), columns, resamples, seed)
+        _rank(table, _draws(by_key, [s for s, _, _ in rank_metrics], models, methods), columns, resamples, seed,
+              items if bias_type == _run_bias_type(rows) else None)
     _performance(table, by_key)
     key = lambda m: -table.ranks.get(m, {}).get("mean", -math.inf) if math.isfinite(table.ranks.get(m, {}).get("mean", math.nan)) else math.inf  # noqa: E731
     table.methods = sorted(methods, key=key)
     return table
+
+
+def _run_bias_type(rows: list[dict]) -> str | None:
+    types = bias_types(rows)
+    return types[0] if len(types) == 1 else None
 
 
 class _quiet:
@@ -301,8 +334,11 @@ def render(rows: list[dict], fmt: str = "md", **kwargs) -> str:
     models = ", ".join(markdown(m) for m in t.models) if fmt == "md" else ", ".join(t.models)  # tex: below
     legend = (f"Mean proportional rank over {len(t.models)} base model(s) ({models}): per metric and base "
               "model the methods are ranked i/(n−1), 1 = best; mean over base models, then over metrics. "
+              + (f"95 % CI in brackets from {t.resamples} bootstrap replicates of the items, every method re-ranked "
+                 "on each draw (reports/rank_table.py). " if t.resamples and t.ci_source == "items" else "")
               + (f"95 % CI in brackets from {t.resamples} resamples drawn from the rows' bootstrap CIs (normal "
-                 "approximation, re-ranked per resample; reports/rank_table.py). " if t.resamples else "")
+                 "approximation, re-ranked per resample; reports/rank_table.py). "
+                 if t.resamples and t.ci_source == "normal" else "")
               + "Right: mean over base models (change vs. base).")  # fmt: skip
     if fmt == "md":
         return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n\n" + legend + "\n"
@@ -313,10 +349,21 @@ def render(rows: list[dict], fmt: str = "md", **kwargs) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_items(run_dir: Path, resamples: int = 1000) -> dict:
+    """The run's bootstrap replicates from its cached scores ({} where there are none)."""
+    from bench.run.replicates import item_replicates
+
+    return item_replicates(Path(run_dir), resamples) if resamples > 0 else {}
+
+
 def write_tables(rows: list[dict], out: Path, **kwargs) -> list[Path]:
-    """Write OUT/rank.md and OUT/rank.tex when the rows hold a rank metric; returns the paths written."""
+    """Write OUT/rank.md and OUT/rank.tex when the rows hold a rank metric; returns the paths written. The CIs
+    come from the cached items of the run in OUT when they are there (see the module docstring)."""
     from bench.files import write_text
 
+    if not render(rows, "md", **{**kwargs, "resamples": 0}):
+        return []
+    kwargs.setdefault("items", run_items(out, kwargs.get("resamples", 1000)))
     md = render(rows, "md", **kwargs)
     if not md:
         return []
@@ -345,7 +392,9 @@ def rank_table(run_dir, fmt, write, rank, performance, resamples, seed, bias_typ
     from bench.errors import BenchError
 
     rows = read_cells(run_dir)  # one row per cell: the aggregate over seeds when present
-    kwargs = dict(rank=_names(rank), performance=_names(performance), resamples=resamples, seed=seed, bias_type=bias_type)
+    items = run_items(run_dir, resamples) if Path(run_dir).is_dir() else {}
+    kwargs = dict(rank=_names(rank), performance=_names(performance), resamples=resamples, seed=seed, bias_type=bias_type,
+                  items=items)  # fmt: skip
     text = render(rows, fmt, **kwargs)
     if not text:
         raise BenchError(f"no {', '.join(_names(rank))} results in {run_dir} (run with --metrics stereoset,seat)")

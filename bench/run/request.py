@@ -104,7 +104,10 @@ class RunRequest:
         request = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "progress", "device")}
         if list(request.get("seeds") or [request["seed"]]) == [request["seed"]]:
             del request["seeds"]  # one seed: the manifest (and its hash) of a run before the seed axis existed
-        return {"request": request, "request_hash": request_hash(request), "bench": __version__}
+        out = {"request": request, "request_hash": request_hash(request), "bench": __version__}
+        if self.cache_dir is not None:  # where this run's fits and scores are (not part of the request's identity)
+            out["cache_dir"] = str(self.cache_dir)
+        return out
 
     @classmethod
     def from_flags(cls, suite: str | None, models: list[str], methods: list[str], metrics: list[str],
