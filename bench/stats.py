@@ -10,7 +10,10 @@ distribution, z = Phi^-1(0.025), Phi^-1(0.975); z0 = Phi^-1 of the share of repl
 (ties count half); the acceleration a from a jackknife over the same resampling units: each stratum's items left
 out one at a time (the other strata whole), a = sum_j sum_i U_ji^3 / n_j^3 / (6 (sum_j sum_i U_ji^2 / n_j^2)^1.5),
 U_ji = (n_j - 1)(mean_i theta_ji - theta_ji). For a paired difference the jackknife values are the variant's
-minus the base's on the same left-out item. For a mean over seeds (shared items) the jackknife leaves an item out
+minus the base's on the same left-out item. Where the estimate lies beyond the central 1 - 2 tail of its own
+replicates, z0 is capped at +/- Phi^-1(1 - tail), so that the interval ends at (not past) the estimate
+(measured: SEAT of CDA + SentenceDebias in the ICLR suite on the synthetic world, 1.109 with 99.6 % of its
+replicates below it; uncapped BCa gave [1.132, 1.244], the percentile interval [0.687, 1.092]). For a mean over seeds (shared items) the jackknife leaves an item out
 of every seed at once; with seeds on other items (other strata, or seed_items="independent") a = 0 (bias
 correction only). Why BCa by default: the percentile interval of a bounded, biased statistic can sit beside its
 estimate (SEAT's effect size over 8 + 8 targets: CDA + SentenceDebias 1.109 [0.687, 1.092] in the ICLR suite on
@@ -120,7 +123,11 @@ def bca_levels(point: float, dist: np.ndarray, jack: Sequence[np.ndarray], tail:
     below = (np.count_nonzero(dist < point) + np.count_nonzero(dist <= point)) / (2.0 * dist.size)
     if not 0.0 < below < 1.0 or not np.isfinite(point):
         return [tail, 1.0 - tail]
-    z0 = float(ndtri(below))
+    # An estimate beyond the central interval of its own replicates (|z0| > z_(1-tail): the bootstrap of a bounded
+    # statistic shrunk by resampling, e.g. SEAT's mean |d| with resampled attribute sets) would put the whole BCa
+    # interval past the estimate; z0 is capped there, which puts the estimate on the interval's near end.
+    z_edge = float(ndtri(1.0 - tail))
+    z0 = float(np.clip(ndtri(below), -z_edge, z_edge))
     num = den = 0.0
     for values in jack:
         values = np.asarray(values, dtype=float)
@@ -134,7 +141,8 @@ def bca_levels(point: float, dist: np.ndarray, jack: Sequence[np.ndarray], tail:
     levels = []
     for z in (float(ndtri(tail)), float(ndtri(1.0 - tail))):
         shifted = z0 + z
-        levels.append(float(ndtr(z0 + shifted / (1.0 - a * shifted))))
+        denominator = 1.0 - a * shifted  # <= 0 only for an extreme acceleration: the level goes to its end
+        levels.append(float(ndtr(z0 + shifted / denominator)) if denominator > 0 else float(z > 0))
     return levels
 
 

@@ -111,6 +111,26 @@ def test_degenerate_distribution_gives_the_percentile_levels():
     assert got.low == got.high == 100.0
 
 
+def distinct_share(idx: np.ndarray) -> np.ndarray:
+    return np.array([len(np.unique(row)) for row in idx]) / idx.shape[1]
+
+
+def test_an_estimate_beyond_its_central_replicates_ends_the_interval_instead_of_falling_outside():
+    # a statistic shrunk by resampling itself (like SEAT's mean |d| with resampled attribute sets): the share of
+    # distinct items is 1 on the data and about 0.63 on every resample, so nearly every replicate lies below the
+    # estimate; uncapped, BCa would read both bounds from above it
+    x = np.random.default_rng(6).normal(size=30)
+    est = Estimate((30,), lambda idx: 1.2 * distinct_share(idx[0]) + x[idx[0]].mean(1))
+    dist = est.statistic(bootstrap_indices(est.strata, CFG.resamples, CFG.seed))
+    below = np.mean(dist < est.point())
+    assert 0.975 < below < 1.0
+    got = interval(est, CFG)
+    assert got.low <= got.value <= got.high
+    assert got.low == pytest.approx(np.percentile(dist, 97.5), rel=1e-12)  # the capped bias correction
+    pct = interval(est, StatsConfig(resamples=2000, seed=3, ci="percentile"))
+    assert pct.high < pct.value  # the percentile interval misses it
+
+
 def test_unknown_ci_method_is_refused():
     with pytest.raises(ValueError, match="ci must be one of"):
         StatsConfig(ci="studentized")
