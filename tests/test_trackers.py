@@ -181,6 +181,9 @@ def test_ci_suite_reaches_mlflow_and_wandb_once(tmp_path, cache_dir, monkeypatch
     assert "synthetic/gender/base/stereoset/ss_gender/seed0/change" not in want  # base has no change
 
     # 3. a resume: the last cell's rows are recomputed (results.jsonl changes), and nothing is logged twice
+    from reports.trackers import artifacts, digest
+
+    before = digest(artifacts(out))
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
     last = json.loads(lines[-1])
     from reports.trackers import part
@@ -198,7 +201,9 @@ def test_ci_suite_reaches_mlflow_and_wandb_once(tmp_path, cache_dir, monkeypatch
     assert (state["mlflow"]["run_id"], state["wandb"]["run_id"]) == (mlflow_id, wandb_id)
     assert_mlflow_holds(uri, mlflow_id, out, want, once=sorted(recomputed | {k for k in want if k.endswith("/value")}))
     held = assert_wandb_holds(root / "wandb", wandb_id, want)
-    assert held["dirs"] == 2  # resumed once more for the changed results.jsonl (an artifact), with no history step
+    # resumed once more (with no history step) only to upload the artifacts again if a file changed: the recomputed
+    # rows differ only in runtime_s, which can round to the same milliseconds when both runs read the cache
+    assert held["dirs"] == (2 if digest(artifacts(out)) != before else 1)
     _, run = mlflow_run(uri, mlflow_id)
     from mlflow.tracking import MlflowClient
 
