@@ -49,3 +49,15 @@ def metric_classes(rows: list[dict]) -> dict[str, type]:
     """Metric name -> registered class of each metric in the rows, in order of appearance (not installed: left out)."""
     found = {metric: metric_class(metric) for metric in dict.fromkeys(r["metric"] for r in rows)}
     return {metric: cls for metric, cls in found.items() if cls is not None}
+
+
+def layout(rows: list[dict]) -> tuple[dict, list, dict, bool]:
+    """What every leaderboard-shaped view of `rows` starts from: the metric classes, the columns (metric, Column)
+    in their declared order, the rows grouped by (model, bias type) in the rows' order, and whether a bias type
+    other than gender is present (then group titles name it)."""
+    classes = metric_classes(rows)
+    columns = sorted(((m, c) for m, cls in classes.items() for c in cls.columns), key=lambda mc: mc[1].order)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r.get("bias_type", "gender")), []).append(r)
+    return classes, columns, groups, any(b != "gender" for _, b in groups)

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from reports.cells import cell_rows, metric_classes
+from reports.cells import cell_rows, layout
 from reports.escape import plain
 
 SIG = "†"
@@ -44,12 +44,7 @@ def panels(rows: list[dict]) -> list[tuple[str, list[tuple[str, list[Change]]]]]
     change vs. base in the rows; columns in the leaderboard's order, panels in the rows' order."""
     shown = [r for r in cell_rows(rows) if r.get("status") == "ok" and _finite(r.get("delta"), r.get("delta_low"),
                                                                                    r.get("delta_high"))]  # fmt: skip
-    classes = metric_classes(shown)
-    columns = sorted(((m, c) for m, cls in classes.items() for c in cls.columns), key=lambda mc: mc[1].order)
-    groups: dict[tuple, list[dict]] = {}
-    for r in shown:
-        groups.setdefault((r["model"], r.get("bias_type", "gender")), []).append(r)
-    show_type = any(b != "gender" for _, b in groups)
+    classes, columns, groups, show_type = layout(shown)
     figures = []
     for metric, col in columns:
         found = []

@@ -25,7 +25,7 @@ from tabulate import LATEX_ESCAPE_RULES, Line, TableFormat, tabulate
 
 from bench.api import Column
 from bench.files import write_text
-from reports.cells import cell_rows, metric_classes
+from reports.cells import cell_rows, layout
 from reports.escape import latex, markdown, plain
 
 SIG_MD, SIG_TEX = "†", r"$^\dagger$"
@@ -80,12 +80,7 @@ def build(rows: list[dict]):
 
 def _build(rows: list[dict]):
     """build() of rows already reduced to one per cell (cell_rows)."""
-    classes = metric_classes(rows)
-    columns = sorted(((metric, c) for metric, cls in classes.items() for c in cls.columns), key=lambda mc: mc[1].order)
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r.get("bias_type", "gender")), []).append(r)
-    show_type = any(bias_type != "gender" for _, bias_type in groups)
+    classes, columns, groups, show_type = layout(rows)
     wanted = {}  # bias type -> the (metric, sub-metric) of each column
     for bias_type in {b for _, b in groups}:
         subs = _submetrics(classes, bias_type)
