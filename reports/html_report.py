@@ -22,7 +22,7 @@ from reports import forest, html_md
 from reports.cells import cell_rows
 from reports.escape import html
 from reports.leaderboard import render_markdown
-from reports.run_files import RunFiles, read_run
+from reports.run_files import RunFiles, read_run, run_dir_of
 
 FILENAME = "report.html"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -53,8 +53,9 @@ def _forest(rows: list[dict]) -> str:
     return "\n".join(figures)
 
 
-def _tables(cells: list[dict]) -> tuple[str, str]:
-    """(the task tables, the rank table) as HTML, each empty when the rows hold none."""
+def _tables(cells: list[dict], run_dirs=()) -> tuple[str, str]:
+    """(the task tables, the rank table) as HTML, each empty when the rows hold none. The rank table of one run
+    directory takes its CIs from the run's cached items, as the run's rank.md does."""
     from reports import rank_table, task_table
 
     tasks = []
@@ -62,7 +63,10 @@ def _tables(cells: list[dict]) -> tuple[str, str]:
         text = task_table.render(cells, "md", suite)
         if text:
             tasks.append(f"<h3>{html(suite)}</h3>\n" + html_md.to_html(text))
-    rank = rank_table.render(cells, "md")
+    rank = ""
+    if rank_table.render(cells, "md", resamples=0):
+        items = rank_table.run_items(run_dir_of(Path(run_dirs[0]))) if len(run_dirs) == 1 else {}
+        rank = rank_table.render(cells, "md", items=items)
     return "\n".join(tasks), html_md.to_html(rank) if rank else ""
 
 
@@ -109,7 +113,7 @@ def render_html(rows: list[dict], run_dirs=()) -> str:
     """The report of `rows` (and of the run directories they were read from: manifests, figures) as one page."""
     runs = [read_run(Path(d)) for d in run_dirs]
     cells = cell_rows(rows)
-    tasks, rank = _tables(cells)
+    tasks, rank = _tables(cells, tuple(run_dirs))
     models = ", ".join(dict.fromkeys(r["model"] for r in rows))
     body = [
         _section("leaderboard", "Leaderboard", html_md.to_html(render_markdown(rows))),
